@@ -1,0 +1,71 @@
+# selfish-tokens: `make help` lists the targets.
+# Two commands are enough on a fresh clone: `make reproduce` and `make test`;
+# both create the virtualenv on first use.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= paper
+DEVICE  ?= auto
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install test test-slow lint lab sync reproduce report bench clean distclean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: PROFILE=$(PROFILE) (smoke|paper|large)  DEVICE=$(DEVICE) (auto|cpu|cuda|mps)"
+
+# torch is installed first and on its own: with CUDA present the default build,
+# otherwise the CPU build (a local wheel if pip is configured with one, then the
+# official CPU index), so a CPU machine never downloads the CUDA stack.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install "torch>=2.2"; \
+	elif $(BIN)/pip install --no-index --no-deps "torch>=2.2" 2>/dev/null; then \
+	  $(BIN)/pip install "torch==$$($(BIN)/python -c 'import importlib.metadata as m; print(m.version("torch"))')"; \
+	else \
+	  $(BIN)/pip install --retries 1 --timeout 20 "torch>=2.2" --index-url https://download.pytorch.org/whl/cpu \
+	  || $(BIN)/pip install "torch>=2.2"; \
+	fi
+	$(BIN)/pip install -e ".[dev]"
+	@touch $@
+
+install: $(STAMP) ## create .venv and install selfish_lib with its dependencies
+
+test: $(STAMP) ## lint and run the test suite (slow tests excluded)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP) ## run only the slow tests (paper-scale checks)
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP) ## ruff check and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+sync: $(STAMP) ## (re)generate the .ipynb pairs of notebooks/*.py
+	$(BIN)/jupytext --sync notebooks/*.py
+
+lab: sync ## open the notebooks in JupyterLab
+	$(BIN)/jupyter lab notebooks/
+
+reproduce: $(STAMP) ## execute every notebook for PROFILE into reports/PROFILE/
+	$(BIN)/selfish reproduce --profile $(PROFILE) --device $(DEVICE)
+
+report: $(STAMP) ## re-render the HTML of reports/PROFILE/ without re-executing
+	$(BIN)/selfish report --profile $(PROFILE)
+
+bench: $(STAMP) ## run the benchmarks in bench/ (prints tables)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean: ## remove reports, generated notebook pairs and caches (keeps trained runs)
+	rm -rf reports .pytest_cache .ruff_cache
+	rm -f notebooks/*.ipynb
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## also remove trained runs and the virtualenv
+	rm -rf results $(VENV)

@@ -1,0 +1,137 @@
+"""Deterministic evaluation on a whole split.
+
+The split is cut into non-overlapping windows of ``block_size`` that cover
+every position exactly once (the last window is shorter), so a number is a
+property of the model and the split, not of a random batch. Per target token
+we keep *sums* (count, loss, hits, reciprocal ranks); any grouping (language,
+frequency group, overall) is then an exact ratio of sums. A token with no
+occurrence has count 0 and NaN metrics, never 0.
+
+For a bilingual model every window is evaluated twice: in the high-resource
+alphabet (ids as they are) and in the low-resource one (ids + vocab_size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .model import GPT
+
+METRICS = ("loss", "top1", "recall5", "mrr")
+SUMS = ("count", "loss_sum", "top1_sum", "top5_sum", "rr_sum")
+
+
+def windows(ids: torch.Tensor, block_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Inputs and targets of non-overlapping windows covering every next-token position.
+
+    Returns a list of (x, y) batches: one (n_full, block_size) batch and, when
+    the length is not a multiple, one (1, remainder) batch.
+    """
+    x, y = ids[:-1], ids[1:]
+    n_full = len(x) // block_size
+    out = []
+    if n_full:
+        cut = n_full * block_size
+        out.append((x[:cut].view(n_full, block_size), y[:cut].view(n_full, block_size)))
+    if len(x) % block_size:
+        start = n_full * block_size
+        out.append((x[start:].unsqueeze(0), y[start:].unsqueeze(0)))
+    return out
+
+
+def position_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-position loss, rank of the target (1 = best; ties count in the target's favour),
+    top-1 and top-5 hits and reciprocal rank. ``logits`` (N, V), ``targets`` (N,)."""
+    logits = logits.float()
+    logp = F.log_softmax(logits, dim=-1)
+    target_logit = logits.gather(1, targets.unsqueeze(1))
+    rank = (logits > target_logit).sum(dim=1) + 1
+    return {
+        "loss": -logp.gather(1, targets.unsqueeze(1)).squeeze(1),
+        "rank": rank,
+        "top1": (rank == 1).double(),
+        "top5": (rank <= 5).double(),
+        "rr": 1.0 / rank.double(),
+    }
+
+
+@torch.no_grad()
+def evaluate_ids(
+    model: GPT, ids: torch.Tensor, device: torch.device | str = "cpu", batch_windows: int = 256
+) -> pd.DataFrame:
+    """Per-target-token sums over every position of ``ids`` (1-D, model-vocabulary ids).
+
+    Columns: token, count, loss_sum, top1_sum, top5_sum, rr_sum (one row per model token).
+    """
+    was_training = model.training
+    model.eval()
+    V = model.config.vocab_size
+    acc = {k: torch.zeros(V, dtype=torch.float64, device=device) for k in SUMS}
+    for x_all, y_all in windows(ids, model.config.block_size):
+        for start in range(0, len(x_all), batch_windows):
+            x = x_all[start : start + batch_windows].to(device)
+            y = y_all[start : start + batch_windows].to(device).reshape(-1)
+            m = position_metrics(model(x).reshape(-1, V), y)
+            acc["count"] += torch.bincount(y, minlength=V).double()
+            acc["loss_sum"] += torch.bincount(y, weights=m["loss"].double(), minlength=V)
+            acc["top1_sum"] += torch.bincount(y, weights=m["top1"], minlength=V)
+            acc["top5_sum"] += torch.bincount(y, weights=m["top5"], minlength=V)
+            acc["rr_sum"] += torch.bincount(y, weights=m["rr"], minlength=V)
+    model.train(was_training)
+    frame = pd.DataFrame({k: v.cpu().numpy() for k, v in acc.items()})
+    frame.insert(0, "token", np.arange(V))
+    frame["count"] = frame["count"].astype(np.int64)
+    return frame
+
+
+def evaluate_split(
+    model: GPT,
+    split: torch.Tensor,
+    base_vocab_size: int,
+    bilingual: bool,
+    device: torch.device | str = "cpu",
+) -> pd.DataFrame:
+    """Evaluate a whole split (one alphabet's ids), in both alphabets when ``bilingual``.
+
+    Token ``i + base_vocab_size`` rows hold the low-resource alphabet's sums.
+    """
+    frame = evaluate_ids(model, split, device)
+    if bilingual:
+        low = evaluate_ids(model, split + base_vocab_size, device)
+        frame = frame.set_index("token").add(low.set_index("token")).reset_index()
+        frame["count"] = frame["count"].astype(np.int64)
+    return frame
+
+
+def add_metrics(sums: pd.DataFrame) -> pd.DataFrame:
+    """Add the mean metrics (loss, top1, recall5, mrr) to a frame of sums; NaN where count is 0."""
+    out = sums.copy()
+    n = out["count"].astype(float).where(out["count"] > 0)
+    out["loss"] = out["loss_sum"] / n
+    out["top1"] = out["top1_sum"] / n
+    out["recall5"] = out["top5_sum"] / n
+    out["mrr"] = out["rr_sum"] / n
+    return out
+
+
+def aggregate(
+    token_sums: pd.DataFrame, token_info: pd.DataFrame, by: Sequence[str] = ("language",)
+) -> pd.DataFrame:
+    """Metrics of groups of tokens: sums are added within each group of ``by``
+    (columns of ``token_info``, joined on ``token``; extra keys such as
+    ``step`` present in ``token_sums`` may be named too), then divided."""
+    by = list(by)
+    info_cols = ["token"] + [c for c in by if c in token_info.columns and c != "token"]
+    merged = token_sums.merge(token_info[info_cols], on="token", how="left")
+    if not by:
+        summed = merged[list(SUMS)].sum().to_frame().T
+    else:
+        summed = merged.groupby(by, sort=True, observed=True)[list(SUMS)].sum().reset_index()
+    summed["count"] = summed["count"].astype(np.int64)
+    out = add_metrics(summed)
+    return out[by + ["count", *METRICS]]

@@ -1,0 +1,123 @@
+"""Profiles: the one place where sizes, steps and seeds live.
+
+- ``smoke``: a tiny model and a few dozen steps; seconds per notebook on a CPU
+  (tests and CI).
+- ``paper``: the original study's scale (4 layers, 4 heads, 128 dims, context
+  64, batch 12, AdamW 1e-3 -> 1e-4, 2000 steps on one language, 8000
+  bilingual, 160 for the low-resource-only run).
+- ``large``: nanoGPT's GPU Shakespeare configuration, for a GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from .training import TrainConfig
+from .validation import check_choice, check_seeds
+
+SETTINGS = ("single", "bilingual", "low_only")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes, schedules and seeds of one scale of the study."""
+
+    name: str
+    model: dict  # n_layer, n_head, n_embd, block_size, dropout, bias
+    optim: dict  # batch_size, learning_rate, min_lr, warmup_steps, beta2, weight_decay, grad_clip
+    steps: dict  # per setting: single, bilingual, low_only
+    seeds: tuple[int, ...]
+    eval_every: dict  # per setting
+    log_interval: int
+    checkpoint_interval: int
+    p_low: float = 0.02
+
+    def config(
+        self,
+        setting: str = "single",
+        layout: float = math.inf,
+        seed: int | None = None,
+        **overrides,
+    ) -> TrainConfig:
+        """The TrainConfig of one run of this profile.
+
+        ``setting`` is 'single' (one language), 'bilingual' (p_low of the blocks
+        in the second alphabet) or 'low_only' (only the second alphabet, for
+        ``steps['bilingual'] / 50`` steps). ``overrides`` replace any field.
+        """
+        check_choice("setting", setting, SETTINGS)
+        p_low = {"single": 0.0, "bilingual": self.p_low, "low_only": 1.0}[setting]
+        fields = dict(
+            **self.model,
+            **self.optim,
+            bilingual=setting != "single",
+            p_low=p_low,
+            max_steps=self.steps[setting],
+            layout=layout,
+            seed=self.seeds[0] if seed is None else seed,
+            eval_interval=self.eval_every[setting],
+            log_interval=self.log_interval,
+            checkpoint_interval=self.checkpoint_interval,
+        )
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)} in overrides")
+        fields.update(overrides)
+        return TrainConfig(**fields)
+
+    def with_seeds(self, seeds) -> Profile:
+        """A copy that runs over other seeds (validated)."""
+        return dataclasses.replace(self, seeds=check_seeds("seeds", seeds))
+
+
+_PAPER_OPTIM = dict(
+    batch_size=12,
+    learning_rate=1e-3,
+    min_lr=1e-4,
+    warmup_steps=100,
+    beta2=0.99,
+    weight_decay=0.1,
+    grad_clip=1.0,
+)
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        model=dict(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0, bias=True),
+        optim={**_PAPER_OPTIM, "batch_size": 8, "warmup_steps": 5},
+        steps={"single": 30, "bilingual": 100, "low_only": 2},
+        seeds=(0, 1),
+        eval_every={"single": 10, "bilingual": 50, "low_only": 1},
+        log_interval=5,
+        checkpoint_interval=10,
+    ),
+    "paper": Profile(
+        name="paper",
+        model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=True),
+        optim=_PAPER_OPTIM,
+        steps={"single": 2000, "bilingual": 8000, "low_only": 160},
+        seeds=(0, 1, 2, 3, 4),
+        eval_every={"single": 250, "bilingual": 500, "low_only": 20},
+        log_interval=10,
+        checkpoint_interval=500,
+    ),
+    "large": Profile(
+        name="large",
+        model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
+        optim={**_PAPER_OPTIM, "batch_size": 64},
+        steps={"single": 5000, "bilingual": 20000, "low_only": 400},
+        seeds=(0, 1, 2),
+        eval_every={"single": 500, "bilingual": 1000, "low_only": 50},
+        log_interval=10,
+        checkpoint_interval=1000,
+    ),
+}
+PROFILE_NAMES = tuple(PROFILES)
+
+
+def get_profile(name: str, seeds=None) -> Profile:
+    """The profile called ``name`` (smoke, paper or large), optionally with other seeds."""
+    profile = PROFILES[check_choice("profile", name, PROFILE_NAMES)]
+    return profile if seeds is None else profile.with_seeds(seeds)

@@ -1,0 +1,185 @@
+"""The run store: a run is named by the hash of its config and trained at most once.
+
+``results/runs/<hash>/`` holds ``config.json``, the metric tables, the final
+model and, written last, the ``COMPLETE`` marker. Work in progress lives in
+``results/runs/.<hash>.partial/`` (with its checkpoint) and is renamed into
+place only when complete, so an interrupted run never looks finished and the
+next ``get_or_train`` resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import __version__
+from .corpus import Corpus, load_corpus
+from .evaluation import aggregate
+from .model import GPT
+from .training import TrainConfig, train
+
+# Bump when a change to the library changes the numbers a config produces:
+# every run is then retrained instead of silently mixing old and new numerics.
+NUMERICS_VERSION = 1
+ENV_VAR = "SELFISH_RESULTS"
+MARKER = "COMPLETE"
+TABLES = ("train_log", "train_tokens", "eval_tokens", "scenarios")
+
+
+def default_results_dir() -> Path:
+    """``$SELFISH_RESULTS`` if set, else ``./results``."""
+    return Path(os.environ.get(ENV_VAR, "results"))
+
+
+def config_hash(config: TrainConfig) -> str:
+    """Stable 16-hex-digit id of everything that determines a run's numbers."""
+    payload = {"config": config.to_dict(), "numerics": NUMERICS_VERSION}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Run:
+    """A completed run: its config, tables and final model, loaded lazily."""
+
+    path: Path
+    config: TrainConfig
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Run:
+        """Open a completed run folder."""
+        path = Path(path)
+        if not (path / MARKER).exists():
+            raise FileNotFoundError(f"{path} is not a completed run (no {MARKER} marker)")
+        data = json.loads((path / "config.json").read_text())
+        return cls(path, TrainConfig.from_dict(data["config"]), data.get("meta", {}))
+
+    @property
+    def id(self) -> str:
+        """The config hash."""
+        return self.path.name
+
+    def _table(self, name: str) -> pd.DataFrame:
+        return pd.read_csv(self.path / f"{name}.csv.gz")
+
+    @cached_property
+    def train_log(self) -> pd.DataFrame:
+        """step, lr, loss (the objective), ce (full cross-entropy), grad_norm."""
+        return self._table("train_log")
+
+    @cached_property
+    def train_tokens(self) -> pd.DataFrame:
+        """Per logged step and target token: count, ce_sum, objective_sum (since the last log)."""
+        return self._table("train_tokens")
+
+    @cached_property
+    def eval_tokens(self) -> pd.DataFrame:
+        """Per evaluation step and token: validation sums (see evaluation.evaluate_split)."""
+        return self._table("eval_tokens")
+
+    @cached_property
+    def scenarios(self) -> pd.DataFrame:
+        """Per logged step and token: scenario, gradient and update norms (wide; see
+        scenarios.ScenarioLog). Empty when the config's scenario_interval is 0."""
+        return self._table("scenarios")
+
+    def final_eval(self) -> pd.DataFrame:
+        """Validation sums per token at the last step."""
+        ev = self.eval_tokens
+        return ev[ev["step"] == ev["step"].max()].drop(columns="step").reset_index(drop=True)
+
+    def metrics(self, token_info: pd.DataFrame, by=("language",), step: int | None = None):
+        """Validation metrics grouped by ``by`` at ``step`` (default: the last)."""
+        ev = self.eval_tokens
+        step = int(ev["step"].max()) if step is None else step
+        return aggregate(ev[ev["step"] == step], token_info, by)
+
+    def model(self, device: str = "cpu") -> GPT:
+        """The final model, in eval mode."""
+        state = torch.load(self.path / "model.pt", map_location=device, weights_only=False)
+        from .model import GPTConfig
+
+        model = GPT(GPTConfig(**state["gpt_config"]))
+        model.load_state_dict(state["model"])
+        return model.to(device).eval()
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    frame.to_csv(path, index=False, float_format="%.10g")
+
+
+def get_or_train(
+    config: TrainConfig,
+    *,
+    corpus: Corpus | None = None,
+    results_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Run:
+    """Return the completed run of ``config``, training (or resuming) it if needed."""
+    root = Path(results_dir) if results_dir is not None else default_results_dir()
+    runs = root / "runs"
+    key = config_hash(config)
+    final = runs / key
+    if (final / MARKER).exists():
+        return Run.load(final)
+    if corpus is None:
+        corpus = load_corpus()
+    partial = runs / f".{key}.partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    result = train(config, corpus, partial, device=device, progress=progress)
+    assert result is not None
+    for name in TABLES:
+        _write_csv(getattr(result, name), partial / f"{name}.csv.gz")
+    gpt_config = result.model.config
+    torch.save(
+        {"model": result.model.state_dict(), "gpt_config": gpt_config.__dict__},
+        partial / "model.pt",
+    )
+    meta = {
+        "library_version": __version__,
+        "torch_version": torch.__version__,
+        "device": result.device,
+        "train_seconds": result.seconds,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
+        "wall_seconds_this_call": time.time() - started,
+    }
+    body = {"id": key, "config": config.to_dict(), "meta": meta}
+    (partial / "config.json").write_text(json.dumps(body, indent=2))
+    (partial / "checkpoint.pt").unlink(missing_ok=True)
+    (partial / MARKER).write_text(key + "\n")
+    if final.exists():  # a stale incomplete folder (e.g. from another process): replace it
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    return Run.load(final)
+
+
+def list_runs(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """One row per completed run: id, setting, objective, seed, steps, seconds, device."""
+    root = Path(results_dir) if results_dir is not None else default_results_dir()
+    rows = []
+    for marker in sorted((root / "runs").glob(f"*/{MARKER}")):
+        run = Run.load(marker.parent)
+        rows.append(
+            {
+                "id": run.id,
+                "setting": run.config.setting,
+                "objective": run.config.objective,
+                "seed": run.config.seed,
+                "max_steps": run.config.max_steps,
+                "train_seconds": run.meta.get("train_seconds"),
+                "device": run.meta.get("device"),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,45 @@
+"""Profiles: the study's sizes as specified, settings mapped to configs, clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from selfish_lib.profiles import PROFILE_NAMES, get_profile
+from selfish_lib.validation import ParameterError
+
+
+def test_paper_profile_is_the_original_study_scale():
+    cfg = get_profile("paper").config("single")
+    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) == (4, 4, 128, 64)
+    assert (cfg.batch_size, cfg.dropout, cfg.learning_rate, cfg.min_lr) == (12, 0.0, 1e-3, 1e-4)
+    assert (cfg.warmup_steps, cfg.beta2, cfg.weight_decay, cfg.grad_clip) == (100, 0.99, 0.1, 1.0)
+    assert cfg.max_steps == 2000 and math.isinf(cfg.layout)
+    assert len(get_profile("paper").seeds) >= 3
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+def test_settings_map_to_language_mixes(name):
+    profile = get_profile(name)
+    single, bi, low = (profile.config(s) for s in ("single", "bilingual", "low_only"))
+    assert (single.bilingual, single.p_low) == (False, 0.0)
+    assert (bi.bilingual, bi.p_low) == (True, 0.02)
+    assert (low.bilingual, low.p_low) == (True, 1.0)
+    # the low-resource-only run gets the compute a proportional split would give it
+    assert low.max_steps == max(2, bi.max_steps // 50)
+
+
+def test_overrides_seeds_and_errors():
+    profile = get_profile("smoke", seeds=[3, 4])
+    assert profile.seeds == (3, 4)
+    cfg = profile.config("bilingual", layout=2.0, seed=4, max_steps=7)
+    assert (cfg.layout, cfg.seed, cfg.max_steps) == (2.0, 4, 7)
+    with pytest.raises(ParameterError, match="profile='huge'"):
+        get_profile("huge")
+    with pytest.raises(ParameterError, match="setting"):
+        profile.config("trilingual")
+    with pytest.raises(ParameterError, match="seeds"):
+        get_profile("smoke", seeds=[1, 1])
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        profile.config("single", colour="red")

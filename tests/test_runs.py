@@ -1,0 +1,103 @@
+"""The run store: content-addressed, trained once, visible only when complete, resumable."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import selfish_lib.runs as runs
+from selfish_lib.runs import Run, config_hash, get_or_train, list_runs
+from selfish_lib.training import TrainConfig
+
+
+def tiny(corpus, **changes) -> TrainConfig:
+    return TrainConfig(
+        n_layer=1,
+        n_head=1,
+        n_embd=8,
+        block_size=8,
+        batch_size=2,
+        max_steps=8,
+        warmup_steps=2,
+        eval_interval=4,
+        log_interval=2,
+        checkpoint_interval=3,
+        data_sha256=corpus.sha256,
+    ).replace(**changes)
+
+
+def test_hash_is_stable_and_changes_with_every_field(tiny_corpus):
+    cfg = tiny(tiny_corpus)
+    assert config_hash(cfg) == config_hash(tiny(tiny_corpus))
+    changed = {
+        "seed": 1,
+        "layout": 2.0,
+        "max_steps": 9,
+        "n_embd": 16,
+        "learning_rate": 2e-3,
+        "bilingual": True,
+        "eval_interval": 2,
+        "data_sha256": "0" * 64,
+    }
+    hashes = {config_hash(cfg.replace(**{k: v})) for k, v in changed.items()}
+    assert len(hashes) == len(changed) and config_hash(cfg) not in hashes
+
+
+def test_trains_once_then_loads(tiny_corpus, results_dir, monkeypatch):
+    cfg = tiny(tiny_corpus)
+    first = get_or_train(cfg, corpus=tiny_corpus, results_dir=results_dir, progress=False)
+    assert (first.path / "COMPLETE").exists() and first.id == config_hash(cfg)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a completed run was trained again")
+
+    monkeypatch.setattr(runs, "train", no_training)
+    again = get_or_train(cfg, corpus=tiny_corpus, results_dir=results_dir, progress=False)
+    assert again.config == cfg
+    assert again.eval_tokens.equals(first.eval_tokens)
+    a, b = first.model(), again.model()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    table = list_runs(results_dir)
+    assert table["id"].tolist() == [first.id]
+
+
+def test_run_tables_and_metrics(tiny_corpus, results_dir):
+    run = get_or_train(
+        tiny(tiny_corpus), corpus=tiny_corpus, results_dir=results_dir, progress=False
+    )
+    assert run.train_log["step"].tolist() == [2, 4, 6, 8]
+    final = run.final_eval()
+    assert final["count"].sum() == len(tiny_corpus.val) - 1
+    by_lang = run.metrics(tiny_corpus.token_info(), by=["language"])
+    assert by_lang["language"].tolist() == ["high"]
+    assert by_lang["count"].iloc[0] == len(tiny_corpus.val) - 1
+    assert run.meta["device"] == "cpu" and run.meta["train_seconds"] > 0
+
+
+def test_interrupted_run_is_invisible_then_resumes_exactly(tiny_corpus, tmp_path, monkeypatch):
+    cfg = tiny(tiny_corpus, dropout=0.1)
+    reference = get_or_train(cfg, corpus=tiny_corpus, results_dir=tmp_path / "ref", progress=False)
+    real_train = runs.train
+
+    def interrupted(*args, **kwargs):
+        real_train(*args, stop_after=5, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "train", interrupted)
+    store = tmp_path / "store"
+    with pytest.raises(KeyboardInterrupt):
+        get_or_train(cfg, corpus=tiny_corpus, results_dir=store, progress=False)
+    key = config_hash(cfg)
+    assert not (store / "runs" / key).exists()
+    assert (store / "runs" / f".{key}.partial" / "checkpoint.pt").exists()
+    assert list_runs(store).empty
+    with pytest.raises(FileNotFoundError, match="not a completed run"):
+        Run.load(store / "runs" / f".{key}.partial")
+
+    monkeypatch.setattr(runs, "train", real_train)
+    resumed = get_or_train(cfg, corpus=tiny_corpus, results_dir=store, progress=False)
+    ref_state, new_state = reference.model().state_dict(), resumed.model().state_dict()
+    assert all(torch.equal(ref_state[k], new_state[k]) for k in ref_state)
+    assert resumed.eval_tokens.equals(reference.eval_tokens)
+    assert not (store / "runs" / f".{key}.partial").exists()
+    assert not (resumed.path / "checkpoint.pt").exists()

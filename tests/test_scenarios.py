@@ -1,0 +1,183 @@
+"""The scenario decomposition is exact: 1 + 2.1 + 2.2 equals the autograd gradient of the
+tied matrix, for CE and HNS, with ignored positions, on one and two alphabets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfish_lib.losses import hns_cross_entropy, hns_keep_mask
+from selfish_lib.model import GPT, GPTConfig
+from selfish_lib.scenarios import ScenarioLog, decompose, forward, tidy
+from selfish_lib.training import TrainConfig, learning_rate, train
+
+LAYOUTS = [math.inf, 0.5, 2.0, 8.0]
+
+
+def batch(vocab: int, bilingual: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    base = vocab // 2 if bilingual else vocab
+    ids = torch.randint(0, base, (4, 9), generator=g)
+    if bilingual:  # rows 1 and 3 in the second alphabet, like the sampler's shifted blocks
+        ids[1] += base
+        ids[3] += base
+    x, y = ids[:, :-1].clone(), ids[:, 1:].clone()
+    y[0, 2] = y[2, 5] = y[3, 0] = -1  # ignored positions
+    return x, y
+
+
+def run_pass(model, x, y, layout):
+    model.zero_grad(set_to_none=True)
+    logits, cap = forward(model, x, capture=True)
+    loss = hns_cross_entropy(logits, y, layout, ignore_index=-1)
+    loss.backward()
+    return logits, cap, decompose(cap, y)
+
+
+@pytest.mark.parametrize("bilingual", [False, True])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_scenarios_sum_to_the_autograd_gradient_in_float64(layout, bilingual):
+    torch.manual_seed(0)
+    vocab = 14 if bilingual else 11
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=8, n_layer=2, n_head=2, n_embd=12)).double()
+    x, y = batch(vocab, bilingual)
+    _, _, parts = run_pass(model, x, y, layout)
+    total = parts["input"] + parts["target"] + parts["nontarget"]
+    assert (total - model.embedding.grad).abs().max().item() < 1e-10
+    assert all(parts[k].abs().sum() > 0 for k in parts)
+
+
+@pytest.mark.parametrize("layout", [0.5, 2.0])
+def test_excluded_logits_contribute_nothing_to_the_nontarget_part(layout):
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=6)).double()
+    with torch.no_grad():  # larger logits so that the layout excludes something
+        model.embedding.mul_(40)
+    x, y = batch(11, False, seed=2)
+    logits, cap, parts = run_pass(model, x, y, layout)
+    flat, t = logits.detach().reshape(-1, 11), y.reshape(-1)
+    keep = hns_keep_mask(flat, t, layout)
+    valid = t != -1
+    assert (~keep[valid]).any(), "the example should exclude some logits"
+    p = torch.softmax(flat.masked_fill(~keep, -math.inf), dim=1)
+    # reference: kept non-target probabilities only, over scored positions, mean reduction
+    weights = p * keep * valid.unsqueeze(1)
+    weights[torch.arange(len(t))[valid], t[valid]] = 0.0
+    expected = weights.T @ cap.hidden / valid.sum()
+    assert torch.allclose(parts["nontarget"], expected, atol=1e-12)
+
+
+class TiedIdentity(torch.nn.Module):
+    """h = W[x] (no network), z = W h: small enough to differentiate by hand."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight)
+
+    def embed(self, idx):
+        return self.weight[idx]
+
+    def hidden(self, idx, tok_emb):
+        return tok_emb
+
+    def lm_head(self, h):
+        return h @ self.weight.T
+
+
+def test_hand_checkable_two_token_case():
+    """V=2, d=1, W = [[a], [b]], input token 0, target 1.
+
+    h = a, z = (a^2, a b), p = softmax(z), L = -log p1. By hand:
+      input row 0:     dL/dh = p0 a + (p1 - 1) b
+      target row 1:    (p1 - 1) a
+      non-target row 0: p0 a
+    """
+    a, b = 0.7, -1.3
+    model = TiedIdentity(torch.tensor([[a], [b]], dtype=torch.float64))
+    x, y = torch.tensor([[0]]), torch.tensor([[1]])
+    _, _, parts = run_pass(model, x, y, math.inf)
+    z0, z1 = a * a, a * b
+    p0 = math.exp(z0) / (math.exp(z0) + math.exp(z1))
+    p1 = 1 - p0
+    assert parts["input"][0, 0].item() == pytest.approx(p0 * a + (p1 - 1) * b, abs=1e-14)
+    assert parts["input"][1, 0].item() == 0.0
+    assert parts["target"][1, 0].item() == pytest.approx((p1 - 1) * a, abs=1e-14)
+    assert parts["target"][0, 0].item() == 0.0
+    assert parts["nontarget"][0, 0].item() == pytest.approx(p0 * a, abs=1e-14)
+    assert parts["nontarget"][1, 0].item() == 0.0
+
+
+def test_hand_checkable_exclusion():
+    """W = [[1], [2]], input 0, target 1: z = (1, 2). At layout 0.5 token 0 is excluded
+    (1 < 2 - 0.5), the restricted softmax puts all mass on the target, and every part
+    of the gradient vanishes; at layout 2 it is kept and p0 a pushes row 0 away."""
+    model = TiedIdentity(torch.tensor([[1.0], [2.0]], dtype=torch.float64))
+    x, y = torch.tensor([[0]]), torch.tensor([[1]])
+    _, _, excluded = run_pass(model, x, y, 0.5)
+    assert all(part.abs().max().item() == 0.0 for part in excluded.values())
+    _, _, kept = run_pass(model, x, y, 2.0)
+    p0 = 1 / (1 + math.exp(1.0))
+    assert kept["nontarget"][0, 0].item() == pytest.approx(p0 * 1.0, abs=1e-14)
+    assert kept["target"][1, 0].item() == pytest.approx((1 - p0 - 1) * 1.0, abs=1e-14)
+
+
+def test_rows_of_absent_tokens_are_still_pushed_away():
+    """Scenario 2.2 reaches rows whose token is neither an input nor a target."""
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=9, block_size=8, n_layer=1, n_head=1, n_embd=8)).double()
+    x = torch.randint(0, 5, (3, 8))  # tokens 5..8 never occur
+    y = torch.randint(0, 5, (3, 8))
+    _, _, parts = run_pass(model, x, y, math.inf)
+    absent = slice(5, 9)
+    assert parts["input"][absent].abs().max() == 0
+    assert parts["target"][absent].abs().max() == 0
+    assert (parts["nontarget"][absent].norm(dim=1) > 0).all()
+
+
+def tiny_config(corpus, **changes) -> TrainConfig:
+    return TrainConfig(
+        n_layer=1,
+        n_head=2,
+        n_embd=16,
+        block_size=16,
+        batch_size=4,
+        max_steps=8,
+        warmup_steps=2,
+        eval_interval=4,
+        log_interval=2,
+        checkpoint_interval=3,
+        data_sha256=corpus.sha256,
+    ).replace(**changes)
+
+
+def test_logging_records_every_kth_step_without_changing_training(tiny_corpus):
+    plain = train(tiny_config(tiny_corpus, layout=2.0), tiny_corpus, progress=False)
+    logged = train(
+        tiny_config(tiny_corpus, layout=2.0, scenario_interval=3), tiny_corpus, progress=False
+    )
+    a, b = plain.model.state_dict(), logged.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    table = logged.scenarios
+    V = tiny_corpus.vocab_size
+    assert sorted(table["step"].unique()) == [3, 6]
+    assert len(table) == 2 * V and list(table.columns) == list(ScenarioLog.COLUMNS)
+    # float32 decomposition: residual tiny relative to the gradient
+    assert (table["residual"] <= 1e-5 * table["grad_total"].max()).all()
+    # AdamW's decay part is lr * wd * |row| (before the step); step 3 is update index 2
+    cfg = tiny_config(tiny_corpus, scenario_interval=3)
+    step3 = table[table["step"] == 3]
+    lr = learning_rate(2, cfg)
+    assert step3["update_decay"].to_numpy() == pytest.approx(
+        lr * cfg.weight_decay * step3["embedding"].to_numpy(), rel=1e-6
+    )
+    assert plain.scenarios.empty
+
+
+def test_tidy_table_joins_symbols_and_ranks(tiny_corpus):
+    res = train(tiny_config(tiny_corpus, scenario_interval=4), tiny_corpus, progress=False)
+    long = tidy(res.scenarios, tiny_corpus.token_info())
+    assert {"step", "token", "symbol", "rank", "quantity", "value"} <= set(long.columns)
+    assert set(long["quantity"]) >= {"input", "target", "nontarget", "grad_total"}
+    assert long["rank"].notna().all()
