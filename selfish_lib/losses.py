@@ -73,12 +73,14 @@ def hns_cross_entropy(
         # masked_fill passes no gradient to the filled entries: excluded rows get exactly 0.
         flat_logits = flat_logits.masked_fill(~keep, float("-inf"))
     if reduction == "none":
-        out = F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="none")
+        out = F.cross_entropy(
+            flat_logits, flat_targets, ignore_index=ignore_index, reduction=reduction
+        )
         return out.view(targets.shape)
+    total = F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="sum")
     if reduction == "sum":
-        return F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="sum")
+        return total
     # F.cross_entropy's mean is sum / n_scored, which is 0/0 when nothing is scored;
     # the clamp keeps the same value otherwise and gives 0 for an all-ignored batch.
-    total = F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="sum")
     n_scored = (flat_targets != ignore_index).sum().clamp(min=1)
     return total / n_scored.to(total.dtype)

@@ -158,7 +158,7 @@ class GPT(nn.Module):
         read the gradient that arrives at the lookup.
         """
         B, T = idx.shape
-        if T > self.config.block_size:
+        if self.config.block_size < T:
             raise ValueError(
                 f"invalid sequence length {T}: expected at most block_size={self.config.block_size}"
             )

@@ -32,6 +32,7 @@ class Profile:
     eval_every: dict  # per setting
     log_interval: int
     checkpoint_interval: int
+    scenario_every: dict  # per setting: steps between scenario records (0 = off)
     p_low: float = 0.02
 
     def config(
@@ -60,6 +61,7 @@ class Profile:
             eval_interval=self.eval_every[setting],
             log_interval=self.log_interval,
             checkpoint_interval=self.checkpoint_interval,
+            scenario_interval=self.scenario_every[setting],
         )
         unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
         if unknown:
@@ -92,6 +94,7 @@ PROFILES: dict[str, Profile] = {
         eval_every={"single": 10, "bilingual": 50, "low_only": 1},
         log_interval=5,
         checkpoint_interval=10,
+        scenario_every={"single": 5, "bilingual": 10, "low_only": 1},
     ),
     "paper": Profile(
         name="paper",
@@ -102,6 +105,7 @@ PROFILES: dict[str, Profile] = {
         eval_every={"single": 250, "bilingual": 500, "low_only": 20},
         log_interval=10,
         checkpoint_interval=500,
+        scenario_every={"single": 10, "bilingual": 50, "low_only": 10},
     ),
     "large": Profile(
         name="large",
@@ -112,6 +116,7 @@ PROFILES: dict[str, Profile] = {
         eval_every={"single": 500, "bilingual": 1000, "low_only": 50},
         log_interval=10,
         checkpoint_interval=1000,
+        scenario_every={"single": 50, "bilingual": 200, "low_only": 10},
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)

@@ -41,8 +41,16 @@ def default_results_dir() -> Path:
 
 
 def config_hash(config: TrainConfig) -> str:
-    """Stable 16-hex-digit id of everything that determines a run's numbers."""
-    payload = {"config": config.to_dict(), "numerics": NUMERICS_VERSION}
+    """Stable 16-hex-digit id of everything that determines a run's numbers.
+
+    Fields at their default value are left out of the hashed payload, so that a
+    field added to TrainConfig later (with a default that reproduces the old
+    behaviour) keeps every existing run id. The flip side: changing a default
+    changes numbers under an unchanged id, so it requires bumping NUMERICS_VERSION.
+    """
+    defaults = TrainConfig().to_dict()
+    fields = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    payload = {"config": fields, "numerics": NUMERICS_VERSION}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -163,6 +171,49 @@ def get_or_train(
         shutil.rmtree(final)
     os.replace(partial, final)
     return Run.load(final)
+
+
+def get_or_train_grid(
+    configs: dict,
+    *,
+    corpus: Corpus | None = None,
+    results_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """``get_or_train`` for every config of a dict (keys are the caller's labels, e.g.
+    (objective, seed)); one progress bar over the runs, each run's own bar inside."""
+    from tqdm.auto import tqdm
+
+    if corpus is None:
+        corpus = load_corpus()
+    out = {}
+    for key, config in tqdm(configs.items(), desc="runs", unit="run", disable=not progress):
+        out[key] = get_or_train(
+            config, corpus=corpus, results_dir=results_dir, device=device, progress=progress
+        )
+    return out
+
+
+def describe_runs(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
+    """One row per run of a grid: its key, id, objective, seed, steps, seconds and final
+    validation loss per language."""
+    rows = []
+    for key, run in runs.items():
+        final = run.metrics(token_info, by=["language"]).set_index("language")["loss"]
+        rows.append(
+            {
+                "run": key,
+                "id": run.id,
+                "setting": run.config.setting,
+                "objective": run.config.objective,
+                "seed": run.config.seed,
+                "steps": run.config.max_steps,
+                "train_seconds": run.meta.get("train_seconds"),
+                **{f"val_loss_{lang}": value for lang, value in final.items()},
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def list_runs(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:

@@ -118,6 +118,11 @@ class TrainConfig:
         """'CE' or 'HNS(layout=...)', for labels."""
         return "CE" if math.isinf(self.layout) else f"HNS(layout={self.layout:g})"
 
+    @property
+    def family(self) -> str:
+        """'CE' or 'HNS' (the objective without its layout)."""
+        return "CE" if math.isinf(self.layout) else "HNS"
+
     def replace(self, **changes) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
@@ -251,6 +256,57 @@ class TrainResult:
     device: str
 
 
+@dataclass
+class StepOutput:
+    """Per-position losses (detached) and scalars of one optimization step."""
+
+    loss: torch.Tensor  # the objective's mean
+    objective: torch.Tensor  # per position, the objective actually minimized
+    ce: torch.Tensor  # per position, the full-softmax cross-entropy
+    grad_norm: torch.Tensor  # before clipping
+
+
+def training_step(
+    model: GPT,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: TrainConfig,
+    lr: float,
+    scenario_log: ScenarioLog | None = None,
+    step_number: int = 0,
+) -> StepOutput:
+    """One AdamW step on the batch (x, y) with the config's objective.
+
+    With a ``scenario_log``, hooks read the gradients the scenario split needs
+    from this same backward pass and the log records the step; the numbers of
+    the step are identical either way.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    logits, capture = forward_pass(model, x, capture=scenario_log is not None)
+    per_pos = hns_cross_entropy(logits, y, config.layout, reduction="none")
+    loss = per_pos.mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if capture is not None:
+        scenario_log.before_step(step_number, capture, y, model.embedding)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    if capture is not None:
+        scenario_log.after_step(model.embedding, lr, config.weight_decay)
+    with torch.no_grad():
+        objective = per_pos.detach()
+        if math.isinf(config.layout):
+            ce = objective
+        else:
+            V = logits.size(-1)
+            ce = F.cross_entropy(logits.detach().view(-1, V), y.view(-1), reduction="none")
+            ce = ce.view(y.shape)
+    return StepOutput(loss.detach(), objective, ce, grad_norm)
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
@@ -366,32 +422,22 @@ def train(
                 return None
             at_boundary = False
             lr = learning_rate(step, config)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             x, y = (t.to(dev) for t in sampler.sample())
-            model.train()
-            # On logged steps, hooks read the gradients the scenario split needs
-            # from this same backward pass; the numbers are identical either way.
             k = config.scenario_interval
-            logits, capture = forward_pass(model, x, capture=k > 0 and (step + 1) % k == 0)
-            per_pos = hns_cross_entropy(logits, y, config.layout, reduction="none")
-            loss = per_pos.mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if capture is not None:
-                scenario_log.before_step(step + 1, capture, y, model.embedding)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            if capture is not None:
-                scenario_log.after_step(model.embedding, lr, config.weight_decay)
-            with torch.no_grad():
-                if math.isinf(config.layout):
-                    ce_pos = per_pos.detach()
-                else:
-                    ce_pos = F.cross_entropy(
-                        logits.detach().view(-1, V), y.view(-1), reduction="none"
-                    )
-                tokens.add(y, ce_pos, per_pos.detach())
+            logged = k > 0 and (step + 1) % k == 0
+            out = training_step(
+                model,
+                optimizer,
+                x,
+                y,
+                config,
+                lr,
+                scenario_log=scenario_log if logged else None,
+                step_number=step + 1,
+            )
+            tokens.add(y, out.ce, out.objective)
+            loss, grad_norm = out.loss, out.grad_norm
+            ce_pos = out.ce
             window["loss"] += loss.item()
             window["ce"] += ce_pos.mean().item()
             window["n"] += 1

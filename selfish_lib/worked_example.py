@@ -8,9 +8,11 @@ of a context token c is h = W[c], the logits are z = W h, and the loss is
 Because W appears twice (the lookup and the logits), its gradient is a sum of
 three parts, the *scenarios*:
 
-- ``"1"``   input: through the lookup, on row c only;
-- ``"2.1"`` target: the output gradient of the target row (pulled toward h);
-- ``"2.2"`` non-target: the output gradient of every other row (pushed away).
+- ``"input"`` (1): through the lookup, on row c only;
+- ``"target"`` (2.1): the output gradient of the target row (pulled toward h);
+- ``"nontarget"`` (2.2): the output gradient of every other row (pushed away).
+
+The keys and labels are those of ``selfish_lib.scenarios``.
 
 They are computed with autograd on two separate leaf copies of W (one used for
 the lookup, one for the logits), so no formula is re-derived here; the tests
@@ -26,10 +28,9 @@ import pandas as pd
 import torch
 
 from .losses import check_layout, hns_cross_entropy, hns_keep_mask
+from .scenarios import SCENARIO_LABELS, SCENARIOS
 from .validation import ParameterError, check_int
 
-SCENARIOS = ("1", "2.1", "2.2")
-SCENARIO_NAMES = {"1": "1 · input", "2.1": "2.1 · target", "2.2": "2.2 · non-target"}
 OBJECTIVES = ("CE", "HNS")
 
 
@@ -105,7 +106,7 @@ def tied_gradient(example: WorkedExample, layout: float = math.inf) -> torch.Ten
 
 
 def scenario_gradients(example: WorkedExample, layout: float = math.inf) -> dict[str, torch.Tensor]:
-    """The gradient of W split into scenarios ``"1"``, ``"2.1"``, ``"2.2"`` (each V x d).
+    """The gradient of W split into the scenarios input, target, nontarget (each V x d).
 
     Their sum is ``tied_gradient(example, layout)``.
     """
@@ -116,11 +117,12 @@ def scenario_gradients(example: WorkedExample, layout: float = math.inf) -> dict
     grad_in, grad_out = torch.autograd.grad(loss, (W_in, W_out))
     is_target = torch.zeros(example.vocab_size, 1, dtype=torch.bool)
     is_target[example.target] = True
-    return {
-        "1": grad_in,
-        "2.1": torch.where(is_target, grad_out, torch.zeros_like(grad_out)),
-        "2.2": torch.where(is_target, torch.zeros_like(grad_out), grad_out),
-    }
+    parts = (
+        grad_in,
+        torch.where(is_target, grad_out, torch.zeros_like(grad_out)),
+        torch.where(is_target, torch.zeros_like(grad_out), grad_out),
+    )
+    return dict(zip(SCENARIOS, parts, strict=True))
 
 
 def excluded_rows(example: WorkedExample, layout: float) -> torch.Tensor:
@@ -159,8 +161,8 @@ def token_table(example: WorkedExample, layout: float) -> pd.DataFrame:
 def gradient_norms(example: WorkedExample, layout: float) -> pd.DataFrame:
     """Long table of per-row gradient norms: one row per objective, scenario and token.
 
-    Columns: objective ('CE' = layout inf, 'HNS' = ``layout``), scenario ('1',
-    '2.1', '2.2'), scenario_name, token, label, role, excluded (HNS at
+    Columns: objective ('CE' = layout inf, 'HNS' = ``layout``), scenario (a key
+    of ``scenarios.SCENARIOS``), scenario_label, token, label, role, excluded (HNS at
     ``layout``, for both objectives so the rows can be compared), grad_norm.
     Rows a scenario cannot touch (e.g. scenario 1 off the context row) are
     included with a norm of 0 so every panel shows every token.
@@ -171,7 +173,7 @@ def gradient_norms(example: WorkedExample, layout: float) -> pd.DataFrame:
     for objective, lay in (("CE", math.inf), ("HNS", layout)):
         for scenario, grad in scenario_gradients(example, lay).items():
             part = tokens[["token", "label", "role", "excluded"]].copy()
-            part.insert(0, "scenario_name", SCENARIO_NAMES[scenario])
+            part.insert(0, "scenario_label", SCENARIO_LABELS[scenario])
             part.insert(0, "scenario", scenario)
             part.insert(0, "objective", objective)
             part["grad_norm"] = grad.norm(dim=1).tolist()
@@ -193,22 +195,29 @@ def bound_check(example: WorkedExample, layout: float) -> pd.DataFrame:
 def summarize(example: WorkedExample, layout: float) -> dict:
     """Headline numbers of the example at ``layout``, for the notebook's conclusion.
 
-    Keys: n_rows, n_excluded, excluded_labels, nontarget_norm_ce,
-    nontarget_norm_hns (Frobenius norms of the scenario-2.2 gradient),
-    nontarget_removed (the fraction of the CE non-target norm that HNS
-    removes), bound_holds.
+    Keys: layout, n_rows, n_excluded, excluded_labels; ``excluded_share_ce``,
+    the share of the plain cross-entropy non-target push (the sum over rows of
+    the scenario-2.2 gradient norms) that lands on rows HNS excludes;
+    ``excluded_norm_hns``, what those rows receive under HNS (exactly 0);
+    ``nontarget_norm_ce`` and ``nontarget_norm_hns``, the summed non-target
+    norms (HNS renormalizes over the kept rows, so the hard negatives that
+    stay are pushed a little harder); ``bound_holds``.
     """
     layout = check_layout(layout)
-    tokens = token_table(example, layout)
-    ce = scenario_gradients(example, math.inf)["2.2"].norm().item()
-    hns = scenario_gradients(example, layout)["2.2"].norm().item()
+    norms = gradient_norms(example, layout)
+    push = norms[norms["scenario"] == "nontarget"].pivot(
+        index="token", columns="objective", values="grad_norm"
+    )
+    excluded = token_table(example, layout)["excluded"].to_numpy()
+    total_ce = float(push["CE"].sum())
     return {
         "layout": layout,
         "n_rows": example.vocab_size,
-        "n_excluded": int(tokens["excluded"].sum()),
-        "excluded_labels": tokens.loc[tokens["excluded"], "label"].tolist(),
-        "nontarget_norm_ce": ce,
-        "nontarget_norm_hns": hns,
-        "nontarget_removed": 1.0 - hns / ce if ce > 0 else 0.0,
+        "n_excluded": int(excluded.sum()),
+        "excluded_labels": [example.labels[i] for i in range(example.vocab_size) if excluded[i]],
+        "excluded_share_ce": float(push["CE"][excluded].sum()) / total_ce if total_ce else 0.0,
+        "excluded_norm_hns": float(push["HNS"][excluded].sum()),
+        "nontarget_norm_ce": total_ce,
+        "nontarget_norm_hns": float(push["HNS"].sum()),
         "bound_holds": bool(bound_check(example, layout)["holds"].all()),
     }

@@ -101,3 +101,13 @@ def test_interrupted_run_is_invisible_then_resumes_exactly(tiny_corpus, tmp_path
     assert resumed.eval_tokens.equals(reference.eval_tokens)
     assert not (store / "runs" / f".{key}.partial").exists()
     assert not (resumed.path / "checkpoint.pt").exists()
+
+
+def test_a_new_field_at_its_default_keeps_existing_ids(tiny_corpus, monkeypatch):
+    """Fields at their default are not hashed: adding one later keeps old run ids."""
+    cfg = tiny(tiny_corpus)
+    explicit_default = cfg.replace(scenario_interval=TrainConfig().scenario_interval)
+    assert config_hash(explicit_default) == config_hash(cfg)
+    before = config_hash(cfg)
+    monkeypatch.setattr(runs, "NUMERICS_VERSION", runs.NUMERICS_VERSION + 1)
+    assert config_hash(cfg) != before  # a numerics bump retrains everything

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -181,3 +183,64 @@ def test_tidy_table_joins_symbols_and_ranks(tiny_corpus):
     assert {"step", "token", "symbol", "rank", "quantity", "value"} <= set(long.columns)
     assert set(long["quantity"]) >= {"input", "target", "nontarget", "grad_total"}
     assert long["rank"].notna().all()
+
+
+def test_token_totals_and_group_shares_on_a_known_table():
+    from selfish_lib.scenarios import group_shares, token_totals
+
+    wide = pd.DataFrame(
+        {
+            "step": [1, 1, 2, 2],
+            "token": [0, 1, 0, 1],
+            "input": [1.0, 0.0, 1.0, 0.0],
+            "target": [1.0, 0.0, 1.0, 0.0],
+            "nontarget": [2.0, 3.0, 2.0, 1.0],
+        }
+    )
+    totals = token_totals(wide).set_index("token")
+    assert totals.loc[0, "nontarget"] == 4.0 and totals.loc[0, "share_nontarget"] == 0.5
+    assert totals.loc[1, "share_nontarget"] == 1.0  # only pushed away, never used
+    info = pd.DataFrame({"token": [0, 1], "group": ["1-10", "11-20"], "language": "high"})
+    shares = group_shares(totals.reset_index(), info).set_index("group")
+    assert shares.loc["1-10", "nontarget_over_own"] == 1.0
+    assert np.isnan(shares.loc["11-20", "nontarget_over_own"])  # no own gradient at all
+    assert shares.loc["11-20", "share_nontarget"] == 1.0
+
+
+def test_reading_verdicts_follow_the_intervals():
+    from selfish_lib.scenarios import reading
+
+    rows = []
+    # CE: share well above one half in every seed; HNS: clearly lower, paired by seed
+    for seed, (ce, hns) in enumerate([(0.80, 0.40), (0.82, 0.41), (0.79, 0.39)]):
+        rows += [
+            {
+                "objective": "CE",
+                "seed": seed,
+                "language": "high",
+                "group": "61-65",
+                "share_nontarget": ce,
+            },
+            {
+                "objective": "HNS",
+                "seed": seed,
+                "language": "high",
+                "group": "61-65",
+                "share_nontarget": hns,
+            },
+        ]
+    per_seed = pd.DataFrame(rows)
+    from selfish_lib.stats import aggregate_seeds
+
+    shares = aggregate_seeds(per_seed, ["objective", "language", "group"], ["share_nontarget"])
+    out = reading(per_seed, shares, rare_groups=["61-65"])
+    group = out.summary["groups"]["61-65"]
+    assert group["CE"]["outweighs_input_and_target"] == "yes"
+    assert group["HNS"]["outweighs_input_and_target"] == "no"
+    assert group["hns_minus_ce"]["direction"] == "lower"
+    assert group["hns_minus_ce"]["diff"] == pytest.approx(-0.4033333, abs=1e-6)
+    assert "**yes**" in out.text and "**lower**" in out.text
+    one_seed = per_seed[per_seed["seed"] == 0]
+    single = aggregate_seeds(one_seed, ["objective", "language", "group"], ["share_nontarget"])
+    verdict = reading(one_seed, single, ["61-65"]).summary["groups"]["61-65"]["CE"]
+    assert verdict["outweighs_input_and_target"].startswith("inconclusive")

@@ -1,0 +1,84 @@
+"""Cost of scenario logging: training-step time with logging on and off, side by side.
+
+Both kinds of step run in one process on the same model, interleaved (off, on,
+off, on, ...) so that machine load affects both alike; the table gives the
+median of each and their ratio. Usage:
+
+    python bench/scenarios.py [--profile paper] [--device auto] [--pairs 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import torch
+from common import machine, median_ms, print_table, timed
+
+from selfish_lib.corpus import BlockSampler, load_corpus
+from selfish_lib.model import GPT
+from selfish_lib.profiles import get_profile
+from selfish_lib.scenarios import ScenarioLog
+from selfish_lib.training import make_optimizer, resolve_device, training_step
+
+
+def measure(setting: str, layout: float, args: argparse.Namespace, corpus, device) -> list:
+    """One table row: median step time with logging off and on, and their ratio."""
+    config = get_profile(args.profile).config(setting, layout=layout)
+    torch.manual_seed(0)
+    model = GPT(config.gpt_config(corpus.vocab_size)).to(device)
+    optimizer = make_optimizer(model, config)
+    sampler = BlockSampler(
+        corpus.train,
+        config.block_size,
+        config.batch_size,
+        0,
+        corpus.vocab_size,
+        p_low=config.p_low,
+    )
+    log = ScenarioLog()
+
+    def step(logged: bool) -> None:
+        x, y = (t.to(device) for t in sampler.sample())
+        training_step(model, optimizer, x, y, config, 1e-3, log if logged else None)
+
+    for i in range(args.warmup):
+        step(i % 2 == 1)
+    off, on = [], []
+    for _ in range(args.pairs):
+        off.append(timed(lambda: step(False), device))
+        on.append(timed(lambda: step(True), device))
+    t_off, t_on = median_ms(off), median_ms(on)
+    return [
+        f"{setting}, {config.objective}",
+        f"{t_off:.2f}",
+        f"{t_on:.2f}",
+        f"{t_on / t_off:.3f}",
+        f"{100 * (t_on / t_off - 1):+.1f}%",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--pairs", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    corpus = load_corpus()
+    runs = (("single", math.inf), ("single", 2.0), ("bilingual", 2.0))
+    rows = [measure(setting, layout, args, corpus, device) for setting, layout in runs]
+    print(
+        f"scenario logging cost, profile={args.profile}, device={machine(device)}, "
+        f"{args.pairs} interleaved pairs"
+    )
+    print_table(
+        ["run", "step off (ms)", "logged step (ms)", "ratio on/off", "cost per logged step"],
+        rows,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""CE versus HNS per frequency group: training curves, the validation table, the reading.
+
+Training curves use the full-softmax cross-entropy of each target token on
+the training batches (recorded for both objectives, so they are comparable;
+an HNS run's own objective is a lower bound of it). A group's curve is the
+mean over its tokens of each token's mean loss in a logging window (tokens
+absent from a window are skipped), smoothed with a trailing moving average.
+
+Validation numbers are whole-split metrics per group (ratios of sums, see
+evaluation.aggregate); intervals are over seeds and differences are paired by
+seed (stats.paired_difference).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .evaluation import METRICS
+from .stats import aggregate_seeds, compare, paired_difference
+from .validation import check_int
+
+# For each metric, whether a larger value is better.
+HIGHER_IS_BETTER = {"loss": False, "top1": True, "recall5": True, "mrr": True}
+
+
+def _stack(runs: dict, table) -> pd.DataFrame:
+    frames = []
+    for run in runs.values():
+        part = table(run).copy()
+        part.insert(0, "seed", run.config.seed)
+        part.insert(0, "objective", run.config.family)
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def group_training_curves(
+    runs: dict, token_info: pd.DataFrame, window: int = 5, loss: str = "ce"
+) -> pd.DataFrame:
+    """Per objective, seed, group and logged step: the smoothed mean training loss.
+
+    ``loss`` is 'ce' (comparable across objectives) or 'objective' (what each run
+    minimized). ``window`` is the moving-average width in logged steps.
+    """
+    window = check_int("window", window, 1)
+    if loss not in ("ce", "objective"):
+        raise ValueError(f"invalid loss={loss!r}: expected one of 'ce', 'objective'")
+    tokens = _stack(runs, lambda r: r.train_tokens)
+    tokens["token_loss"] = tokens[f"{loss}_sum"] / tokens["count"]
+    merged = tokens.merge(token_info[["token", "group", "language"]], on="token")
+    curves = (
+        merged.groupby(["objective", "seed", "language", "group", "step"], observed=True)[
+            "token_loss"
+        ]
+        .mean()
+        .reset_index()
+        .sort_values("step")
+    )
+    curves["loss"] = curves.groupby(["objective", "seed", "language", "group"], observed=True)[
+        "token_loss"
+    ].transform(lambda s: s.rolling(window, min_periods=1).mean())
+    return curves.drop(columns="token_loss").reset_index(drop=True)
+
+
+def curve_bands(curves: pd.DataFrame) -> pd.DataFrame:
+    """Mean and 95% interval over seeds of ``group_training_curves`` (for bands)."""
+    return aggregate_seeds(curves, ["objective", "language", "group", "step"], ["loss"])
+
+
+def group_validation(runs: dict, token_info: pd.DataFrame, by=("language", "group")):
+    """Per run (objective, seed) and group: the final whole-split validation metrics."""
+    return _stack(runs, lambda r: r.metrics(token_info, by=list(by)))
+
+
+def validation_table(per_seed: pd.DataFrame, by=("language", "group")) -> pd.DataFrame:
+    """Per group: token count, and for each metric the CE and HNS means with intervals and
+    the paired HNS minus CE difference with its interval and direction."""
+    by = list(by)
+    agg = aggregate_seeds(per_seed, ["objective", *by], list(METRICS))
+    counts = per_seed.groupby(by, observed=True)["count"].first().reset_index()
+    table = counts
+    for objective in ("CE", "HNS"):
+        part = agg[agg["objective"] == objective].drop(columns=["objective", "n_seeds"])
+        part = part.rename(columns={c: f"{objective}_{c}" for c in part.columns if c not in by})
+        table = table.merge(part, on=by, how="left")
+    for metric in METRICS:
+        diff = paired_difference(per_seed, by, metric, "objective", "HNS", "CE")
+        diff = diff[[*by, "diff", "diff_lo", "diff_hi"]].rename(
+            columns={
+                "diff": f"diff_{metric}",
+                "diff_lo": f"diff_{metric}_lo",
+                "diff_hi": f"diff_{metric}_hi",
+            }
+        )
+        table = table.merge(diff, on=by, how="left")
+        table[f"hns_{metric}"] = [
+            verdict(metric, lo, hi)
+            for lo, hi in zip(table[f"diff_{metric}_lo"], table[f"diff_{metric}_hi"], strict=True)
+        ]
+    n_seeds = per_seed.groupby("objective")["seed"].nunique()
+    table.attrs["n_seeds"] = {k: int(v) for k, v in n_seeds.items()}
+    return table
+
+
+def verdict(metric: str, diff_lo: float, diff_hi: float) -> str:
+    """'better', 'worse' or 'indistinguishable' for HNS, from the interval of HNS - CE."""
+    direction = compare(diff_lo, diff_hi)
+    if direction == "indistinguishable":
+        return direction
+    return "better" if (direction == "higher") == HIGHER_IS_BETTER[metric] else "worse"
+
+
+def final_training_loss(curves: pd.DataFrame, last_fraction: float = 0.1) -> pd.DataFrame:
+    """Per objective, seed and group: the mean smoothed training loss over the last
+    ``last_fraction`` of the logged steps (the end of training, less noisy than one step)."""
+    steps = np.sort(curves["step"].unique())
+    cut = steps[max(0, int(len(steps) * (1 - last_fraction)) - 1)]
+    tail = curves[curves["step"] >= cut]
+    return (
+        tail.groupby(["objective", "seed", "language", "group"], observed=True)["loss"]
+        .mean()
+        .reset_index()
+    )
+
+
+@dataclass
+class GroupReading:
+    """Per group verdicts for HNS against CE, as Markdown and as a JSON-safe dict."""
+
+    text: str
+    summary: dict
+
+
+def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> GroupReading:
+    """For which groups HNS is better, worse or indistinguishable, on the end-of-training
+    loss and on each validation metric (95% paired intervals over seeds)."""
+    train_diff = paired_difference(
+        train_final, ["language", "group"], "loss", "objective", "HNS", "CE"
+    )
+    train_diff["verdict"] = [
+        verdict("loss", lo, hi)
+        for lo, hi in zip(train_diff["diff_lo"], train_diff["diff_hi"], strict=True)
+    ]
+    summary: dict = {"training_loss": {}, "validation": {}}
+    lines = [
+        "| group | training loss | val loss | top-1 | recall@5 | MRR |",
+        "|---|---|---|---|---|---|",
+    ]
+    train_by_group = train_diff.set_index("group")
+    for row in table.itertuples(index=False):
+        g = row.group
+        t = train_by_group.loc[g] if g in train_by_group.index else None
+        t_verdict = t["verdict"] if t is not None else "n/a"
+        summary["training_loss"][g] = {
+            "diff": None if t is None else t["diff"],
+            "ci": None if t is None else [t["diff_lo"], t["diff_hi"]],
+            "verdict": t_verdict,
+        }
+        summary["validation"][g] = {
+            "count": int(row.count),
+            **{
+                m: {
+                    "diff": getattr(row, f"diff_{m}"),
+                    "ci": [getattr(row, f"diff_{m}_lo"), getattr(row, f"diff_{m}_hi")],
+                    "verdict": getattr(row, f"hns_{m}"),
+                }
+                for m in METRICS
+            },
+        }
+        cells = [t_verdict] + [getattr(row, f"hns_{m}") for m in METRICS]
+        lines.append(f"| {g} (n={int(row.count):,}) | " + " | ".join(cells) + " |")
+
+    def groups_where(key: str, word: str) -> list[str]:
+        source = summary["training_loss"] if key == "train" else summary["validation"]
+        if key == "train":
+            return [g for g, v in source.items() if v["verdict"] == word]
+        return [g for g, v in source.items() if v[key]["verdict"] == word]
+
+    sentences = []
+    for key, name in (
+        ("train", "training loss"),
+        ("loss", "validation loss"),
+        ("top1", "top-1 accuracy"),
+    ):
+        better, worse = groups_where(key, "better"), groups_where(key, "worse")
+        sentences.append(
+            f"- On **{name}**, HNS is better for "
+            f"{', '.join(better) if better else 'no group'}, worse for "
+            f"{', '.join(worse) if worse else 'no group'}, and indistinguishable elsewhere."
+        )
+    text = "\n".join(
+        [
+            "How HNS compares with CE, per frequency group (95% intervals of the paired "
+            "difference over seeds; *better* means lower loss or higher accuracy):",
+            "",
+            *lines,
+            "",
+            *sentences,
+        ]
+    )
+    return GroupReading(text, summary)

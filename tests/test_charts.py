@@ -1,0 +1,159 @@
+"""Charts: the figure builders encode the intended fields, the offline renderer
+returns both an interactive spec and an SVG, and static copies are written."""
+
+from __future__ import annotations
+
+import json
+
+import altair as alt
+import pandas as pd
+import pytest
+
+from selfish_lib import charts
+from selfish_lib import worked_example as we
+from selfish_lib.validation import ParameterError
+
+
+@pytest.fixture
+def offline():
+    """Enable the offline renderer for one test, then restore altair's global state."""
+    renderer, theme = alt.renderers.active, alt.theme.active
+    transformer = alt.data_transformers.active
+    charts.use_offline_renderer()
+    yield
+    alt.renderers.enable(renderer)
+    alt.theme.enable(theme)
+    alt.data_transformers.enable(transformer)
+
+
+def layers(spec: dict) -> list[dict]:
+    """The unit specs of a (faceted, layered) spec."""
+    inner = spec.get("spec", spec)
+    return inner.get("layer", [inner])
+
+
+def test_frequency_by_rank_shows_every_symbol_in_rank_order_on_a_log_scale(corpus):
+    freq = corpus.frequencies
+    spec = charts.chart_spec(charts.frequency_by_rank(freq))
+    enc = spec["encoding"]
+    assert enc["x"]["field"] == "display"
+    assert enc["x"]["sort"] == freq.sort_values("rank")["display"].tolist()
+    assert len(enc["x"]["sort"]) == corpus.vocab_size == 65
+    assert enc["y"]["field"] == "count"
+    assert enc["y"]["scale"]["type"] == "log"
+    assert enc["y"]["stack"] is None  # stacked bars vanish on a log scale
+    assert {t["field"] for t in enc["tooltip"]} >= {"rank", "display", "count", "share"}
+    assert enc["color"]["field"] == "group"
+    (rows,) = spec["datasets"].values()
+    assert len(rows) == 65
+
+
+def test_rank_group_table_partitions_the_tokens(corpus):
+    freq = corpus.frequencies
+    table = charts.rank_group_table(freq)
+    assert table["group"].tolist() == list(dict.fromkeys(freq.sort_values("rank")["group"]))
+    assert table["share"].sum() == pytest.approx(1.0)
+    assert table["count"].sum() == freq["count"].sum()
+    assert table["symbols"].sum() == len(freq)
+    assert table["first_rank"].is_monotonic_increasing
+
+
+def test_group_shares_layers_bars_and_percentage_labels(corpus):
+    spec = charts.chart_spec(charts.group_shares(corpus.frequencies))
+    bars, labels = spec["layer"]
+    assert bars["mark"]["type"] == "bar" and labels["mark"]["type"] == "text"
+    for layer in (bars, labels):
+        assert layer["encoding"]["x"]["field"] == "group"
+        assert layer["encoding"]["y"]["field"] == "share"
+        assert layer["encoding"]["y"]["scale"]["type"] == "log"
+    assert labels["encoding"]["text"]["format"].endswith("%")
+
+
+def test_worked_example_chart_facets_scenarios_and_marks_excluded_rows():
+    norms = we.gradient_norms(we.default_example(), 2.0)
+    spec = charts.chart_spec(charts.worked_example_chart(norms))
+    assert spec["facet"]["column"]["field"] == "scenario_label"
+    shade, bars, tags = layers(spec)
+    assert shade["mark"]["type"] == "rect" and tags["mark"]["type"] == "text"
+    assert "excluded" in json.dumps(shade["transform"])
+    color = bars["encoding"]["color"]
+    assert color["field"] == "objective"
+    assert color["scale"]["domain"] == list(charts.OBJECTIVE_COLORS)
+    assert color["scale"]["range"] == list(charts.OBJECTIVE_COLORS.values())
+    assert bars["encoding"]["y"]["field"] == "grad_norm"
+
+
+def test_shared_palettes_cover_the_scenarios_and_objectives():
+    from selfish_lib.scenarios import SCENARIO_LABELS, SCENARIOS
+
+    assert list(charts.SCENARIO_COLORS) == list(SCENARIOS)
+    assert charts.scenario_scale(labels=True).to_dict()["domain"] == [
+        SCENARIO_LABELS[s] for s in SCENARIOS
+    ]
+    assert set(charts.OBJECTIVE_COLORS) == {"CE", "HNS"}
+
+
+def test_offline_renderer_bundles_an_interactive_spec_and_an_svg(offline):
+    chart = alt.Chart(pd.DataFrame({"a": ["x", "y"], "b": [1, 2]})).mark_bar().encode(x="a", y="b")
+    data, meta = chart._repr_mimebundle_()
+    assert data[charts.VEGALITE_V5_MIME]["mark"]["type"] == "bar"
+    assert data["image/svg+xml"].lstrip().startswith("<svg")
+    assert meta[charts.VEGALITE_V5_MIME]["embed_options"]["actions"]["editor"] is False
+    # The spec recovered from the output is the one altair produced (with the theme).
+    assert charts.spec_of_output(data) == chart.to_dict()
+    assert chart.to_dict()["config"]["title"]["fontSize"] == 15
+
+
+def test_offline_renderer_keeps_specs_vega_lite_5_cannot_compile(offline, monkeypatch):
+    monkeypatch.setattr(charts, "_as_v5", lambda spec: None)
+    chart = alt.Chart(pd.DataFrame({"a": [1, 2]})).mark_point().encode(x="a")
+    data, _ = chart._repr_mimebundle_()
+    assert charts.VEGALITE_V5_MIME not in data
+    assert isinstance(data[charts.VEGALITE_MIME], str)  # nbformat wants a string here
+    assert charts.spec_of_output(data) == chart.to_dict()
+    assert "<svg" in data["image/svg+xml"]
+
+
+def test_use_offline_renderer_is_idempotent_and_lifts_the_row_limit(offline):
+    charts.use_offline_renderer()
+    assert alt.renderers.active == charts.RENDERER
+    assert alt.theme.active == charts.THEME
+    big = pd.DataFrame({"a": range(6000)})
+    alt.Chart(big).mark_tick().encode(x="a").to_dict()  # would raise MaxRowsError
+
+
+def test_save_chart_writes_each_format_atomically(tmp_path):
+    chart = alt.Chart(pd.DataFrame({"a": ["x", "y"], "b": [1, 2]})).mark_bar().encode(x="a", y="b")
+    paths = charts.save_chart(chart, tmp_path / "fig" / "bars", ("svg", "png", "html", "json"))
+    assert [p.name for p in paths] == ["bars.svg", "bars.png", "bars.html", "bars.json"]
+    assert paths[0].read_text().lstrip().startswith("<svg")
+    assert paths[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = paths[2].read_text()
+    assert "vegaEmbed" in html and '<script src="http' not in html
+    assert json.loads(paths[3].read_text())["mark"]["type"] == "bar"
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == sorted(p.name for p in paths)
+
+
+def test_save_chart_rejects_unknown_formats(tmp_path):
+    chart = alt.Chart(pd.DataFrame({"a": [1]})).mark_point().encode(x="a")
+    with pytest.raises(ParameterError, match="formats"):
+        charts.save_chart(chart, tmp_path / "x", ("svg", "gif"))
+    assert not list(tmp_path.iterdir())
+
+
+def test_save_figure_does_nothing_without_a_report_dir(tmp_path):
+    chart = alt.Chart(pd.DataFrame({"a": [1]})).mark_point().encode(x="a")
+    assert charts.save_figure(chart, None, "01_x") == []
+    (path,) = charts.save_figure(chart, tmp_path, "01_x", formats=("svg",))
+    assert path == tmp_path / "figures" / "01_x.svg"
+
+
+def test_a_failing_conversion_leaves_no_partial_file(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("renderer crashed")
+
+    monkeypatch.setattr(charts.vl_convert, "vegalite_to_png", broken)
+    chart = alt.Chart(pd.DataFrame({"a": [1]})).mark_point().encode(x="a")
+    with pytest.raises(RuntimeError, match="crashed"):
+        charts.save_chart(chart, tmp_path / "fig", ("svg", "png"))
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.svg"]  # complete, and nothing else

@@ -1,0 +1,123 @@
+"""Every notebook executed through the pipeline in the smoke profile: it runs without
+errors, ends with its computed conclusion, saves its figures and gives an HTML
+report that shows the charts without any network access; plus what each one must
+contain."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from selfish_lib import pipeline
+from selfish_lib import worked_example as we
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reproduce")
+    htmls = pipeline.run_pipeline(
+        profile="smoke",
+        device="cpu",
+        reports_dir=root / "reports",
+        results_dir=root / "results",
+        progress=False,
+    )
+    names = sorted(pipeline.available_notebooks())
+    assert htmls == [root / "reports" / "smoke" / f"{name}.html" for name in names]
+    return root / "reports" / "smoke"
+
+
+NOTEBOOKS = sorted(pipeline.available_notebooks())
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_notebook_runs_cleanly_and_reports_offline(report, name):
+    nb = nbformat.read(report / f"{name}.ipynb", as_version=4)
+    assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
+    assert not [o for o in outputs(nb) if o.get("name") == "stderr"]
+    last_cell = [c for c in nb.cells if c.cell_type == "code"][-1]
+    closing = [o for o in last_cell.get("outputs", []) if "text/markdown" in o.get("data", {})]
+    assert closing, f"{name} does not end with a computed Markdown conclusion"
+    html = (report / f"{name}.html").read_text()
+    assert not re.search(r"<script[^>]*\bsrc=", html)
+    assert not re.search(r"<link[^>]*\bhref=[\"']https?:", html)
+    assert len(re.findall(r"<svg\b", html)) >= 1
+
+
+def test_notebook_02_measures_both_objectives_and_states_a_verdict(report):
+    nb = nbformat.read(report / "02_gradient_scenarios.ipynb", as_version=4)
+    markdown = [
+        o["data"]["text/markdown"] for o in outputs(nb) if "text/markdown" in o.get("data", {})
+    ]
+    conclusion = markdown[-1]
+    assert "ranks 51-60" in conclusion and "ranks 61-65" in conclusion
+    assert re.search(
+        r"outweighs scenarios 1 and 2.1 together: \*\*(yes|no|inconclusive)", conclusion
+    )
+    summary = json.loads((report / "summary.json").read_text())
+    fragment = summary["fragments"]["02_gradient_scenarios"]
+    assert set(fragment["groups"]) == {"51-60", "61-65"}
+    for group in fragment["groups"].values():
+        assert {"CE", "HNS", "hns_minus_ce"} <= set(group)
+    figures = {p.name for p in (report / "figures").iterdir()}
+    for name in ("02_scenario_norms_by_rank", "02_nontarget_share_by_group", "02_scenario_curves"):
+        assert f"{name}.svg" in figures
+
+
+def outputs(nb):
+    return [o for cell in nb.cells for o in cell.get("outputs", [])]
+
+
+def test_notebook_01_runs_without_errors(report):
+    nb = nbformat.read(report / "01_hypothesis.ipynb", as_version=4)
+    assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
+    assert not [o for o in outputs(nb) if o.get("name") == "stderr"]
+    assert not (report / "01_hypothesis.failed.ipynb").exists()
+
+
+def test_notebook_01_ends_with_its_computed_conclusion(report):
+    nb = nbformat.read(report / "01_hypothesis.ipynb", as_version=4)
+    markdown = [
+        o["data"]["text/markdown"] for o in outputs(nb) if "text/markdown" in o.get("data", {})
+    ]
+    assert markdown, "the closing cell displays no Markdown"
+    conclusion = markdown[-1]
+    facts = we.summarize(we.default_example(), 2.0)
+    assert f"{facts['n_excluded']} of {facts['n_rows']}" in conclusion
+    assert f"{facts['excluded_share_ce']:.1%}" in conclusion
+    assert "most frequent symbols" in conclusion
+
+
+def test_notebook_01_charts_carry_an_interactive_spec_and_an_svg(report):
+    nb = nbformat.read(report / "01_hypothesis.ipynb", as_version=4)
+    charts = [o["data"] for o in outputs(nb) if "image/svg+xml" in o.get("data", {})]
+    assert len(charts) == 3
+    for data in charts:
+        assert "application/vnd.vegalite.v5+json" in data
+
+
+def test_notebook_01_html_is_offline_and_shows_the_charts(report):
+    html = (report / "01_hypothesis.html").read_text()
+    assert html.count('class="selfish-vega"') == 3
+    assert len(re.findall(r"<svg\b", html)) >= 3
+    assert not re.search(r"<script[^>]*\bsrc=", html)  # every script is inline
+    assert not re.search(r"<link[^>]*\bhref=[\"']https?:", html)
+    assert "window.vegaEmbed" in html  # the inlined bundle draws the interactive charts
+
+
+def test_notebook_01_saves_figures_and_its_summary_fragment(report):
+    figures = sorted(p.name for p in (report / "figures").iterdir())
+    for name in ("01_frequency_by_rank", "01_group_shares", "01_worked_example"):
+        assert f"{name}.svg" in figures and f"{name}.png" in figures
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["notebooks"]["01_hypothesis"]["status"] == "ok"
+    fragment = summary["fragments"]["01_hypothesis"]
+    facts = we.summarize(we.default_example(), 2.0)
+    assert fragment["worked_example"]["n_excluded"] == facts["n_excluded"]
+    assert fragment["worked_example"]["excluded_share_ce"] == pytest.approx(
+        facts["excluded_share_ce"]
+    )
+    assert 0 < fragment["rarest_group_share"] < fragment["top_group_share"] < 1

@@ -1,0 +1,95 @@
+"""Seed statistics on cases with known answers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from selfish_lib.stats import aggregate_seeds, compare, mean_ci, paired_difference
+
+
+def test_mean_ci_matches_the_t_table():
+    # n = 4, mean 2.5, sd = sqrt(5/3); t(0.975, 3) = 3.182446305284263
+    mean, lo, hi, n = mean_ci([1.0, 2.0, 3.0, 4.0])
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2
+    assert (mean, n) == (2.5, 4)
+    assert lo == pytest.approx(2.5 - half, rel=1e-12) and hi == pytest.approx(2.5 + half)
+
+
+def test_mean_ci_edge_cases():
+    assert mean_ci([3.0, 3.0, 3.0])[1:3] == (3.0, 3.0)  # no spread, zero-width interval
+    mean, lo, hi, n = mean_ci([2.0])
+    assert mean == 2.0 and math.isnan(lo) and math.isnan(hi) and n == 1
+    mean, lo, hi, n = mean_ci([math.nan, math.nan])
+    assert math.isnan(mean) and n == 0
+    assert mean_ci([1.0, math.nan, 3.0])[3] == 2  # NaN seeds are left out, not zeros
+    with pytest.raises(ValueError, match="confidence"):
+        mean_ci([1.0, 2.0], confidence=1.5)
+
+
+def test_interval_coverage_is_close_to_nominal():
+    rng = np.random.default_rng(0)
+    hits = 0
+    trials = 2000
+    for _ in range(trials):
+        _, lo, hi, _ = mean_ci(rng.normal(1.0, 2.0, size=5))
+        hits += lo <= 1.0 <= hi
+    assert abs(hits / trials - 0.95) < 0.015
+
+
+def test_aggregate_seeds_per_group():
+    frame = pd.DataFrame(
+        {
+            "group": ["a", "a", "a", "b", "b"],
+            "seed": [0, 1, 2, 0, 1],
+            "loss": [1.0, 2.0, 3.0, 5.0, math.nan],
+        }
+    )
+    out = aggregate_seeds(frame, by=["group"], values=["loss"]).set_index("group")
+    assert out.loc["a", "loss"] == 2.0 and out.loc["a", "n_seeds"] == 3
+    assert out.loc["a", "loss_lo"] < 2.0 < out.loc["a", "loss_hi"]
+    assert out.loc["b", "n_seeds"] == 1 and math.isnan(out.loc["b", "loss_lo"])
+
+
+def test_paired_difference_uses_seed_pairs():
+    # a constant +0.5 shift on top of large seed-to-seed variation: pairing removes it
+    base = [1.0, 4.0, 9.0]
+    frame = pd.DataFrame(
+        {
+            "objective": ["CE"] * 3 + ["HNS"] * 3,
+            "seed": [0, 1, 2] * 2,
+            "g": ["x"] * 6,
+            "loss": base + [b + 0.5 for b in base],
+        }
+    )
+    out = paired_difference(frame, ["g"], "loss", "objective", "HNS", "CE").iloc[0]
+    assert out["diff"] == pytest.approx(0.5)
+    assert out["diff_lo"] == pytest.approx(0.5) and out["diff_hi"] == pytest.approx(0.5)
+    assert out["n_pairs"] == 3 and compare(out["diff_lo"], out["diff_hi"]) == "higher"
+    # an unpaired seed is dropped
+    extra = pd.concat(
+        [frame, pd.DataFrame([{"objective": "HNS", "seed": 7, "g": "x", "loss": 100.0}])]
+    )
+    assert paired_difference(extra, ["g"], "loss", "objective", "HNS", "CE")["n_pairs"][0] == 3
+
+
+def test_compare():
+    assert compare(-2.0, -1.0) == "lower"
+    assert compare(-1.0, 1.0) == "indistinguishable"
+    assert compare(math.nan, math.nan) == "indistinguishable"
+
+
+def test_vectorized_aggregation_equals_mean_ci_per_group():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"g": rng.integers(0, 30, 300), "seed": rng.integers(0, 5, 300), "v": rng.normal(size=300)}
+    )
+    frame.loc[::7, "v"] = math.nan
+    out = aggregate_seeds(frame, ["g"], ["v"]).set_index("g")
+    for g, part in frame.groupby("g"):
+        mean, lo, hi, n = mean_ci(part["v"])
+        got = out.loc[g, ["v", "v_lo", "v_hi"]].to_numpy(dtype=float)
+        assert np.allclose(got, [mean, lo, hi], equal_nan=True) and out.loc[g, "n_seeds"] == n
