@@ -33,6 +33,7 @@ class Profile:
     log_interval: int
     checkpoint_interval: int
     scenario_every: dict  # per setting: steps between scenario records (0 = off)
+    sweep: dict  # the layout sweep (notebook 06): steps, seeds, eval_interval of its runs
     p_low: float = 0.02
 
     def config(
@@ -69,6 +70,25 @@ class Profile:
         fields.update(overrides)
         return TrainConfig(**fields)
 
+    def sweep_config(
+        self,
+        layout: float,
+        seed: int,
+        schedule: str = "constant",
+        layout_end: float = math.inf,
+    ) -> TrainConfig:
+        """A bilingual run of the layout sweep: the sweep's steps and evaluation interval;
+        ``schedule`` 'linear' or 'cosine' moves the layout from ``layout`` to ``layout_end``."""
+        return self.config(
+            "bilingual",
+            layout=layout,
+            seed=seed,
+            max_steps=self.sweep["steps"],
+            eval_interval=self.sweep["eval_interval"],
+            layout_schedule=schedule,
+            layout_end=layout_end,
+        )
+
     def with_seeds(self, seeds) -> Profile:
         """A copy that runs over other seeds (validated)."""
         return dataclasses.replace(self, seeds=check_seeds("seeds", seeds))
@@ -95,6 +115,7 @@ PROFILES: dict[str, Profile] = {
         log_interval=5,
         checkpoint_interval=10,
         scenario_every={"single": 5, "bilingual": 10, "low_only": 1},
+        sweep={"steps": 40, "seeds": (0, 1), "eval_interval": 20},
     ),
     "paper": Profile(
         name="paper",
@@ -106,6 +127,7 @@ PROFILES: dict[str, Profile] = {
         log_interval=10,
         checkpoint_interval=500,
         scenario_every={"single": 10, "bilingual": 50, "low_only": 10},
+        sweep={"steps": 3000, "seeds": (0, 1, 2), "eval_interval": 500},
     ),
     "large": Profile(
         name="large",
@@ -117,6 +139,7 @@ PROFILES: dict[str, Profile] = {
         log_interval=10,
         checkpoint_interval=1000,
         scenario_every={"single": 50, "bilingual": 200, "low_only": 10},
+        sweep={"steps": 10000, "seeds": (0, 1, 2), "eval_interval": 1000},
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)

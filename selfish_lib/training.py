@@ -31,6 +31,7 @@ from .scenarios import forward as forward_pass
 from .validation import check_choice, check_float, check_int
 
 CHECKPOINT = "checkpoint.pt"
+LAYOUT_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class TrainConfig:
     ``p_low`` is the probability that a sampled block is written in it: 0 for a
     single language, 0.02 for the bilingual simulation, 1 for a model trained on
     the low-resource language only. ``layout = inf`` is plain cross-entropy.
+    ``layout_schedule`` 'linear' or 'cosine' moves the layout from ``layout`` at
+    the first step to ``layout_end`` at the last (both finite).
     """
 
     # model
@@ -65,6 +68,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     # objective
     layout: float = math.inf
+    layout_schedule: str = "constant"
+    layout_end: float = math.inf
     seed: int = 0
     # what is recorded (changes the stored tables, not the weights)
     eval_interval: int = 250
@@ -105,6 +110,15 @@ class TrainConfig:
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("grad_clip", self.grad_clip, 0.0, min_inclusive=False, allow_inf=True)
         check_layout(self.layout)
+        check_choice("layout_schedule", self.layout_schedule, LAYOUT_SCHEDULES)
+        if self.layout_schedule != "constant":
+            for name in ("layout", "layout_end"):
+                check_float(name, getattr(self, name), 0.0)  # finite: a schedule interpolates
+        elif not math.isinf(self.layout_end):
+            raise ValueError(
+                f"invalid layout_end={self.layout_end!r}: expected inf unless "
+                "layout_schedule is 'linear' or 'cosine'"
+            )
 
     @property
     def setting(self) -> str:
@@ -115,7 +129,9 @@ class TrainConfig:
 
     @property
     def objective(self) -> str:
-        """'CE' or 'HNS(layout=...)', for labels."""
+        """'CE', 'HNS(layout=2)' or 'HNS(layout=8→2, cosine)', for labels."""
+        if self.layout_schedule != "constant":
+            return f"HNS(layout={self.layout:g}→{self.layout_end:g}, {self.layout_schedule})"
         return "CE" if math.isinf(self.layout) else f"HNS(layout={self.layout:g})"
 
     @property
@@ -156,6 +172,23 @@ class TrainConfig:
             dropout=self.dropout,
             bias=self.bias,
         )
+
+
+def layout_at(step: int, config: TrainConfig) -> float:
+    """The layout used at 0-based ``step``: constant, or interpolated from ``layout`` at
+    step 0 to ``layout_end`` at the last step (linearly, or along half a cosine)."""
+    if config.layout_schedule == "constant":
+        return config.layout
+    t = min(1.0, step / max(1, config.max_steps - 1))
+    if config.layout_schedule == "cosine":
+        t = 0.5 * (1.0 - math.cos(math.pi * t))
+    return config.layout + (config.layout_end - config.layout) * t
+
+
+def initial_model(config: TrainConfig, base_vocab_size: int) -> GPT:
+    """The model a run of ``config`` starts from (the same weights ``train`` draws)."""
+    torch.manual_seed(config.seed)
+    return GPT(config.gpt_config(base_vocab_size))
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -275,18 +308,21 @@ def training_step(
     lr: float,
     scenario_log: ScenarioLog | None = None,
     step_number: int = 0,
+    layout: float | None = None,
 ) -> StepOutput:
     """One AdamW step on the batch (x, y) with the config's objective.
 
     With a ``scenario_log``, hooks read the gradients the scenario split needs
     from this same backward pass and the log records the step; the numbers of
-    the step are identical either way.
+    the step are identical either way. ``layout`` defaults to ``config.layout``
+    (the loop passes the scheduled value).
     """
+    layout = config.layout if layout is None else layout
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
     logits, capture = forward_pass(model, x, capture=scenario_log is not None)
-    per_pos = hns_cross_entropy(logits, y, config.layout, reduction="none")
+    per_pos = hns_cross_entropy(logits, y, layout, reduction="none")
     loss = per_pos.mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -298,7 +334,7 @@ def training_step(
         scenario_log.after_step(model.embedding, lr, config.weight_decay)
     with torch.no_grad():
         objective = per_pos.detach()
-        if math.isinf(config.layout):
+        if math.isinf(layout):
             ce = objective
         else:
             V = logits.size(-1)
@@ -338,8 +374,7 @@ def train(
     work = Path(work_dir) if work_dir is not None else None
     V = corpus.vocab_size * (2 if config.bilingual else 1)
 
-    torch.manual_seed(config.seed)
-    model = GPT(config.gpt_config(corpus.vocab_size)).to(dev)
+    model = initial_model(config, corpus.vocab_size).to(dev)
     optimizer = make_optimizer(model, config)
     sampler = BlockSampler(
         corpus.train,
@@ -434,6 +469,7 @@ def train(
                 lr,
                 scenario_log=scenario_log if logged else None,
                 step_number=step + 1,
+                layout=layout_at(step, config),
             )
             tokens.add(y, out.ce, out.objective)
             loss, grad_norm = out.loss, out.grad_norm

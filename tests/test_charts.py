@@ -105,7 +105,7 @@ def test_offline_renderer_bundles_an_interactive_spec_and_an_svg(offline):
 
 
 def test_offline_renderer_keeps_specs_vega_lite_5_cannot_compile(offline, monkeypatch):
-    monkeypatch.setattr(charts, "_as_v5", lambda spec: None)
+    monkeypatch.setattr(charts.core, "_as_v5", lambda spec: None)
     chart = alt.Chart(pd.DataFrame({"a": [1, 2]})).mark_point().encode(x="a")
     data, _ = chart._repr_mimebundle_()
     assert charts.VEGALITE_V5_MIME not in data
@@ -152,7 +152,7 @@ def test_a_failing_conversion_leaves_no_partial_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr(charts.vl_convert, "vegalite_to_png", broken)
+    monkeypatch.setattr(charts.core.vl_convert, "vegalite_to_png", broken)
     chart = alt.Chart(pd.DataFrame({"a": [1]})).mark_point().encode(x="a")
     with pytest.raises(RuntimeError, match="crashed"):
         charts.save_chart(chart, tmp_path / "fig", ("svg", "png"))

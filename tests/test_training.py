@@ -169,3 +169,33 @@ def test_corpus_mismatch_and_bad_device_are_rejected(tiny_corpus):
     with pytest.raises(ValueError, match="device"):
         resolve_device("tpu")
     assert resolve_device("cpu").type == "cpu"
+
+
+def test_layout_schedules_interpolate_from_start_to_end():
+    from selfish_lib.training import layout_at
+
+    const = TrainConfig(layout=2.0, max_steps=11)
+    assert [layout_at(s, const) for s in (0, 5, 10)] == [2.0, 2.0, 2.0]
+    lin = TrainConfig(layout=8.0, layout_end=2.0, layout_schedule="linear", max_steps=11)
+    assert [layout_at(s, lin) for s in (0, 5, 10)] == pytest.approx([8.0, 5.0, 2.0])
+    cos = lin.replace(layout_schedule="cosine")
+    assert layout_at(0, cos) == 8.0 and layout_at(10, cos) == pytest.approx(2.0)
+    assert layout_at(5, cos) == pytest.approx(5.0)  # the midpoint of half a cosine
+    assert layout_at(2, cos) > layout_at(2, lin)  # cosine lingers near the start
+    assert cos.objective == "HNS(layout=8→2, cosine)" and cos.family == "HNS"
+
+
+def test_layout_schedule_validation():
+    with pytest.raises(ValueError, match="layout_schedule"):
+        TrainConfig(layout_schedule="step")
+    with pytest.raises(ValueError, match="layout_end"):
+        TrainConfig(layout=2.0, layout_end=1.0)  # an end without a schedule
+    with pytest.raises(ValueError, match="layout"):
+        TrainConfig(layout=math.inf, layout_end=2.0, layout_schedule="linear")
+
+
+def test_a_scheduled_run_differs_from_its_constant_endpoints(tiny_corpus):
+    sched = tiny_config(tiny_corpus, layout=0.1, layout_end=50.0, layout_schedule="linear")
+    start = train(tiny_config(tiny_corpus, layout=0.1), tiny_corpus, progress=False)
+    run = train(sched, tiny_corpus, progress=False)
+    assert not states_equal(run.model, start.model)

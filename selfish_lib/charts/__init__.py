@@ -1,0 +1,62 @@
+"""Altair charts of the study: one builder per figure, one module per chapter.
+
+``core`` holds the offline renderer (every chart carries its Vega-Lite spec for
+JupyterLab and an SVG for the static HTML report), static copies and the
+shared palettes; the other modules hold the figures of one notebook each.
+Notebooks use them as ``charts.<name>``.
+"""
+
+from .core import (
+    EMBED_OPTIONS,
+    EXCLUDED_COLOR,
+    FORMATS,
+    GROUP_SCHEME,
+    OBJECTIVE_COLORS,
+    RENDERER,
+    SCENARIO_COLORS,
+    THEME,
+    VEGALITE_MIME,
+    VEGALITE_V5_MIME,
+    chart_spec,
+    javascript_bundle,
+    objective_scale,
+    offline_renderer,
+    save_chart,
+    save_figure,
+    scenario_scale,
+    spec_of_output,
+    to_svg,
+    use_offline_renderer,
+)
+from .hypothesis import frequency_by_rank, group_shares, rank_group_table, worked_example_chart
+from .scenarios import nontarget_share_by_group, scenario_curves, scenario_norms_by_rank
+
+__all__ = [
+    "EMBED_OPTIONS",
+    "EXCLUDED_COLOR",
+    "FORMATS",
+    "GROUP_SCHEME",
+    "OBJECTIVE_COLORS",
+    "RENDERER",
+    "SCENARIO_COLORS",
+    "THEME",
+    "VEGALITE_MIME",
+    "VEGALITE_V5_MIME",
+    "chart_spec",
+    "frequency_by_rank",
+    "group_shares",
+    "javascript_bundle",
+    "nontarget_share_by_group",
+    "objective_scale",
+    "offline_renderer",
+    "rank_group_table",
+    "save_chart",
+    "save_figure",
+    "scenario_curves",
+    "scenario_norms_by_rank",
+    "scenario_scale",
+    "spec_of_output",
+    "to_svg",
+    "use_offline_renderer",
+    "worked_example_chart",
+]

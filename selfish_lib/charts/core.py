@@ -1,0 +1,224 @@
+"""Chart plumbing: the offline renderer, static copies, the shared style and palettes.
+
+Every notebook calls ``use_offline_renderer()`` first. Each chart it displays
+then carries two renderings: its Vega-Lite spec (interactive in JupyterLab,
+which bundles Vega-Lite 5, so no network; see ``offline_renderer``) and an
+SVG made by vl-convert (what static viewers and the HTML report fall back to).
+The palettes below are shared by all notebooks so that scenario 1 / 2.1 / 2.2
+and CE / HNS always have the same colours.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import vl_convert
+
+from ..pipeline import write_atomic
+from ..scenarios import SCENARIO_LABELS, SCENARIOS
+from ..validation import ParameterError
+
+RENDERER = "selfish_offline"
+THEME = "selfish"
+VEGALITE_MIME = "application/vnd.vegalite.v6.json"
+VEGALITE_V5_MIME = "application/vnd.vegalite.v5+json"
+# The oldest Vega-Lite 5 that vl-convert ships: a spec that compiles with it is
+# assumed to work with the Vega-Lite 5 bundled in JupyterLab 4.
+_V5_CHECK_VERSION = "5.8"
+_V5_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.8.0.json"
+EMBED_OPTIONS = {"actions": {"export": True, "source": False, "compiled": False, "editor": False}}
+FORMATS = ("svg", "png", "html", "json")
+
+# Keyed like selfish_lib.scenarios.SCENARIOS: input (1), target (2.1), nontarget (2.2).
+SCENARIO_COLORS = dict(zip(SCENARIOS, ("#4C78A8", "#54A24B", "#E45756"), strict=True))
+OBJECTIVE_COLORS = {"CE": "#7F7F7F", "HNS": "#F58518"}
+# Frequency-rank groups (1-10 ... 61-65), from frequent (dark) to rare (light).
+GROUP_SCHEME = "viridis"
+EXCLUDED_COLOR = "#E45756"
+
+
+def scenario_scale(labels: bool = False) -> alt.Scale:
+    """Colour scale of the scenario keys (or, with ``labels``, of ``scenarios.SCENARIO_LABELS``)."""
+    domain = [SCENARIO_LABELS[k] for k in SCENARIO_COLORS] if labels else list(SCENARIO_COLORS)
+    return alt.Scale(domain=domain, range=list(SCENARIO_COLORS.values()))
+
+
+def objective_scale() -> alt.Scale:
+    """Colour scale of the objectives 'CE' and 'HNS'."""
+    return alt.Scale(domain=list(OBJECTIVE_COLORS), range=list(OBJECTIVE_COLORS.values()))
+
+
+@alt.theme.register(THEME, enable=False)
+def _theme() -> alt.theme.ThemeConfig:
+    # Slightly larger text than the defaults: the figures are read in reports.
+    return {
+        "config": {
+            "font": "Helvetica, Arial, sans-serif",
+            "title": {"fontSize": 15, "anchor": "start", "subtitleFontSize": 12},
+            "axis": {"labelFontSize": 12, "titleFontSize": 13, "gridOpacity": 0.5},
+            "header": {"labelFontSize": 13, "titleFontSize": 13},
+            "legend": {"labelFontSize": 12, "titleFontSize": 12},
+            "view": {"stroke": None},
+        }
+    }
+
+
+# --- rendering -------------------------------------------------------------------
+
+
+def _vl_version() -> str | None:
+    """The vl-convert Vega-Lite version matching altair's schema (None = vl-convert's latest)."""
+    major_minor = ".".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+    return major_minor if major_minor in vl_convert.get_vegalite_versions() else None
+
+
+def _as_v5(spec: dict) -> dict | None:
+    """The spec relabelled as Vega-Lite 5, or None if Vega-Lite 5 cannot compile it."""
+    candidate = {**spec, "$schema": _V5_SCHEMA}
+    try:
+        vl_convert.vegalite_to_vega(candidate, vl_version=_V5_CHECK_VERSION)
+    except Exception:  # vl-convert raises plain ValueError/RuntimeError on compile errors
+        return None
+    return candidate
+
+
+def to_svg(spec: dict) -> str:
+    """SVG of a Vega-Lite spec, rendered offline by vl-convert."""
+    return vl_convert.vegalite_to_svg(spec, vl_version=_vl_version())
+
+
+def offline_renderer(spec: dict, **metadata: Any) -> tuple[dict, dict]:
+    """Altair renderer: the Vega-Lite spec for JupyterLab plus an SVG for static viewers.
+
+    The spec goes under the Vega-Lite 5 MIME type when Vega-Lite 5 can compile
+    it (JupyterLab 4 renders only that one; nbformat stores it as JSON), else
+    as a JSON string under altair's Vega-Lite 6 type (nbformat requires a
+    string there). Returns the (data, metadata) pair that IPython displays. If
+    vl-convert cannot draw the SVG, a warning is issued and the spec stays.
+    """
+    embed = metadata.get("embed_options") or EMBED_OPTIONS
+    data: dict[str, Any] = {"text/plain": "<altair chart>"}
+    v5 = _as_v5(spec)
+    if v5 is not None:
+        data[VEGALITE_V5_MIME] = v5
+        meta = {VEGALITE_V5_MIME: {"embed_options": embed}}
+    else:
+        data[VEGALITE_MIME] = json.dumps(spec)
+        meta = {VEGALITE_MIME: {"embed_options": embed}}
+    try:
+        data["image/svg+xml"] = to_svg(spec)
+    except Exception as exc:  # keep the interactive chart even if the static one fails
+        warnings.warn(f"vl-convert could not render the chart as SVG: {exc}", stacklevel=2)
+    return data, meta
+
+
+def spec_of_output(data: dict) -> dict | None:
+    """The Vega-Lite spec (as altair wrote it) of a displayed output's data, or None."""
+    if VEGALITE_V5_MIME in data:
+        return {**data[VEGALITE_V5_MIME], "$schema": alt.SCHEMA_URL}
+    if VEGALITE_MIME in data:
+        raw = data[VEGALITE_MIME]
+        return json.loads(raw) if isinstance(raw, str) else dict(raw)
+    return None
+
+
+def use_offline_renderer() -> None:
+    """Enable the offline renderer and the shared theme; lift altair's 5000-row limit.
+
+    Idempotent: calling it again changes nothing.
+    """
+    if RENDERER not in alt.renderers.names():
+        alt.renderers.register(RENDERER, offline_renderer)
+    alt.renderers.enable(RENDERER)
+    alt.theme.enable(THEME)
+    alt.data_transformers.disable_max_rows()
+
+
+@functools.lru_cache(maxsize=1)
+def javascript_bundle() -> str:
+    """Vega, Vega-Lite and Vega-Embed as one inline script (sets window.vegaEmbed)."""
+    return vl_convert.javascript_bundle(vl_version=_vl_version())
+
+
+# --- static copies -----------------------------------------------------------------
+
+
+def chart_spec(chart: alt.TopLevelMixin) -> dict:
+    """The chart's Vega-Lite spec with the shared theme applied."""
+    with alt.theme.enable(THEME):
+        return chart.to_dict()
+
+
+def save_chart(
+    chart: alt.TopLevelMixin,
+    path_without_suffix: str | os.PathLike,
+    formats: Iterable[str] = ("svg", "png", "html"),
+) -> list[Path]:
+    """Save static copies of ``chart`` (svg, png at 2x, self-contained html, json spec).
+
+    Each file is written to a temporary name and renamed, so a failure never
+    leaves a half-written figure. Returns the paths written.
+    """
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise ParameterError("formats", formats, "a non-empty subset of " + ", ".join(FORMATS))
+    spec = chart_spec(chart)
+    base = Path(path_without_suffix)
+    version = _vl_version()
+    render = {
+        "svg": lambda: vl_convert.vegalite_to_svg(spec, vl_version=version),
+        "png": lambda: vl_convert.vegalite_to_png(spec, vl_version=version, scale=2),
+        "html": lambda: vl_convert.vegalite_to_html(spec, vl_version=version, bundle=True),
+        "json": lambda: json.dumps(spec, indent=2),
+    }
+    written = []
+    for fmt in formats:
+        path = base.with_name(f"{base.name}.{fmt}")
+        write_atomic(path, render[fmt]())
+        written.append(path)
+    return written
+
+
+def save_figure(
+    chart: alt.TopLevelMixin,
+    report_dir: str | os.PathLike | None,
+    name: str,
+    formats: Iterable[str] = ("svg", "png"),
+) -> list[Path]:
+    """Save ``chart`` as ``<report_dir>/figures/<name>.<format>``; nothing when report_dir is None.
+
+    Notebooks call this unconditionally: run interactively (report_dir None)
+    it does nothing, run by the pipeline it fills the report's figures folder.
+    """
+    if report_dir is None:
+        return []
+    return save_chart(chart, Path(report_dir) / "figures" / name, formats)
+
+
+# --- figures of notebook 01 ---------------------------------------------------------
+
+
+def _rank_order(freq: pd.DataFrame, column: str) -> list[str]:
+    """Unique values of ``column`` in rank order (the sort of a categorical axis)."""
+    return list(dict.fromkeys(freq.sort_values("rank")[column]))
+
+
+def _clip_for_log(frame: pd.DataFrame, value: str) -> pd.DataFrame:
+    """Interval bounds usable on a log axis: a lower bound at or below zero (possible for
+    a t interval over few seeds) is drawn at a hundredth of the mean."""
+    out = frame.copy()
+    lo, hi = f"{value}_lo", f"{value}_hi"
+    floor = out[value].where(out[value] > 0) / 100
+    out[f"{lo}_plot"] = out[lo].where(out[lo] > 0, floor)
+    out[f"{hi}_plot"] = out[hi].where(out[hi].notna(), out[value])
+    out[f"{lo}_plot"] = out[f"{lo}_plot"].where(out[f"{lo}_plot"].notna(), out[value])
+    return out
