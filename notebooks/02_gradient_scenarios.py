@@ -94,11 +94,8 @@ charts.save_figure(share_chart, report_dir, "02_nontarget_share_by_group")
 share_chart
 
 # %%
-display(
-    shares[["objective", "group", "share_nontarget", "share_nontarget_lo",
-            "share_nontarget_hi", "nontarget_over_own", "n_seeds"]]
-    .style.format(precision=3).hide(axis="index")
-)
+columns = ["objective", "group", "share_nontarget", "share_nontarget_lo", "share_nontarget_hi"]
+display(shares[columns + ["nontarget_over_own", "n_seeds"]].style.format(precision=3))
 
 # %% [markdown]
 # ## Over training

@@ -19,21 +19,12 @@ import numpy as np
 import pandas as pd
 
 from .evaluation import METRICS
+from .runs import stack_runs
 from .stats import aggregate_seeds, compare, paired_difference
 from .validation import check_int
 
 # For each metric, whether a larger value is better.
 HIGHER_IS_BETTER = {"loss": False, "top1": True, "recall5": True, "mrr": True}
-
-
-def _stack(runs: dict, table) -> pd.DataFrame:
-    frames = []
-    for run in runs.values():
-        part = table(run).copy()
-        part.insert(0, "seed", run.config.seed)
-        part.insert(0, "objective", run.config.family)
-        frames.append(part)
-    return pd.concat(frames, ignore_index=True)
 
 
 def group_training_curves(
@@ -47,7 +38,8 @@ def group_training_curves(
     window = check_int("window", window, 1)
     if loss not in ("ce", "objective"):
         raise ValueError(f"invalid loss={loss!r}: expected one of 'ce', 'objective'")
-    tokens = _stack(runs, lambda r: r.train_tokens)
+    tokens = stack_runs(runs, lambda r: r.train_tokens)
+    tokens = tokens.drop(columns="experiment")
     tokens["token_loss"] = tokens[f"{loss}_sum"] / tokens["count"]
     merged = tokens.merge(token_info[["token", "group", "language"]], on="token")
     curves = (
@@ -65,13 +57,16 @@ def group_training_curves(
 
 
 def curve_bands(curves: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% interval over seeds of ``group_training_curves`` (for bands)."""
-    return aggregate_seeds(curves, ["objective", "language", "group", "step"], ["loss"])
+    """Mean and 95% interval over seeds of ``group_training_curves`` (for bands); a loss is
+    never negative, so the lower bound of the band is clipped at 0."""
+    bands = aggregate_seeds(curves, ["objective", "language", "group", "step"], ["loss"])
+    bands["loss_lo"] = bands["loss_lo"].clip(lower=0.0)
+    return bands
 
 
 def group_validation(runs: dict, token_info: pd.DataFrame, by=("language", "group")):
     """Per run (objective, seed) and group: the final whole-split validation metrics."""
-    return _stack(runs, lambda r: r.metrics(token_info, by=list(by)))
+    return stack_runs(runs, lambda r: r.metrics(token_info, by=list(by))).drop(columns="experiment")
 
 
 def validation_table(per_seed: pd.DataFrame, by=("language", "group")) -> pd.DataFrame:
@@ -102,6 +97,37 @@ def validation_table(per_seed: pd.DataFrame, by=("language", "group")) -> pd.Dat
     n_seeds = per_seed.groupby("objective")["seed"].nunique()
     table.attrs["n_seeds"] = {k: int(v) for k, v in n_seeds.items()}
     return table
+
+
+def readable_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """``validation_table`` as a long, readable table: one row per group and metric, with
+    'mean [low, high]' cells for CE, HNS and their difference, and the verdict.
+    Missing values (no validation tokens, or a single seed) show as 'n/a'."""
+
+    def cell(mean: float, lo: float, hi: float, sign: str = "") -> str:
+        if mean != mean:  # NaN: no data
+            return "n/a"
+        if lo != lo:  # one seed: no interval
+            return f"{mean:{sign}.{digits}f}"
+        return f"{mean:{sign}.{digits}f} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
+
+    rows = []
+    for rec in table.to_dict("records"):
+        for metric in METRICS:
+            rows.append(
+                {
+                    "group": rec["group"],
+                    "val tokens": rec["count"],
+                    "metric": metric,
+                    "CE": cell(*(rec[f"CE_{metric}{k}"] for k in ("", "_lo", "_hi"))),
+                    "HNS": cell(*(rec[f"HNS_{metric}{k}"] for k in ("", "_lo", "_hi"))),
+                    "HNS − CE": cell(
+                        *(rec[f"diff_{metric}{k}"] for k in ("", "_lo", "_hi")), sign="+"
+                    ),
+                    "HNS is": rec[f"hns_{metric}"],
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def verdict(metric: str, diff_lo: float, diff_hi: float) -> str:

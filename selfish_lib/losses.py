@@ -18,7 +18,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .validation import check_float
+from .validation import ParameterError, check_float, check_int
 
 
 def check_layout(layout: float) -> float:
@@ -84,3 +84,27 @@ def hns_cross_entropy(
     # the clamp keeps the same value otherwise and gives 0 for an all-ignored batch.
     n_scored = (flat_targets != ignore_index).sum().clamp(min=1)
     return total / n_scored.to(total.dtype)
+
+
+def nucleus_margin(vocab_size: int, top_p: float) -> float:
+    """The layout beyond which HNS never excludes a token of the top-``top_p`` nucleus.
+
+    Returns ln(V) − ln(1 − top_p). With a layout at least this large, every token
+    HNS excludes at any position (whatever the target) lies outside the nucleus of
+    that position's full softmax: the shortest prefix of the tokens sorted by
+    probability (ties in any order) whose mass reaches ``top_p``. The condition is
+    sufficient, not necessary (notebook 06 gives the proof).
+
+    Args:
+        vocab_size: V, the number of tokens (an integer >= 2).
+        top_p: the nucleus mass, strictly between 0 and 1.
+    """
+    check_int("vocab_size", vocab_size, 2)
+    allowed = "a real number strictly between 0 and 1"
+    try:
+        top_p = check_float("top_p", top_p, 0.0, 1.0, min_inclusive=False)
+    except ParameterError:
+        raise ParameterError("top_p", top_p, allowed) from None
+    if top_p >= 1.0:  # the whole vocabulary: no finite layout keeps every token out
+        raise ParameterError("top_p", top_p, allowed)
+    return math.log(vocab_size) - math.log1p(-top_p)

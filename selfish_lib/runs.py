@@ -195,6 +195,20 @@ def get_or_train_grid(
     return out
 
 
+def stack_runs(runs: dict, table) -> pd.DataFrame:
+    """Stack ``table(run)`` over the runs of a grid, with three columns in front:
+    ``experiment`` (the first element of the run's key, or the key itself), ``objective``
+    ('CE' or 'HNS') and ``seed``."""
+    frames = []
+    for key, run in runs.items():
+        part = table(run).copy()
+        part.insert(0, "seed", run.config.seed)
+        part.insert(0, "objective", run.config.family)
+        part.insert(0, "experiment", key[0] if isinstance(key, tuple) else key)
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
 def describe_runs(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
     """One row per run of a grid: its key, id, objective, seed, steps, seconds and final
     validation loss per language."""

@@ -204,24 +204,13 @@ def group_shares(totals: pd.DataFrame, token_info: pd.DataFrame) -> pd.DataFrame
     return summed
 
 
-def runs_frame(runs: dict, token_info: pd.DataFrame, table) -> pd.DataFrame:
-    """Stack ``table(run)`` over runs with the run's objective family ('CE'/'HNS') and seed
-    as columns. ``runs`` maps any key to a runs.Run."""
-    frames = []
-    for run in runs.values():
-        part = table(run).copy()
-        part.insert(0, "seed", run.config.seed)
-        part.insert(0, "objective", run.config.family)
-        frames.append(part)
-    return pd.concat(frames, ignore_index=True)
-
-
 def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
     """Per objective, token and scenario: the summed gradient norm, mean and interval over
     seeds; joined with symbols and ranks. Long format (one row per scenario)."""
+    from .runs import stack_runs
     from .stats import aggregate_seeds
 
-    totals = runs_frame(runs, token_info, lambda r: token_totals(r.scenarios))
+    totals = stack_runs(runs, lambda r: token_totals(r.scenarios))
     long = totals.melt(
         id_vars=["objective", "seed", "token"],
         value_vars=list(SCENARIOS),
@@ -236,11 +225,10 @@ def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 
 def per_group_share(runs: dict, token_info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Share of scenario 2.2 per rank group: (per seed, aggregated over seeds with intervals)."""
+    from .runs import stack_runs
     from .stats import aggregate_seeds
 
-    per_seed = runs_frame(
-        runs, token_info, lambda r: group_shares(token_totals(r.scenarios), token_info)
-    )
+    per_seed = stack_runs(runs, lambda r: group_shares(token_totals(r.scenarios), token_info))
     agg = aggregate_seeds(
         per_seed, ["objective", "language", "group"], ["share_nontarget", "nontarget_over_own"]
     )
@@ -260,9 +248,10 @@ def default_tokens(token_info: pd.DataFrame) -> list[int]:
 def step_curves(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
     """Per objective, logged step, token and scenario: the gradient norm, mean and interval
     over seeds (for the per-token curves)."""
+    from .runs import stack_runs
     from .stats import aggregate_seeds
 
-    wide = runs_frame(runs, token_info, lambda r: r.scenarios)
+    wide = stack_runs(runs, lambda r: r.scenarios)
     long = wide.melt(
         id_vars=["objective", "seed", "step", "token"],
         value_vars=list(SCENARIOS),

@@ -113,3 +113,19 @@ def test_reading_lists_groups_by_verdict():
     assert out.summary["training_loss"]["1-10"]["verdict"] == "worse"
     assert out.summary["validation"]["1-10"]["loss"]["verdict"] == "better"
     assert "validation loss**, HNS is better for 1-10" in out.text
+
+
+def test_readable_table_has_one_row_per_group_and_metric():
+    runs = {}
+    for seed, (ce, hns) in enumerate([(2.0, 2.5), (2.1, 2.55), (1.9, 2.45)]):
+        runs[("CE", seed)] = FakeRun(math.inf, seed, None, metrics_frame(ce, 0.5))
+        runs[("HNS", seed)] = FakeRun(2.0, seed, None, metrics_frame(hns, 0.5))
+    table = cmp.validation_table(cmp.group_validation(runs, INFO))
+    text = cmp.readable_table(table).set_index(["group", "metric"])
+    assert len(text) == 2 * 4
+    assert text.loc[("1-10", "loss"), "CE"].startswith("2.000 [")
+    assert text.loc[("1-10", "loss"), "HNS − CE"].startswith("+0.500")
+    assert text.loc[("1-10", "loss"), "HNS is"] == "worse"
+    assert (
+        text.loc[("61-65", "loss"), "CE"] == "n/a" and text.loc[("61-65", "mrr"), "val tokens"] == 0
+    )

@@ -6,6 +6,7 @@ shared palettes; the other modules hold the figures of one notebook each.
 Notebooks use them as ``charts.<name>``.
 """
 
+from .comparison import group_curves, group_differences
 from .core import (
     EMBED_OPTIONS,
     EXCLUDED_COLOR,
@@ -43,6 +44,8 @@ __all__ = [
     "VEGALITE_MIME",
     "VEGALITE_V5_MIME",
     "chart_spec",
+    "group_curves",
+    "group_differences",
     "frequency_by_rank",
     "group_shares",
     "javascript_bundle",

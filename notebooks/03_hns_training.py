@@ -1,0 +1,121 @@
+# %% [markdown]
+# # 03 · Does HNS help the rare tokens, and what does it cost the frequent ones?
+#
+# **Question.** Notebook 02 measured how much of each embedding row's
+# gradient is the non-target push (scenario 2.2). HNS removes the push of
+# *easy* negatives. If the hypothesis is right, rare symbols should learn
+# better under HNS; the frequent ones, whose gradient is mostly their own,
+# may lose a little, since HNS no longer lowers the probability of symbols
+# that are already unlikely.
+#
+# **Method.** The same runs as notebook 02 (one language, the profile's
+# model and steps, every seed, CE and HNS). We compare them per frequency
+# group of ten ranks, on two kinds of numbers:
+#
+# - the **training loss** of each target symbol over the steps: the
+#   full-softmax cross-entropy on the training batches, recorded for both
+#   objectives so they are comparable (an HNS run's own objective leaves out
+#   the easy negatives and is always lower), averaged over the symbols of a
+#   group and smoothed with a moving average;
+# - **validation** metrics at the end of training on the whole validation
+#   split: loss, top-1 accuracy, recall@5 and mean reciprocal rank (MRR).
+#
+# Uncertainty is the 95% Student-t interval over seeds. HNS and CE are
+# compared *paired by seed* (a seed gives both runs the same initial
+# weights and the same batches), so the interval of the difference reflects
+# the effect of the objective rather than the luck of the draw.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke, paper or large
+device = "auto"  # auto, cpu, cuda or mps
+seeds = None  # a list of seeds, or None for those of the profile
+results_dir = "../results"  # the run store shared by the notebooks
+data_path = None  # the corpus file, or None for SELFISH_DATA, the cache or a download
+progress = True  # progress bars while training
+layout = 2.0  # the HNS margin compared with CE
+smoothing = 5  # moving-average window of the training curves, in logged steps
+report_dir = None  # set by the pipeline: where figures and summary numbers go
+
+# %%
+import math
+
+from IPython.display import Markdown, display
+
+from selfish_lib import charts, pipeline
+from selfish_lib import comparison as cmp
+from selfish_lib.corpus import load_corpus
+from selfish_lib.losses import check_layout
+from selfish_lib.profiles import get_profile
+from selfish_lib.runs import describe_runs, get_or_train_grid
+from selfish_lib.validation import check_int
+
+charts.use_offline_renderer()
+# Check every parameter before any work, so a typo fails here with a clear message.
+study = get_profile(profile, seeds)
+pipeline.check_device(device)
+layout = check_layout(layout)
+smoothing = check_int("smoothing", smoothing, 1)
+if math.isinf(layout):
+    raise ValueError("invalid layout=inf: this notebook compares CE with a finite HNS layout")
+
+# %% [markdown]
+# ## The runs
+#
+# Identical configurations to notebook 02, so the run store returns the
+# runs trained there (or trains them now, if this notebook runs first).
+
+# %%
+corpus = load_corpus(data_path)
+info = corpus.token_info()
+configs = {
+    (objective, seed): study.config("single", layout=lay, seed=seed)
+    for objective, lay in (("CE", math.inf), ("HNS", layout))
+    for seed in study.seeds
+}
+runs = get_or_train_grid(
+    configs, corpus=corpus, results_dir=results_dir, device=device, progress=progress
+)
+display(describe_runs(runs, info))
+
+# %% [markdown]
+# ## Training loss by frequency group
+#
+# One panel per group of ranks (1-10 are the most frequent symbols). The
+# y axes differ between panels: rare symbols have a much higher loss.
+
+# %%
+curves = cmp.group_training_curves(runs, info, window=smoothing)
+bands = cmp.curve_bands(curves)
+curve_chart = charts.group_curves(bands)
+charts.save_figure(curve_chart, report_dir, "03_training_curves")
+curve_chart
+
+# %% [markdown]
+# ## Validation by frequency group
+#
+# Per group, at the end of training: the number of validation tokens, each
+# metric for CE and HNS (mean over seeds [95% interval]), and HNS minus CE
+# with its paired interval. A group with no validation tokens shows a count
+# of 0 and n/a, not a number.
+
+# %%
+per_seed = cmp.group_validation(runs, info)
+table = cmp.validation_table(per_seed)
+display(cmp.readable_table(table).style.hide(axis="index"))
+
+# %%
+diff_chart = charts.group_differences(table)
+charts.save_figure(diff_chart, report_dir, "03_validation_differences")
+diff_chart
+
+# %% [markdown]
+# ## What the numbers say
+
+# %%
+reading = cmp.group_reading(cmp.final_training_loss(curves), table)
+pipeline.write_fragment(
+    report_dir,
+    "03_hns_training",
+    {"layout": layout, "seeds": list(study.seeds), "smoothing": smoothing, **reading.summary},
+)
+Markdown(reading.text)
