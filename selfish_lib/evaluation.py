@@ -13,6 +13,7 @@ alphabet (ids as they are) and in the low-resource one (ids + vocab_size).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -135,3 +136,85 @@ def aggregate(
     summed["count"] = summed["count"].astype(np.int64)
     out = add_metrics(summed)
     return out[by + ["count", *METRICS]]
+
+
+@torch.no_grad()
+def probability_profile(
+    model: GPT,
+    split: torch.Tensor,
+    base_vocab_size: int,
+    bilingual: bool,
+    layout: float,
+    device: torch.device | str = "cpu",
+    bins: int = 48,
+    log10_min: float = -12.0,
+    batch_windows: int = 256,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Where the probability goes on a whole split: per language (both alphabets when
+    ``bilingual``), the histogram of log10 P of every non-target token at every position,
+    and a summary of the mass outside the target.
+
+    Returns ``(histogram, summary)``. ``histogram``: language, bin_lo, bin_hi, fraction
+    (of all non-target probabilities; values below ``log10_min`` fall in the first bin).
+    ``summary``: language, positions, target_prob (mean P(target)), outside_mass (mean
+    1 - P(target)), easy_mass (mean total probability of the tokens that HNS at
+    ``layout`` would exclude, i.e. with P(T) < P(target)·e^-layout: mass that HNS never
+    pushes down, so it stays in the loss), easy_count (their mean number), loss.
+    """
+    was_training = model.training
+    model.eval()
+    edges = torch.linspace(log10_min, 0.0, bins + 1, dtype=torch.float64)
+    langs = [("high", 0)] + ([("low", base_vocab_size)] if bilingual else [])
+    hist_rows, summary_rows = [], []
+    for language, offset in langs:
+        counts = torch.zeros(bins, dtype=torch.float64)
+        sums = {"target_prob": 0.0, "easy_mass": 0.0, "easy_count": 0.0, "loss": 0.0}
+        positions = 0
+        for x_all, y_all in windows(split + offset, model.config.block_size):
+            for start in range(0, len(x_all), batch_windows):
+                x = x_all[start : start + batch_windows].to(device)
+                y = y_all[start : start + batch_windows].to(device).reshape(-1)
+                logits = model(x).reshape(len(y), -1).float()
+                logp = F.log_softmax(logits, dim=-1)
+                target_logp = logp.gather(1, y.unsqueeze(1))
+                # Histogram of every probability minus that of the targets: the same as
+                # selecting the non-targets, without materializing the selection.
+                log10p = (logp / math.log(10.0)).clamp(min=log10_min)
+                counts += torch.histc(log10p, bins=bins, min=log10_min, max=0.0).double().cpu()
+                counts -= (
+                    torch.histc(log10p.gather(1, y.unsqueeze(1)), bins=bins, min=log10_min, max=0.0)
+                    .double()
+                    .cpu()
+                )
+                # Easy negatives: below the HNS margin (the target itself never is).
+                easy = logp < target_logp - layout
+                probs = logp.exp()
+                sums["target_prob"] += float(target_logp.exp().sum())
+                sums["easy_mass"] += float((probs * easy).sum())
+                sums["easy_count"] += float(easy.sum())
+                sums["loss"] += float(-target_logp.sum())
+                positions += len(y)
+        total = counts.sum().clamp(min=1.0)
+        for k in range(bins):
+            hist_rows.append(
+                {
+                    "language": language,
+                    "bin_lo": float(edges[k]),
+                    "bin_hi": float(edges[k + 1]),
+                    "fraction": float(counts[k] / total),
+                }
+            )
+        mean = {k: v / max(1, positions) for k, v in sums.items()}
+        summary_rows.append(
+            {
+                "language": language,
+                "positions": positions,
+                "target_prob": mean["target_prob"],
+                "outside_mass": 1.0 - mean["target_prob"],
+                "easy_mass": mean["easy_mass"],
+                "easy_count": mean["easy_count"],
+                "loss": mean["loss"],
+            }
+        )
+    model.train(was_training)
+    return pd.DataFrame(hist_rows), pd.DataFrame(summary_rows)

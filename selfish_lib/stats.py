@@ -120,3 +120,40 @@ def compare(diff_lo: float, diff_hi: float) -> str:
         if diff_hi < 0:
             return "lower"
     return "indistinguishable"
+
+
+CLAIM_KINDS = ("greater", "similar", "not_worse")
+
+
+def claim_verdict(
+    diff_lo: float, diff_hi: float, kind: str = "greater", margin: float = 0.0
+) -> str:
+    """'supported', 'contradicted' or 'inconclusive', from the 95% interval of a difference.
+
+    The difference is oriented so that the claim says it is positive (``greater``),
+    near zero (``similar``: within ±``margin``) or not below ``-margin`` (``not_worse``):
+
+    - greater:   supported if the interval lies above 0; contradicted if below 0.
+    - similar:   supported if the interval lies within [-margin, margin]; contradicted if
+                 it lies entirely outside it (above margin or below -margin).
+    - not_worse: supported if the interval lies above -margin; contradicted if it lies
+                 below -margin.
+
+    Anything else, and a missing interval (fewer than two seeds), is inconclusive.
+    """
+    if kind not in CLAIM_KINDS:
+        raise ValueError(f"invalid kind={kind!r}: expected one of {', '.join(CLAIM_KINDS)}")
+    margin = check_float("margin", margin, 0.0)
+    if math.isnan(diff_lo) or math.isnan(diff_hi):
+        return "inconclusive"
+    if kind == "greater":
+        if diff_lo > 0:
+            return "supported"
+        return "contradicted" if diff_hi < 0 else "inconclusive"
+    if kind == "similar":
+        if -margin <= diff_lo and diff_hi <= margin:
+            return "supported"
+        return "contradicted" if diff_lo > margin or diff_hi < -margin else "inconclusive"
+    if diff_lo >= -margin:
+        return "supported"
+    return "contradicted" if diff_hi < -margin else "inconclusive"

@@ -497,7 +497,8 @@ def train(
             if step % config.eval_interval == 0 or step == config.max_steps:
                 frame = evaluate(step)
                 val = frame["loss_sum"].sum() / max(1, frame["count"].sum())
-                bar.set_postfix(loss=f"{train_log[-1]['loss']:.3f}", val=f"{val:.3f}")
+                shown = {"loss": f"{train_log[-1]['loss']:.3f}"} if train_log else {}
+                bar.set_postfix(**shown, val=f"{val:.3f}")
             elapsed = time.perf_counter() - started
             if step % config.checkpoint_interval == 0 and step < config.max_steps:
                 checkpoint()

@@ -136,3 +136,31 @@ def test_real_model_on_real_validation_split(corpus):
     # an untrained model is close to uniform: loss near ln(65) for every seen token
     seen = frame[frame["count"] > 0]
     assert seen["loss"].between(math.log(65) - 0.3, math.log(65) + 0.3).all()
+
+
+def test_probability_profile_matches_brute_force():
+    from selfish_lib.evaluation import probability_profile
+
+    g = torch.Generator().manual_seed(5)
+    base = 4
+    table = 3 * torch.randn(2 * base, 2 * base, generator=g)
+    model = BigramModel(table, block_size=5)
+    ids = torch.randint(0, base, (37,), generator=g)
+    hist, summary = probability_profile(model, ids, base, True, layout=1.0, bins=12)
+    for language, offset in (("high", 0), ("low", base)):
+        seq = (ids + offset).tolist()
+        logp = torch.log_softmax(table[torch.tensor(seq[:-1])].double(), dim=1)
+        tgt = torch.tensor(seq[1:])
+        lt = logp.gather(1, tgt.unsqueeze(1))
+        mask = torch.ones_like(logp, dtype=torch.bool)
+        mask[torch.arange(len(tgt)), tgt] = False
+        nontarget = (logp[mask] / math.log(10)).clamp(min=-12.0)
+        expected = torch.histc(nontarget, bins=12, min=-12.0, max=0.0)
+        got = hist[hist["language"] == language]["fraction"].to_numpy()
+        assert got == pytest.approx((expected / expected.sum()).numpy(), abs=1e-9)
+        row = summary.set_index("language").loc[language]
+        assert row["positions"] == len(tgt)
+        assert row["outside_mass"] == pytest.approx(1 - lt.exp().mean().item(), rel=1e-5)
+        easy = (logp < lt - 1.0) & mask
+        assert row["easy_mass"] == pytest.approx((logp.exp() * easy).sum(1).mean().item(), rel=1e-5)
+        assert row["easy_count"] == pytest.approx(easy.sum(1).double().mean().item())

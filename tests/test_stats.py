@@ -93,3 +93,35 @@ def test_vectorized_aggregation_equals_mean_ci_per_group():
         mean, lo, hi, n = mean_ci(part["v"])
         got = out.loc[g, ["v", "v_lo", "v_hi"]].to_numpy(dtype=float)
         assert np.allclose(got, [mean, lo, hi], equal_nan=True) and out.loc[g, "n_seeds"] == n
+
+
+@pytest.mark.parametrize(
+    "lo, hi, kind, margin, expected",
+    [
+        (0.1, 0.3, "greater", 0.0, "supported"),
+        (-0.3, -0.1, "greater", 0.0, "contradicted"),
+        (-0.1, 0.3, "greater", 0.0, "inconclusive"),
+        (-0.02, 0.03, "similar", 0.05, "supported"),
+        (0.01, 0.04, "similar", 0.05, "supported"),  # different from 0, but within the margin
+        (0.06, 0.2, "similar", 0.05, "contradicted"),
+        (-0.2, -0.07, "similar", 0.05, "contradicted"),
+        (-0.02, 0.09, "similar", 0.05, "inconclusive"),
+        (-0.004, 0.01, "not_worse", 0.005, "supported"),
+        (-0.03, -0.01, "not_worse", 0.005, "contradicted"),
+        (-0.03, 0.01, "not_worse", 0.005, "inconclusive"),
+        (math.nan, math.nan, "greater", 0.0, "inconclusive"),
+    ],
+)
+def test_claim_verdicts_follow_the_interval(lo, hi, kind, margin, expected):
+    from selfish_lib.stats import claim_verdict
+
+    assert claim_verdict(lo, hi, kind, margin) == expected
+
+
+def test_claim_verdict_rejects_bad_arguments():
+    from selfish_lib.stats import claim_verdict
+
+    with pytest.raises(ValueError, match="kind"):
+        claim_verdict(0.0, 1.0, "bigger")
+    with pytest.raises(ValueError, match="margin"):
+        claim_verdict(0.0, 1.0, "similar", -1.0)

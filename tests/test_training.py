@@ -199,3 +199,10 @@ def test_a_scheduled_run_differs_from_its_constant_endpoints(tiny_corpus):
     start = train(tiny_config(tiny_corpus, layout=0.1), tiny_corpus, progress=False)
     run = train(sched, tiny_corpus, progress=False)
     assert not states_equal(run.model, start.model)
+
+
+def test_evaluating_before_the_first_log_point_works(tiny_corpus):
+    cfg = tiny_config(tiny_corpus, max_steps=3, eval_interval=1, log_interval=5)
+    res = train(cfg, tiny_corpus, progress=True)
+    assert sorted(res.eval_tokens["step"].unique()) == [0, 1, 2, 3]
+    assert res.train_log["step"].tolist() == [3]

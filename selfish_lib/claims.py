@@ -1,0 +1,255 @@
+"""The claims of the study, each tested from the runs with a verdict computed from a
+95% interval (stats.claim_verdict): supported, contradicted or inconclusive.
+
+Every claim compares two per-seed quantities A and B, paired by seed; the difference
+is oriented as the claim states it (see ``stats.claim_verdict`` for the rules and
+the margins of the 'similar' and 'not worse' claims).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .stats import claim_verdict, mean_ci
+
+# Equivalence margins, stated with every claim that uses one.
+SIMILAR_LOSS_MARGIN = 0.05  # nats per token
+NOT_WORSE_ACCURACY_MARGIN = 0.005  # absolute top-1 accuracy (half a percentage point)
+
+
+def _series(frame: pd.DataFrame, **where) -> pd.Series:
+    """Per-seed values of the rows matching ``where`` (column=value), indexed by seed."""
+    mask = pd.Series(True, index=frame.index)
+    value = where.pop("value")
+    for column, wanted in where.items():
+        mask &= frame[column] == wanted
+    return frame[mask].set_index("seed")[value]
+
+
+def claim_row(
+    claim: str,
+    statement: str,
+    source: str,
+    metric: str,
+    scope: str,
+    a_label: str,
+    a: pd.Series,
+    b_label: str,
+    b: pd.Series,
+    kind: str = "greater",
+    margin: float = 0.0,
+) -> dict:
+    """One row of the claims table: A and B over seeds, the paired difference A - B with its
+    95% interval, and the verdict for ``kind`` ('greater': the claim says A - B > 0)."""
+    a_mean, a_lo, a_hi, n_a = mean_ci(a.to_numpy(dtype=float))
+    b_mean, b_lo, b_hi, n_b = mean_ci(b.to_numpy(dtype=float))
+    paired = pd.concat({"a": a, "b": b}, axis=1, join="inner").dropna()
+    d_mean, d_lo, d_hi, n = mean_ci((paired["a"] - paired["b"]).to_numpy())
+    return {
+        "claim": claim,
+        "statement": statement,
+        "source": source,
+        "metric": metric,
+        "scope": scope,
+        "A": a_label,
+        "A_mean": a_mean,
+        "A_lo": a_lo,
+        "A_hi": a_hi,
+        "B": b_label,
+        "B_mean": b_mean,
+        "B_lo": b_lo,
+        "B_hi": b_hi,
+        "diff": d_mean,
+        "diff_lo": d_lo,
+        "diff_hi": d_hi,
+        "n_seeds": n,
+        "test": kind,
+        "margin": margin,
+        "verdict": claim_verdict(d_lo, d_hi, kind, margin),
+    }
+
+
+def build_claims(
+    scenario_shares: pd.DataFrame,
+    single_validation: pd.DataFrame,
+    bilingual_validation: pd.DataFrame,
+    rare_groups=("51-60", "61-65"),
+) -> pd.DataFrame:
+    """The claims table C1-C7.
+
+    Args:
+        scenario_shares: per-seed scenario sums per group of the single-language runs
+            (the first frame of ``scenarios.per_group_share``).
+        single_validation: per-seed validation metrics per group of the same runs
+            (``comparison.group_validation``).
+        bilingual_validation: per-seed metrics per language of the bilingual runs
+            (``bilingual.language_metrics``).
+        rare_groups: the 'rarest rank groups' of C1, one row each.
+    """
+    rows = []
+    sh = scenario_shares.assign(own=scenario_shares["input"] + scenario_shares["target"])
+    for group in rare_groups:
+        rows.append(
+            claim_row(
+                "C1",
+                "For the rarest rank groups, scenario 2.2 carries more gradient than "
+                "scenarios 1 and 2.1 together (CE).",
+                "02_gradient_scenarios",
+                "summed gradient norm",
+                f"ranks {group}",
+                "2.2 non-target",
+                _series(sh, objective="CE", group=group, value="nontarget"),
+                "1 input + 2.1 target",
+                _series(sh, objective="CE", group=group, value="own"),
+            )
+        )
+    sv = single_validation
+    rows.append(
+        claim_row(
+            "C2",
+            "CE has lower validation loss than HNS on the 10 most frequent tokens.",
+            "03_hns_training",
+            "validation loss",
+            "ranks 1-10",
+            "HNS",
+            _series(sv, objective="HNS", group="1-10", value="loss"),
+            "CE",
+            _series(sv, objective="CE", group="1-10", value="loss"),
+        )
+    )
+    rows.append(
+        claim_row(
+            "C3",
+            "HNS has lower loss than CE on ranks 41-50.",
+            "03_hns_training",
+            "validation loss",
+            "ranks 41-50",
+            "CE",
+            _series(sv, objective="CE", group="41-50", value="loss"),
+            "HNS",
+            _series(sv, objective="HNS", group="41-50", value="loss"),
+        )
+    )
+    bv = bilingual_validation
+    rows.append(
+        claim_row(
+            "C4",
+            "CE has lower overall validation loss than HNS in the bilingual setting.",
+            "04_bilingual_simulation",
+            "validation loss",
+            "both languages",
+            "HNS",
+            _series(bv, experiment="HNS", language="both", value="loss"),
+            "CE",
+            _series(bv, experiment="baseline", language="both", value="loss"),
+        )
+    )
+    rows.append(
+        claim_row(
+            "C5",
+            "On the low-resource language, CE and HNS have similar loss "
+            f"(within ±{SIMILAR_LOSS_MARGIN} nats).",
+            "04_bilingual_simulation",
+            "validation loss",
+            "low-resource language",
+            "HNS",
+            _series(bv, experiment="HNS", language="low", value="loss"),
+            "CE",
+            _series(bv, experiment="baseline", language="low", value="loss"),
+            kind="similar",
+            margin=SIMILAR_LOSS_MARGIN,
+        )
+    )
+    for metric, name in (("top1", "top-1 accuracy"), ("recall5", "recall@5"), ("mrr", "MRR")):
+        rows.append(
+            claim_row(
+                "C6",
+                f"HNS has higher {name} than CE on the low-resource language.",
+                "04_bilingual_simulation",
+                name,
+                "low-resource language",
+                "HNS",
+                _series(bv, experiment="HNS", language="low", value=metric),
+                "CE",
+                _series(bv, experiment="baseline", language="low", value=metric),
+            )
+        )
+    rows.append(
+        claim_row(
+            "C7",
+            "HNS is at least as good as CE on top-1 accuracy in the high-resource language "
+            f"(not worse by more than {NOT_WORSE_ACCURACY_MARGIN}).",
+            "04_bilingual_simulation",
+            "top-1 accuracy",
+            "high-resource language",
+            "HNS",
+            _series(bv, experiment="HNS", language="high", value="top1"),
+            "CE",
+            _series(bv, experiment="baseline", language="high", value="top1"),
+            kind="not_worse",
+            margin=NOT_WORSE_ACCURACY_MARGIN,
+        )
+    )
+    return pd.DataFrame(rows)
+
+
+def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """The claims table with 'mean [low, high]' text cells, for display."""
+
+    def cell(mean: float, lo: float, hi: float, sign: str = "") -> str:
+        if math.isnan(mean):
+            return "n/a"
+        if math.isnan(lo):
+            return f"{mean:{sign}.{digits}g}"
+        return f"{mean:{sign}.{digits}g} [{lo:{sign}.{digits}g}, {hi:{sign}.{digits}g}]"
+
+    out = pd.DataFrame(
+        {
+            "claim": claims["claim"],
+            "statement": claims["statement"],
+            "metric": claims["metric"],
+            "scope": claims["scope"],
+            "A": claims["A"]
+            + ": "
+            + [
+                cell(*r) for r in zip(claims["A_mean"], claims["A_lo"], claims["A_hi"], strict=True)
+            ],
+            "B": claims["B"]
+            + ": "
+            + [
+                cell(*r) for r in zip(claims["B_mean"], claims["B_lo"], claims["B_hi"], strict=True)
+            ],
+            "A − B": [
+                cell(*r, sign="+")
+                for r in zip(claims["diff"], claims["diff_lo"], claims["diff_hi"], strict=True)
+            ],
+            "seeds": claims["n_seeds"],
+            "verdict": claims["verdict"],
+        }
+    )
+    return out
+
+
+def styled(claims: pd.DataFrame):
+    """``readable_claims`` as a pandas Styler with the verdicts coloured."""
+    colours = {"supported": "#2E7D32", "contradicted": "#C62828", "inconclusive": "#757575"}
+
+    def colour(verdict: str) -> str:
+        return f"color: {colours.get(verdict, 'inherit')}; font-weight: bold"
+
+    return readable_claims(claims).style.map(colour, subset=["verdict"]).hide(axis="index")
+
+
+def save_claims(claims: pd.DataFrame, report_dir: str | os.PathLike | None) -> Path | None:
+    """Write ``claims.json`` (a list of rows, NaN as null) into ``report_dir`` atomically."""
+    if report_dir is None:
+        return None
+    from .pipeline import write_atomic
+
+    records = json.loads(claims.to_json(orient="records"))
+    return write_atomic(Path(report_dir) / "claims.json", json.dumps(records, indent=2) + "\n")

@@ -1,0 +1,156 @@
+"""The claims table on constructed per-seed numbers with known verdicts."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from selfish_lib import bilingual, claims
+from selfish_lib.profiles import get_profile
+
+SEEDS = [0, 1, 2]
+
+
+def frame(rows):
+    return pd.DataFrame(rows)
+
+
+def scenario_rows():
+    rows = []
+    for s in SEEDS:
+        rows.append(
+            {
+                "objective": "CE",
+                "seed": s,
+                "language": "high",
+                "group": "51-60",
+                "input": 1.0 + 0.01 * s,
+                "target": 1.0,
+                "nontarget": 0.5,
+            }
+        )  # 2.2 smaller
+        rows.append(
+            {
+                "objective": "CE",
+                "seed": s,
+                "language": "high",
+                "group": "61-65",
+                "input": 0.1,
+                "target": 0.1,
+                "nontarget": 2.0 + 0.1 * s,
+            }
+        )  # 2.2 larger
+    return frame(rows)
+
+
+def single_rows(ce_top, hns_top, ce_mid, hns_mid):
+    rows = []
+    for s in SEEDS:
+        for objective, top, mid in (("CE", ce_top, ce_mid), ("HNS", hns_top, hns_mid)):
+            rows.append(
+                {"objective": objective, "seed": s, "group": "1-10", "loss": top + 0.01 * s}
+            )
+            rows.append(
+                {"objective": objective, "seed": s, "group": "41-50", "loss": mid + 0.01 * s}
+            )
+    return frame(rows)
+
+
+def bilingual_rows(low_loss_gap):
+    rows = []
+    for s in SEEDS:
+        jitter = 0.001 * s
+        for exp, both, low, top_low, top_high in (
+            ("baseline", 2.0, 3.0, 0.20, 0.50),
+            ("HNS", 2.1, 3.0 + low_loss_gap, 0.25, 0.499),
+        ):
+            rows += [
+                {"experiment": exp, "seed": s, "language": "both", "loss": both + jitter},
+                {
+                    "experiment": exp,
+                    "seed": s,
+                    "language": "low",
+                    "loss": low + jitter,
+                    "top1": top_low + jitter,
+                    "recall5": top_low + 0.3 + jitter,
+                    "mrr": top_low + 0.1 + jitter,
+                },
+                {"experiment": exp, "seed": s, "language": "high", "top1": top_high + jitter},
+            ]
+    return frame(rows)
+
+
+def verdicts(table):
+    return {(r.claim, r.scope, r.metric): r.verdict for r in table.itertuples()}
+
+
+def test_claims_get_verdicts_from_their_intervals():
+    table = claims.build_claims(
+        scenario_rows(), single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01)
+    )
+    v = verdicts(table)
+    assert v[("C1", "ranks 51-60", "summed gradient norm")] == "contradicted"
+    assert v[("C1", "ranks 61-65", "summed gradient norm")] == "supported"
+    assert v[("C2", "ranks 1-10", "validation loss")] == "supported"
+    assert v[("C3", "ranks 41-50", "validation loss")] == "supported"
+    assert v[("C4", "both languages", "validation loss")] == "supported"
+    assert v[("C5", "low-resource language", "validation loss")] == "supported"  # within margin
+    assert v[("C6", "low-resource language", "top-1 accuracy")] == "supported"
+    assert v[("C7", "high-resource language", "top-1 accuracy")] == "supported"  # -0.001 > -0.005
+    row = table[table["claim"] == "C2"].iloc[0]
+    assert (row["A"], row["B"]) == ("HNS", "CE")
+    assert row["diff"] == pytest.approx(0.2) and row["n_seeds"] == 3
+    assert len(table) == 10  # C1 twice, C6 three times
+
+
+def test_contradicted_and_similarity_failures():
+    table = claims.build_claims(
+        scenario_rows(), single_rows(1.7, 1.5, 3.5, 3.9), bilingual_rows(0.3)
+    )
+    v = verdicts(table)
+    assert v[("C2", "ranks 1-10", "validation loss")] == "contradicted"
+    assert v[("C3", "ranks 41-50", "validation loss")] == "contradicted"
+    assert v[("C5", "low-resource language", "validation loss")] == "contradicted"
+
+
+def test_claims_are_saved_as_json(tmp_path):
+    table = claims.build_claims(
+        scenario_rows(), single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01)
+    )
+    path = claims.save_claims(table, tmp_path)
+    data = json.loads(path.read_text())
+    assert [r["claim"] for r in data] == table["claim"].tolist()
+    assert {"statement", "A_mean", "diff_lo", "verdict", "test", "margin"} <= set(data[0])
+    assert claims.save_claims(table, None) is None
+    text = claims.readable_claims(table)
+    assert text.loc[0, "A"].startswith("2.2 non-target: ")
+
+
+def test_one_seed_is_inconclusive():
+    one = bilingual_rows(0.01)
+    one = one[one["seed"] == 0]
+    table = claims.build_claims(
+        scenario_rows()[lambda f: f["seed"] == 0],
+        single_rows(1.5, 1.7, 3.9, 3.5)[lambda f: f["seed"] == 0],
+        one,
+    )
+    assert set(table["verdict"]) == {"inconclusive"}
+    assert math.isnan(table["diff_lo"].iloc[0])
+
+
+def test_bilingual_experiments_and_final_table():
+    study = get_profile("smoke")
+    configs = bilingual.experiment_configs(study, 2.0)
+    assert len(configs) == 3 * len(study.seeds)
+    assert configs[("baseline", 0)].p_low == 0.02 and math.isinf(configs[("baseline", 0)].layout)
+    assert configs[("HNS", 0)].layout == 2.0
+    low = configs[("low-resource only", 0)]
+    assert low.p_low == 1.0 and low.bilingual
+    per_seed = bilingual_rows(0.01).assign(recall5=0.5, mrr=0.5, top1=0.5, count=10)
+    table, diffs = bilingual.final_table(per_seed)
+    assert set(table["experiment"]) == {"baseline", "HNS"}
+    both = diffs[(diffs["language"] == "both") & (diffs["metric"] == "loss")].iloc[0]
+    assert both["diff"] == pytest.approx(0.1)
