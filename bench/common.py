@@ -10,6 +10,29 @@ from collections.abc import Callable
 import torch
 
 
+def setup(profile: str, setting: str, layout: float, corpus, device: torch.device):
+    """The pieces of one training step at a profile's scale: config, model, optimizer and
+    a block sampler, seeded."""
+    from selfish_lib.corpus import BlockSampler
+    from selfish_lib.model import GPT
+    from selfish_lib.profiles import get_profile
+    from selfish_lib.training import make_optimizer
+
+    config = get_profile(profile).config(setting, layout=layout)
+    torch.manual_seed(0)
+    model = GPT(config.gpt_config(corpus.vocab_size)).to(device)
+    optimizer = make_optimizer(model, config)
+    sampler = BlockSampler(
+        corpus.train,
+        config.block_size,
+        config.batch_size,
+        0,
+        corpus.vocab_size,
+        p_low=config.p_low,
+    )
+    return config, model, optimizer, sampler
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work so that a timer measures it."""
     if device.type == "cuda":

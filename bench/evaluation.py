@@ -10,31 +10,18 @@ side by side in one process. Usage:
 from __future__ import annotations
 
 import argparse
+import math
 
-import torch
-from common import machine, median_ms, print_table, timed
+from common import machine, median_ms, print_table, setup, timed
 
-from selfish_lib.corpus import BlockSampler, load_corpus
+from selfish_lib.corpus import load_corpus
 from selfish_lib.evaluation import evaluate_split
-from selfish_lib.model import GPT
-from selfish_lib.profiles import get_profile
-from selfish_lib.training import make_optimizer, resolve_device, training_step
+from selfish_lib.training import resolve_device, training_step
 
 
 def measure(setting: str, args: argparse.Namespace, corpus, device) -> list:
     """One table row: a whole-split evaluation against the steps between two of them."""
-    config = get_profile(args.profile).config(setting)
-    torch.manual_seed(0)
-    model = GPT(config.gpt_config(corpus.vocab_size)).to(device)
-    optimizer = make_optimizer(model, config)
-    sampler = BlockSampler(
-        corpus.train,
-        config.block_size,
-        config.batch_size,
-        0,
-        corpus.vocab_size,
-        p_low=config.p_low,
-    )
+    config, model, optimizer, sampler = setup(args.profile, setting, math.inf, corpus, device)
 
     def step() -> None:
         x, y = (t.to(device) for t in sampler.sample())

@@ -27,24 +27,18 @@ layout = 2.0  # the HNS margin compared with CE
 report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-import math
-
 from IPython.display import Markdown, display
 
 from selfish_lib import charts, pipeline, widgets
 from selfish_lib import scenarios as sc
 from selfish_lib.corpus import load_corpus
 from selfish_lib.losses import check_layout
-from selfish_lib.profiles import get_profile
 from selfish_lib.runs import describe_runs, get_or_train_grid
 
 charts.use_offline_renderer()
 # Check every parameter before any work, so a typo fails here with a clear message.
-study = get_profile(profile, seeds)
-pipeline.check_device(device)
-layout = check_layout(layout)
-if math.isinf(layout):
-    raise ValueError("invalid layout=inf: this notebook compares CE with a finite HNS layout")
+study = pipeline.check_study(profile, seeds, device)
+layout = check_layout(layout, finite=True)
 
 # %% [markdown]
 # ## The runs
@@ -56,13 +50,12 @@ if math.isinf(layout):
 # %%
 corpus = load_corpus(data_path)
 info = corpus.token_info()
-configs = {
-    (objective, seed): study.config("single", layout=lay, seed=seed)
-    for objective, lay in (("CE", math.inf), ("HNS", layout))
-    for seed in study.seeds
-}
 runs = get_or_train_grid(
-    configs, corpus=corpus, results_dir=results_dir, device=device, progress=progress
+    study.objective_configs("single", layout),
+    corpus=corpus,
+    results_dir=results_dir,
+    device=device,
+    progress=progress,
 )
 display(describe_runs(runs, info))
 

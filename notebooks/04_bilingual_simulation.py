@@ -38,8 +38,6 @@ sample_length = 300  # symbols per sample
 report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-import math
-
 from IPython.display import Markdown, display
 
 from selfish_lib import bilingual as bl
@@ -48,7 +46,6 @@ from selfish_lib import comparison as cmp
 from selfish_lib import scenarios as sc
 from selfish_lib.corpus import load_corpus
 from selfish_lib.losses import check_layout
-from selfish_lib.profiles import get_profile
 from selfish_lib.runs import describe_runs, get_or_train_grid
 from selfish_lib.samples import as_markdown, generate_text
 from selfish_lib.training import resolve_device
@@ -56,11 +53,8 @@ from selfish_lib.validation import check_float, check_int
 
 charts.use_offline_renderer()
 # Check every parameter before any work, so a typo fails here with a clear message.
-study = get_profile(profile, seeds)
-pipeline.check_device(device)
-layout = check_layout(layout)
-if math.isinf(layout):
-    raise ValueError("invalid layout=inf: this notebook compares CE with a finite HNS layout")
+study = pipeline.check_study(profile, seeds, device)
+layout = check_layout(layout, finite=True)
 temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
 top_p = check_float("top_p", top_p, 0.0, 1.0, min_inclusive=False)
 sample_length = check_int("sample_length", sample_length, 1)
@@ -169,11 +163,7 @@ Markdown(as_markdown(samples, lambda key: f"{key[0]}, {key[1]}-resource alphabet
 
 # %%
 single = get_or_train_grid(
-    {
-        (objective, seed): study.config("single", layout=lay, seed=seed)
-        for objective, lay in (("CE", math.inf), ("HNS", layout))
-        for seed in study.seeds
-    },
+    study.objective_configs("single", layout),
     corpus=corpus,
     results_dir=results_dir,
     device=device,

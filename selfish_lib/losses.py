@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from .validation import ParameterError, check_float, check_int
 
 
-def check_layout(layout: float) -> float:
-    """Validate ``layout``: a real number >= 0, or inf (plain cross-entropy)."""
-    return check_float("layout", layout, 0.0, allow_inf=True)
+def check_layout(layout: float, finite: bool = False) -> float:
+    """Validate ``layout``: a real number >= 0, or inf (plain cross-entropy) unless
+    ``finite`` (where an HNS layout is compared with CE)."""
+    return check_float("layout", layout, 0.0, allow_inf=not finite)
 
 
 def hns_keep_mask(

@@ -178,6 +178,16 @@ def check_device(device: str) -> str:
     return device
 
 
+def check_study(profile: str, seeds, device: str):
+    """Validate the parameters every notebook shares and return the profile (with the
+    ``seeds`` if given), so that a typo fails before any work with a clear message."""
+    from .profiles import get_profile
+
+    study = get_profile(profile, seeds)
+    check_device(device)
+    return study
+
+
 def available_notebooks(notebooks_dir: str | os.PathLike | None = None) -> dict[str, Path]:
     """The notebooks of a folder (``NN_name.py``), by name, in order."""
     folder = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR

@@ -70,6 +70,15 @@ class Profile:
         fields.update(overrides)
         return TrainConfig(**fields)
 
+    def objective_configs(self, setting: str, layout: float) -> dict:
+        """('CE', seed) and ('HNS', seed) -> TrainConfig for every seed: the comparison the
+        notebooks make (identical configs, so the run store trains each run once)."""
+        return {
+            (objective, seed): self.config(setting, layout=lay, seed=seed)
+            for objective, lay in (("CE", math.inf), ("HNS", layout))
+            for seed in self.seeds
+        }
+
     def sweep_config(
         self,
         layout: float,

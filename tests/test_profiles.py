@@ -43,3 +43,23 @@ def test_overrides_seeds_and_errors():
         get_profile("smoke", seeds=[1, 1])
     with pytest.raises(ValueError, match="unknown TrainConfig fields"):
         profile.config("single", colour="red")
+
+
+def test_objective_configs_pair_ce_and_hns_for_every_seed():
+    study = get_profile("smoke", seeds=[0, 3])
+    configs = study.objective_configs("single", 2.0)
+    assert sorted(configs) == [("CE", 0), ("CE", 3), ("HNS", 0), ("HNS", 3)]
+    assert math.isinf(configs[("CE", 3)].layout) and configs[("HNS", 3)].layout == 2.0
+    assert configs[("CE", 0)].replace(layout=2.0) == configs[("HNS", 0)]  # only the objective
+
+
+def test_finite_layout_check_and_study_check():
+    from selfish_lib.losses import check_layout
+    from selfish_lib.pipeline import check_study
+
+    assert check_layout(2.0, finite=True) == 2.0
+    with pytest.raises(ParameterError, match="layout=inf"):
+        check_layout(math.inf, finite=True)
+    assert check_study("smoke", [5], "cpu").seeds == (5,)
+    with pytest.raises(ParameterError, match="device"):
+        check_study("smoke", None, "gpu")
