@@ -101,6 +101,12 @@ class Run:
         scenarios.ScenarioLog). Empty when the config's scenario_interval is 0."""
         return self._table("scenarios")
 
+    def scenario_table(self, token_info: pd.DataFrame) -> pd.DataFrame:
+        """The scenario log as a tidy table (step, token, symbol, rank, scenario, value, ...)."""
+        from .scenarios import tidy
+
+        return tidy(self.scenarios, token_info)
+
     def final_eval(self) -> pd.DataFrame:
         """Validation sums per token at the last step."""
         ev = self.eval_tokens

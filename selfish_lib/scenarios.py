@@ -172,15 +172,19 @@ class ScenarioLog:
 
 
 def tidy(wide: pd.DataFrame, token_info: pd.DataFrame) -> pd.DataFrame:
-    """Long table (step, token, symbol, display, rank, group, language, quantity, value)
-    from the wide ScenarioLog table, joined with ``token_info`` (Corpus.token_info)."""
+    """Long table (step, token, symbol, display, rank, group, language, scenario, value) from
+    the wide ScenarioLog table, joined with ``token_info`` (Corpus.token_info).
+
+    ``scenario`` names the recorded quantity: the three scenarios ('input', 'target',
+    'nontarget') and the row's 'grad_total', 'residual', 'embedding', 'update_adam',
+    'update_decay' and 'update_total' (see ScenarioLog)."""
     value_cols = [c for c in ScenarioLog.COLUMNS if c not in ("step", "token")]
     long = wide.melt(
-        id_vars=["step", "token"], value_vars=value_cols, var_name="quantity", value_name="value"
+        id_vars=["step", "token"], value_vars=value_cols, var_name="scenario", value_name="value"
     )
     cols = ["token", "symbol", "display", "rank", "group", "language"]
     return long.merge(token_info[cols], on="token", how="left")[
-        ["step", "token", "symbol", "display", "rank", "group", "language", "quantity", "value"]
+        ["step", "token", "symbol", "display", "rank", "group", "language", "scenario", "value"]
     ]
 
 

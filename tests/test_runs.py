@@ -111,3 +111,17 @@ def test_a_new_field_at_its_default_keeps_existing_ids(tiny_corpus, monkeypatch)
     before = config_hash(cfg)
     monkeypatch.setattr(runs, "NUMERICS_VERSION", runs.NUMERICS_VERSION + 1)
     assert config_hash(cfg) != before  # a numerics bump retrains everything
+
+
+def test_scenario_log_is_stored_with_the_run(tiny_corpus, results_dir):
+    run = get_or_train(
+        tiny(tiny_corpus, scenario_interval=4),
+        corpus=tiny_corpus,
+        results_dir=results_dir,
+        progress=False,
+    )
+    table = run.scenario_table(tiny_corpus.token_info())
+    assert sorted(table["step"].unique()) == [4, 8]
+    assert {"step", "token", "symbol", "rank", "scenario", "value"} <= set(table.columns)
+    nontarget = table[table["scenario"] == "nontarget"]
+    assert len(nontarget) == 2 * tiny_corpus.vocab_size and (nontarget["value"] > 0).all()

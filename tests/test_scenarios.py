@@ -180,8 +180,8 @@ def test_logging_records_every_kth_step_without_changing_training(tiny_corpus):
 def test_tidy_table_joins_symbols_and_ranks(tiny_corpus):
     res = train(tiny_config(tiny_corpus, scenario_interval=4), tiny_corpus, progress=False)
     long = tidy(res.scenarios, tiny_corpus.token_info())
-    assert {"step", "token", "symbol", "rank", "quantity", "value"} <= set(long.columns)
-    assert set(long["quantity"]) >= {"input", "target", "nontarget", "grad_total"}
+    assert {"step", "token", "symbol", "rank", "scenario", "value"} <= set(long.columns)
+    assert set(long["scenario"]) >= {"input", "target", "nontarget", "grad_total"}
     assert long["rank"].notna().all()
 
 
