@@ -124,7 +124,7 @@ PROFILES: dict[str, Profile] = {
         log_interval=5,
         checkpoint_interval=10,
         scenario_every={"single": 5, "bilingual": 10, "low_only": 1},
-        sweep={"steps": 40, "seeds": (0, 1), "eval_interval": 20},
+        sweep={"steps": 40, "seeds": (0, 1), "eval_interval": 40},
     ),
     "paper": Profile(
         name="paper",

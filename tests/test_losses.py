@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfish_lib.losses import check_layout, hns_cross_entropy, hns_keep_mask
+from selfish_lib.losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
 
 INF = math.inf
 FINITE_LAYOUTS = [0.0, 0.5, 2.0, 8.0]
@@ -405,3 +405,91 @@ def test_invalid_reduction_raises(bad):
     with pytest.raises(ValueError, match="reduction") as info:
         hns_cross_entropy(logits, targets, 2.0, reduction=bad)
     assert repr(bad) in str(info.value)
+
+
+# --- the nucleus margin ---------------------------------------------------------------------
+
+
+def test_nucleus_margin_values():
+    assert nucleus_margin(130, 0.9) == pytest.approx(math.log(130) + math.log(10))
+    assert nucleus_margin(2, 0.5) == pytest.approx(2 * math.log(2))
+    assert nucleus_margin(65, 0.99) == pytest.approx(math.log(65) - math.log(0.01))
+
+
+def test_nucleus_margin_grows_with_the_vocabulary_and_with_top_p():
+    sizes = [2, 10, 65, 130, 50_000]
+    margins = [nucleus_margin(v, 0.9) for v in sizes]
+    assert margins == sorted(margins) and len(set(margins)) == len(margins)
+    ps = [0.01, 0.5, 0.9, 0.99, 0.999999]
+    margins = [nucleus_margin(65, p) for p in ps]
+    assert margins == sorted(margins) and len(set(margins)) == len(margins)
+
+
+@pytest.mark.parametrize(
+    ("vocab_size", "top_p", "name"),
+    [
+        (1, 0.9, "vocab_size"),
+        (0, 0.9, "vocab_size"),
+        (2.0, 0.9, "vocab_size"),
+        (True, 0.9, "vocab_size"),
+        (65, 0.0, "top_p"),
+        (65, 1.0, "top_p"),
+        (65, 1.5, "top_p"),
+        (65, -0.1, "top_p"),
+        (65, math.nan, "top_p"),
+        (65, "0.9", "top_p"),
+    ],
+)
+def test_nucleus_margin_rejects_bad_parameters(vocab_size, top_p, name):
+    with pytest.raises(ValueError, match=rf"invalid {name}="):
+        nucleus_margin(vocab_size, top_p)
+
+
+def _excluded_and_nucleus(logits: torch.Tensor, targets: torch.Tensor, layout: float, top_p):
+    """HNS exclusions of each row and its top-p nucleus (sorted prefix, ties by index)."""
+    excluded = ~hns_keep_mask(logits, targets, layout)
+    probs = logits.softmax(-1)
+    order = probs.argsort(dim=-1, descending=True, stable=True)
+    sorted_p = probs.gather(-1, order)
+    before = torch.cat([torch.zeros_like(sorted_p[:, :1]), sorted_p.cumsum(-1)[:, :-1]], -1)
+    in_nucleus = torch.zeros_like(excluded).scatter(-1, order, before < top_p)
+    return excluded, in_nucleus, probs
+
+
+@pytest.mark.parametrize("vocab_size", [2, 7, 65, 130])
+@pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
+def test_no_excluded_token_is_in_the_nucleus_at_the_margin(vocab_size, top_p):
+    g = torch.Generator().manual_seed(vocab_size)
+    layout = nucleus_margin(vocab_size, top_p)
+    rows = []
+    for scale in (1.0, 4.0, 12.0):  # from flat to very peaked distributions
+        rows.append(torch.randn(400, vocab_size, generator=g, dtype=torch.float64) * scale)
+    # ties: a head of a few tokens and a tail of many identical tiny logits
+    tied = torch.full((50, vocab_size), -30.0, dtype=torch.float64)
+    tied[:, : max(1, vocab_size // 4)] = torch.randn(50, 1, generator=g, dtype=torch.float64)
+    rows.append(tied)
+    logits = torch.cat(rows)
+    targets = torch.randint(0, vocab_size, (len(logits),), generator=g)
+    for lay in (layout, layout + 1.0):
+        excluded, in_nucleus, probs = _excluded_and_nucleus(logits, targets, lay, top_p)
+        assert not (excluded & in_nucleus).any()
+        # the proof's stronger statement: the tokens strictly more probable than an
+        # excluded one hold more than top_p, so no order of ties can put it in the nucleus
+        for row, col in excluded.nonzero().tolist():
+            p = probs[row]
+            assert p[p > p[col]].sum() > top_p
+    # not vacuous: the peaked rows do have excluded tokens at the margin
+    assert (_excluded_and_nucleus(logits, targets, layout, top_p)[0]).any()
+
+
+def test_below_the_margin_an_excluded_token_can_be_in_the_nucleus():
+    # Target at 0.86 and nine tied tokens sharing 0.14: at layout 3.5 < ln 10 - ln 0.1 the
+    # tied tokens are excluded (ln(0.86 / (0.14/9)) ≈ 4.01 > 3.5), yet the 0.9 nucleus
+    # needs three of them.
+    probs = torch.tensor([[0.86] + [0.14 / 9] * 9], dtype=torch.float64)
+    logits, targets = probs.log(), torch.tensor([0])
+    assert nucleus_margin(10, 0.9) > 3.5
+    excluded, in_nucleus, _ = _excluded_and_nucleus(logits, targets, 3.5, 0.9)
+    assert (excluded & in_nucleus).sum() == 3
+    excluded, in_nucleus, _ = _excluded_and_nucleus(logits, targets, nucleus_margin(10, 0.9), 0.9)
+    assert not (excluded & in_nucleus).any()

@@ -121,3 +121,73 @@ def test_notebook_01_saves_figures_and_its_summary_fragment(report):
         facts["excluded_share_ce"]
     )
     assert 0 < fragment["rarest_group_share"] < fragment["top_group_share"] < 1
+
+
+def test_notebook_05_saves_its_figures_and_a_summary_with_verdicts(report):
+    figures = {p.name for p in (report / "figures").iterdir()}
+    for name in (
+        "05_projections",
+        "05_norms_by_rank",
+        "05_unigram_probe",
+        "05_metrics",
+        "05_paired_differences",
+    ):
+        assert f"{name}.svg" in figures and f"{name}.png" in figures
+    summary = json.loads((report / "summary.json").read_text())
+    fragment = summary["fragments"]["05_embedding_geometry"]
+    assert {"layout", "n_rare", "n_seeds", "metrics", "verdicts", "zero_directions"} <= set(
+        fragment
+    )
+    assert fragment["n_seeds"] == 2  # the smoke profile's seeds, paired
+    for metric in ("twin_distance", "language_centroid_distance", "isotropy", "probe_kl"):
+        assert {"initial", "CE", "HNS", "hns_minus_ce"} <= set(fragment["metrics"][metric])
+    for metric in ("twin_distance", "language_centroid_distance", "rare_centroid_distance_low"):
+        assert fragment["verdicts"][metric] in ("closer", "farther", "indistinguishable")
+    assert set(fragment["zero_directions"]) == {"initial", "CE", "HNS"}
+    nb = nbformat.read(report / "05_embedding_geometry.ipynb", as_version=4)
+    markdown = [
+        o["data"]["text/markdown"] for o in outputs(nb) if "text/markdown" in o.get("data", {})
+    ]
+    assert "**In short:**" in markdown[-1]
+
+
+def test_notebook_06_sweeps_the_layouts_and_reports_them_without_a_kernel(report):
+    import math
+
+    from selfish_lib import sweep
+    from selfish_lib.losses import nucleus_margin
+
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["notebooks"]["06_layout_explorer"]["status"] == "ok"
+    fragment = summary["fragments"]["06_layout_explorer"]
+    assert {
+        "profile",
+        "steps",
+        "seeds",
+        "layouts",
+        "schedule",
+        "nucleus",
+        "table",
+        "reading",
+    } <= set(fragment)
+    labels = [sweep.layout_label(v) for v in sweep.DEFAULT_LAYOUTS] + ["cosine 8→2"]
+    assert [row["label"] for row in fragment["table"]] == labels
+    for row in fragment["table"]:
+        assert {"low_top1", "low_top1_lo", "low_top1_hi", "all_loss", "low_top1_vs_ce"} <= set(row)
+        assert row["n_seeds"] == len(fragment["seeds"])
+    assert fragment["nucleus"]["margin"] == pytest.approx(nucleus_margin(130, 0.9))
+    assert fragment["reading"]["best_low_top1"]["layout"] in labels
+    figures = {p.name for p in (report / "figures").iterdir()}
+    for name in ("06_layout_sweep", "06_toy_gradients"):
+        assert f"{name}.svg" in figures and f"{name}.png" in figures
+    nb = nbformat.read(report / "06_layout_explorer.ipynb", as_version=4)
+    conclusion = [
+        o["data"]["text/markdown"] for o in outputs(nb) if "text/markdown" in o.get("data", {})
+    ][-1]
+    assert "Low-resource top-1" in conclusion and "Overall loss" in conclusion
+    assert f"{math.log(130) - math.log(0.1):.3f}" in conclusion
+    # Three widgets become notes in the HTML; the static toy and sweep charts stay drawn.
+    html = (report / "06_layout_explorer.html").read_text()
+    assert html.count("An interactive widget is here") == 3
+    assert html.count('class="selfish-vega"') == 2
+    assert "Layout sweep, chosen: 2" in html

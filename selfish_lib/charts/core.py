@@ -95,7 +95,7 @@ def to_svg(spec: dict) -> str:
     return vl_convert.vegalite_to_svg(spec, vl_version=_vl_version())
 
 
-def offline_renderer(spec: dict, **metadata: Any) -> tuple[dict, dict]:
+def offline_renderer(spec: dict, with_svg: bool = True, **metadata: Any) -> tuple[dict, dict]:
     """Altair renderer: the Vega-Lite spec for JupyterLab plus an SVG for static viewers.
 
     The spec goes under the Vega-Lite 5 MIME type when Vega-Lite 5 can compile
@@ -113,11 +113,21 @@ def offline_renderer(spec: dict, **metadata: Any) -> tuple[dict, dict]:
     else:
         data[VEGALITE_MIME] = json.dumps(spec)
         meta = {VEGALITE_MIME: {"embed_options": embed}}
+    if not with_svg:
+        return data, meta
     try:
         data["image/svg+xml"] = to_svg(spec)
     except Exception as exc:  # keep the interactive chart even if the static one fails
         warnings.warn(f"vl-convert could not render the chart as SVG: {exc}", stacklevel=2)
     return data, meta
+
+
+def live_output(chart: alt.TopLevelMixin) -> dict:
+    """A display_data output of ``chart`` for a live widget: the Vega-Lite spec only.
+    The SVG copy exists for static reports; a widget redraws only in a running
+    JupyterLab, which draws the spec itself, so skipping the SVG makes redraws fast."""
+    data, meta = offline_renderer(chart_spec(chart), with_svg=False)
+    return {"output_type": "display_data", "data": data, "metadata": meta}
 
 
 def spec_of_output(data: dict) -> dict | None:

@@ -1,0 +1,651 @@
+"""The layout sweep of notebook 06: how large should the layout be?
+
+Bilingual runs (2% of the training blocks in a second alphabet) over a grid of
+constant layouts, CE (layout = inf) included, plus one run whose layout moves
+along a schedule (e.g. cosine from 8 to 2), for every seed of the sweep. Every
+run comes from the run store (``Profile.sweep_config``), so re-executing the
+notebook only reads results.
+
+Each run is an *arm* of the sweep, named by its objective label
+(``TrainConfig.objective``: 'CE', 'HNS(layout=2)', 'HNS(layout=8→2, cosine)').
+``sweep_tables`` computes, once, everything the notebook and its explorer
+draw: per-seed metrics per language ('high', 'low' and 'all', both languages
+pooled), their means with 95% Student-t intervals over seeds, the per rank
+group validation metrics, the 2-D PCA of each arm's embeddings for one seed,
+and the sweep table, where every arm is compared with CE by the 95% interval
+of the difference paired by seed.
+
+The module also holds the toy explainer of the layout (a fixed vector of
+logits and a target; gradients from the library's ``hns_cross_entropy`` with
+autograd) and the text of the nucleus-margin calculator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .comparison import verdict
+from .evaluation import METRICS
+from .geometry import pca_2d
+from .losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
+from .profiles import Profile
+from .stats import aggregate_seeds, paired_difference
+from .training import TrainConfig
+from .validation import ParameterError, check_choice, check_float, check_seeds
+
+DEFAULT_LAYOUTS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, math.inf)
+SCHEDULE_KINDS = ("linear", "cosine")
+CONSTANT = "constant"
+CE_ARM = "CE"
+# The toy explainer's slider: 0 to 6 by quarters (past its widest gap), then CE.
+TOY_LAYOUTS = tuple(k / 4 for k in range(25)) + (math.inf,)
+# The columns of the sweep table: (language, metric) pairs, in reading order.
+TABLE_VALUES = (("low", "top1"), ("low", "mrr"), ("low", "loss"), ("high", "top1"), ("all", "loss"))
+ARM_COLUMNS = ("arm", "label", "schedule", "layout", "layout_end")
+
+
+# --- parameters --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A layout schedule: ``kind`` ('linear' or 'cosine') from ``start`` to ``end``."""
+
+    kind: str
+    start: float
+    end: float
+
+    @property
+    def label(self) -> str:
+        """'cosine 8→2'."""
+        return f"{self.kind} {self.start:g}→{self.end:g}"
+
+
+def check_layouts(layouts: Any) -> tuple[float, ...]:
+    """Validate the sweep's grid: distinct layouts (each >= 0 or inf) that include inf.
+
+    Returns them as floats in ascending order (inf, the CE reference, last).
+    """
+    allowed = "a non-empty list of distinct layouts (reals >= 0) that includes inf (CE)"
+    if isinstance(layouts, (str, bytes)) or not isinstance(layouts, Iterable):
+        raise ParameterError("layouts", layouts, allowed)
+    values = list(layouts)
+    try:
+        checked = [check_layout(v) for v in values]
+    except ParameterError:
+        raise ParameterError("layouts", layouts, allowed) from None
+    if not checked or len(set(checked)) != len(checked) or math.inf not in checked:
+        raise ParameterError("layouts", layouts, allowed)
+    return tuple(sorted(checked))
+
+
+def check_shown_layout(layout: Any, layouts: Iterable[float]) -> float:
+    """Validate the layout the static figures show: one of the swept ``layouts``."""
+    grid = check_layouts(layouts)
+    allowed = "one of the swept layouts " + ", ".join(f"{v:g}" for v in grid)
+    try:
+        value = check_layout(layout)
+    except ParameterError:
+        raise ParameterError("layout", layout, allowed) from None
+    if value not in grid:
+        raise ParameterError("layout", layout, allowed)
+    return value
+
+
+def check_schedule(schedule: Any) -> Schedule | None:
+    """Validate a schedule given as ``(kind, start, end)``, e.g. ``("cosine", 8.0, 2.0)``.
+
+    ``kind`` is 'linear' or 'cosine', ``start`` and ``end`` are finite layouts >= 0
+    and differ. ``None`` means no scheduled run; a ``Schedule`` is returned as it is.
+    """
+    if schedule is None or isinstance(schedule, Schedule):
+        return schedule
+    allowed = (
+        "None or (kind, start, end) with kind 'linear' or 'cosine' and two different "
+        "finite layouts >= 0, e.g. ('cosine', 8.0, 2.0)"
+    )
+    if isinstance(schedule, (str, bytes)) or not isinstance(schedule, Sequence):
+        raise ParameterError("schedule", schedule, allowed)
+    if len(schedule) != 3:
+        raise ParameterError("schedule", schedule, allowed)
+    kind, start, end = schedule
+    try:
+        check_choice("schedule kind", kind, SCHEDULE_KINDS)
+        start = check_float("schedule start", start, 0.0)
+        end = check_float("schedule end", end, 0.0)
+    except ParameterError:
+        raise ParameterError("schedule", schedule, allowed) from None
+    if start == end:  # a constant layout: that is a point of the grid, not a schedule
+        raise ParameterError("schedule", schedule, allowed)
+    return Schedule(kind, start, end)
+
+
+def sweep_seeds(profile: Profile, seeds: Any = None) -> tuple[int, ...]:
+    """The seeds of the sweep: the profile's sweep seeds, or ``seeds`` when given."""
+    if seeds is None:
+        return tuple(profile.sweep["seeds"])
+    return check_seeds("seeds", seeds)
+
+
+def sweep_configs(
+    profile: Profile,
+    layouts: Iterable[float] = DEFAULT_LAYOUTS,
+    schedule: Any = ("cosine", 8.0, 2.0),
+    seeds: Any = None,
+) -> dict[tuple[str, int], TrainConfig]:
+    """The sweep's run configs, keyed by (arm, seed): every layout of the grid and the
+    scheduled run (if any), for every seed (the profile's sweep seeds by default)."""
+    layouts = check_layouts(layouts)
+    plan = check_schedule(schedule)
+    seeds = sweep_seeds(profile, seeds)
+    configs = [profile.sweep_config(layout, seed) for layout in layouts for seed in seeds]
+    if plan is not None:
+        configs += [profile.sweep_config(plan.start, seed, plan.kind, plan.end) for seed in seeds]
+    return {(c.objective, c.seed): c for c in configs}
+
+
+# --- labels --------------------------------------------------------------------------------
+
+
+def layout_label(layout: float) -> str:
+    """Axis label of a constant layout: '0.5', '2', or '∞ (CE)'."""
+    return "∞ (CE)" if math.isinf(layout) else f"{layout:g}"
+
+
+def arm_fields(config: Any) -> dict[str, Any]:
+    """The arm columns of a run: arm (its objective label), label (short, for axes),
+    schedule ('constant', 'linear' or 'cosine'), layout (the start) and layout_end."""
+    schedule = config.layout_schedule
+    if schedule == CONSTANT:
+        label = layout_label(config.layout)
+    else:
+        label = Schedule(schedule, config.layout, config.layout_end).label
+    return {
+        "arm": config.objective,
+        "label": label,
+        "schedule": schedule,
+        "layout": float(config.layout),
+        "layout_end": float(config.layout_end),
+    }
+
+
+def _arm_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Constant layouts in ascending order (CE last), then the scheduled arms."""
+    key = frame["schedule"].ne(CONSTANT).astype(int)
+    return (
+        frame.assign(_key=key)
+        .sort_values(["_key", "layout"], kind="stable")
+        .drop(columns="_key")
+        .reset_index(drop=True)
+    )
+
+
+# --- tables --------------------------------------------------------------------------------
+
+
+def per_seed_metrics(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
+    """One row per run and language ('high', 'low', 'all' = both pooled): the arm
+    columns, seed, language, count and the final validation metrics."""
+    frames = []
+    for run in runs.values():
+        by_language = run.metrics(token_info, by=["language"])
+        pooled = run.metrics(token_info, by=[]).assign(language="all")
+        part = pd.concat([by_language, pooled], ignore_index=True)
+        for key, value in reversed(arm_fields(run.config).items()):
+            part.insert(0, key, value)
+        part.insert(len(ARM_COLUMNS), "seed", run.config.seed)
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)[
+        [*ARM_COLUMNS, "seed", "language", "count", *METRICS]
+    ]
+
+
+def per_seed_groups(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
+    """One row per run, language and frequency-rank group: the final validation metrics."""
+    frames = []
+    for run in runs.values():
+        part = run.metrics(token_info, by=["language", "group"])
+        for key, value in reversed(arm_fields(run.config).items()):
+            part.insert(0, key, value)
+        part.insert(len(ARM_COLUMNS), "seed", run.config.seed)
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarize_seeds(per_seed: pd.DataFrame, by: Sequence[str] = ("language",)) -> pd.DataFrame:
+    """Means and 95% intervals over seeds of every metric, per arm and ``by``."""
+    keys = [*ARM_COLUMNS, *by]
+    values = [m for m in METRICS if m in per_seed.columns]
+    return aggregate_seeds(per_seed, keys, values)
+
+
+def embedding_projections(
+    runs: dict, token_info: pd.DataFrame, seed: int | None = None
+) -> pd.DataFrame:
+    """The 2-D PCA (``geometry.pca_2d``) of each arm's tied embedding for one seed
+    (the smallest by default): arm columns, seed, token, display, language, rank, group,
+    pc1, pc2."""
+    seeds = sorted({run.config.seed for run in runs.values()})
+    if seed is None:
+        seed = seeds[0]
+    elif seed not in seeds:
+        raise ParameterError("seed", seed, "one of the sweep's seeds " + repr(seeds))
+    info = token_info.set_index("token")
+    frames = []
+    for run in runs.values():
+        if run.config.seed != seed:
+            continue
+        coords = pca_2d(run.model().embedding, seed=seed)
+        tokens = np.arange(len(coords))
+        part = pd.DataFrame(
+            {
+                **arm_fields(run.config),
+                "seed": seed,
+                "token": tokens,
+                "display": info.loc[tokens, "display"].to_numpy(),
+                "language": info.loc[tokens, "language"].to_numpy(),
+                "rank": info.loc[tokens, "rank"].to_numpy(),
+                "group": info.loc[tokens, "group"].to_numpy(),
+                "pc1": coords[:, 0],
+                "pc2": coords[:, 1],
+            }
+        )
+        frames.append(part)
+    return pd.concat(frames, ignore_index=True)
+
+
+def sweep_table(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """One row per arm (constant layouts ascending, CE, then the schedule): for each
+    (language, metric) of ``TABLE_VALUES`` the mean over seeds with its 95% interval
+    (``low_top1``, ``low_top1_lo``, ``low_top1_hi``, ...), the difference from CE paired
+    by seed with its interval (``low_top1_diff``, ``_diff_lo``, ``_diff_hi``) and the
+    verdict ``low_top1_vs_ce``: 'better', 'worse' or 'indistinguishable' ('reference'
+    for CE itself). ``per_seed`` is ``per_seed_metrics``'s table."""
+    if CE_ARM not in set(per_seed["arm"]):
+        raise ParameterError("per_seed", "runs without CE", "a sweep that includes layout = inf")
+    arms = _arm_order(per_seed[list(ARM_COLUMNS)].drop_duplicates("arm"))
+    n_seeds = per_seed.groupby("arm")["seed"].nunique()
+    table = arms.assign(n_seeds=arms["arm"].map(n_seeds).astype(int))
+    summary = summarize_seeds(per_seed).set_index(["arm", "language"])
+    for language, metric in TABLE_VALUES:
+        name = f"{language}_{metric}"
+        part = per_seed[per_seed["language"] == language]
+        for suffix in ("", "_lo", "_hi"):
+            table[name + suffix] = [
+                summary.loc[(arm, language), metric + suffix] for arm in table["arm"]
+            ]
+        diffs = {
+            arm: paired_difference(part, [], metric, "arm", arm, CE_ARM).iloc[0]
+            for arm in table["arm"]
+            if arm != CE_ARM
+        }
+        for suffix in ("", "_lo", "_hi"):
+            table[f"{name}_diff{suffix}"] = [
+                diffs[arm][f"diff{suffix}"] if arm in diffs else math.nan for arm in table["arm"]
+            ]
+        table[f"{name}_vs_ce"] = [
+            "reference"
+            if arm == CE_ARM
+            else verdict(metric, diffs[arm]["diff_lo"], diffs[arm]["diff_hi"])
+            for arm in table["arm"]
+        ]
+    return table
+
+
+# The marks of ``readable_sweep_table``: the verdict of the paired difference from CE.
+VERDICT_MARKS = {"better": " ▲", "worse": " ▼", "indistinguishable": "", "reference": ""}
+
+
+def readable_sweep_table(table: pd.DataFrame) -> pd.DataFrame:
+    """``sweep_table`` for reading: one row per arm, 'mean [low, high]' cells (accuracies
+    and MRR in percent, losses in nats), each followed by ▲ when it is better than CE
+    by the paired 95% interval, ▼ when it is worse, and nothing otherwise."""
+    names = {
+        "low_top1": "low-resource top-1 (%)",
+        "low_mrr": "low-resource MRR (%)",
+        "low_loss": "low-resource loss",
+        "high_top1": "high-resource top-1 (%)",
+        "all_loss": "overall loss",
+    }
+    rows = []
+    for rec in table.to_dict("records"):
+        row = {"layout": rec["label"], "seeds": rec["n_seeds"]}
+        for language, metric in TABLE_VALUES:
+            name = f"{language}_{metric}"
+            factor, digits = (1.0, 3) if metric == "loss" else (100.0, 2)
+            values = [rec[name + s] * factor for s in ("", "_lo", "_hi")]
+            row[names[name]] = _cell(*values, digits=digits) + VERDICT_MARKS[rec[f"{name}_vs_ce"]]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(mean: float, lo: float, hi: float, digits: int = 3, sign: str = "") -> str:
+    """'mean [lo, hi]', 'mean' when the interval is missing (one seed), 'n/a' without data."""
+    if mean != mean:  # NaN
+        return "n/a"
+    if lo != lo:
+        return f"{mean:{sign}.{digits}f}"
+    return f"{mean:{sign}.{digits}f} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
+
+
+@dataclass
+class SweepTables:
+    """Everything the sweep's figures and explorer draw, computed once.
+
+    ``per_seed``: ``per_seed_metrics``; ``summary``: its means and intervals per arm and
+    language; ``groups``: means and intervals per arm, language and rank group;
+    ``embeddings``: ``embedding_projections``; ``table``: ``sweep_table``.
+    """
+
+    per_seed: pd.DataFrame
+    summary: pd.DataFrame
+    groups: pd.DataFrame
+    embeddings: pd.DataFrame
+    table: pd.DataFrame
+
+    @property
+    def layouts(self) -> list[float]:
+        """The constant layouts of the sweep, ascending (inf last)."""
+        constant = self.table[self.table["schedule"] == CONSTANT]
+        return [float(v) for v in constant["layout"]]
+
+    @property
+    def schedules(self) -> list[str]:
+        """'constant', then the kind of each scheduled arm."""
+        kinds = self.table.loc[self.table["schedule"] != CONSTANT, "schedule"]
+        return [CONSTANT, *dict.fromkeys(kinds)]
+
+    def arm(self, layout: float, schedule: str = CONSTANT) -> str:
+        """The arm shown for a slider ``layout`` and a ``schedule`` choice: the constant arm
+        at ``layout``, or the scheduled arm of that kind (the layout is then ignored)."""
+        check_choice("schedule", schedule, self.schedules)
+        rows = self.table[self.table["schedule"] == schedule]
+        if schedule == CONSTANT:
+            layout = check_layout(layout)
+            rows = rows[rows["layout"] == layout]
+            if rows.empty:
+                allowed = "one of the swept layouts " + ", ".join(f"{v:g}" for v in self.layouts)
+                raise ParameterError("layout", layout, allowed)
+        return str(rows["arm"].iloc[0])
+
+    def label(self, arm: str) -> str:
+        """The short label of an arm ('2', '∞ (CE)', 'cosine 8→2')."""
+        return str(self.table.set_index("arm").loc[arm, "label"])
+
+
+def sweep_tables(runs: dict, token_info: pd.DataFrame, seed: int | None = None) -> SweepTables:
+    """Compute every table of the sweep from its runs (the explorer only filters them).
+    ``seed`` is the seed whose embeddings are projected (default: the smallest)."""
+    per_seed = per_seed_metrics(runs, token_info)
+    groups = per_seed_groups(runs, token_info)
+    return SweepTables(
+        per_seed=per_seed,
+        summary=summarize_seeds(per_seed),
+        groups=summarize_seeds(groups, by=("language", "group")),
+        embeddings=embedding_projections(runs, token_info, seed),
+        table=sweep_table(per_seed),
+    )
+
+
+# --- the reading ---------------------------------------------------------------------------
+
+
+@dataclass
+class Reading:
+    """What the numbers say: Markdown text for the notebook and a JSON-safe summary."""
+
+    text: str
+    summary: dict
+
+
+def _judged(rec: dict, name: str, unit: str, factor: float, digits: int) -> str:
+    """'+1.23 points [+0.10, +2.40], better than CE' for a row of the sweep table."""
+    diff = [rec[f"{name}_diff{s}"] * factor for s in ("", "_lo", "_hi")]
+    word = rec[f"{name}_vs_ce"]
+    judgement = "indistinguishable from CE" if word == "indistinguishable" else f"{word} than CE"
+    if diff[1] != diff[1]:  # a single seed: no interval to judge with
+        judgement = "not testable with one seed"
+    return f"{_cell(*diff, digits=digits, sign='+')}{unit}, {judgement}"
+
+
+def _listing(labels: list[str], notes: Sequence[str] | None = None) -> str:
+    """'**2** (note), **3** (note)' or 'none'."""
+    if not labels:
+        return "none"
+    notes = notes if notes is not None else [""] * len(labels)
+    return ", ".join(
+        f"**{label}**" + (f" ({note})" if note else "")
+        for label, note in zip(labels, notes, strict=True)
+    )
+
+
+def _trend(values: Sequence[float]) -> str:
+    """'decreases steadily', 'increases steadily' or 'does not move monotonically'."""
+    steps = np.diff(np.asarray(values, dtype=float))
+    if len(steps) and (steps < 0).all():
+        return "decreases steadily"
+    if len(steps) and (steps > 0).all():
+        return "increases steadily"
+    return "does not move monotonically"
+
+
+def sweep_reading(per_seed: pd.DataFrame, table: pd.DataFrame) -> Reading:
+    """Which layout gives the best low-resource top-1, whether it is distinguishable from
+    CE (paired 95% interval over seeds), how the overall loss moves with the layout, and
+    how the scheduled run compares with CE and with the best constant layout."""
+    rows = {rec["arm"]: rec for rec in table.to_dict("records")}
+    ce = rows[CE_ARM]
+    hns = table[table["arm"] != CE_ARM]
+    if hns.empty:
+        raise ParameterError("table", "CE only", "a sweep with at least one finite layout")
+    best = rows[str(hns.loc[hns["low_top1"].idxmax(), "arm"])]
+    constant = table[table["schedule"] == CONSTANT]
+    lowest = rows[str(table.loc[table["all_loss"].idxmin(), "arm"])]
+    highest = rows[str(table.loc[table["all_loss"].idxmax(), "arm"])]
+    n_seeds = int(table["n_seeds"].min())
+
+    def labels_where(column: str, word: str) -> list[str]:
+        return [str(v) for v in table.loc[table[column] == word, "label"]]
+
+    def loss_notes(labels: list[str]) -> list[str]:
+        diffs = table.set_index("label").loc[labels, "all_loss_diff"]
+        return [f"{d:+.3g} nats" for d in diffs]
+
+    top1_better = labels_where("low_top1_vs_ce", "better")
+    top1_worse = labels_where("low_top1_vs_ce", "worse")
+    loss_better = labels_where("all_loss_vs_ce", "better")
+    loss_worse = labels_where("all_loss_vs_ce", "worse")
+    constant_hns = constant[constant["arm"] != CE_ARM]
+    trend = _trend(list(constant["all_loss"]))
+
+    lines = [
+        f"Over {n_seeds} seed(s) per arm, 95% intervals; differences are paired by seed.",
+        "",
+        f"- **Low-resource top-1.** The highest mean is at layout **{best['label']}**: "
+        f"{_cell(*(best['low_top1' + s] * 100 for s in ('', '_lo', '_hi')), digits=2)}% "
+        f"against {_cell(*(ce['low_top1' + s] * 100 for s in ('', '_lo', '_hi')), digits=2)}% "
+        f"for CE; the difference is "
+        f"{_judged(best, 'low_top1', ' points', 100.0, 2)}. This layout was picked "
+        "as the best after looking at the sweep, so its interval is optimistic.",
+        f"- Layouts whose low-resource top-1 is better than CE: {_listing(top1_better)}; "
+        f"worse: {_listing(top1_worse)}; the others are indistinguishable from CE.",
+        f"- **Overall loss** (both languages pooled) is lowest at **{lowest['label']}** "
+        f"({lowest['all_loss']:.3f} nats) and highest at **{highest['label']}** "
+        f"({highest['all_loss']:.3f}); CE has {ce['all_loss']:.3f}. From the smallest "
+        f"layout to CE it {trend}. Layouts with a lower overall loss than CE: "
+        f"{_listing(loss_better, loss_notes(loss_better))}; higher: "
+        f"{_listing(loss_worse, loss_notes(loss_worse))}.",
+    ]
+    summary: dict[str, Any] = {
+        "n_seeds": n_seeds,
+        "best_low_top1": {
+            "layout": best["label"],
+            "low_top1": best["low_top1"],
+            "ci": [best["low_top1_lo"], best["low_top1_hi"]],
+            "diff_vs_ce": best["low_top1_diff"],
+            "diff_ci": [best["low_top1_diff_lo"], best["low_top1_diff_hi"]],
+            "verdict": best["low_top1_vs_ce"],
+        },
+        "ce": {"low_top1": ce["low_top1"], "all_loss": ce["all_loss"]},
+        "low_top1_better_than_ce": top1_better,
+        "low_top1_worse_than_ce": top1_worse,
+        "all_loss_lowest": lowest["label"],
+        "all_loss_highest": highest["label"],
+        "all_loss_trend": trend,
+        "all_loss_better_than_ce": loss_better,
+        "all_loss_worse_than_ce": loss_worse,
+    }
+    scheduled = table[table["schedule"] != CONSTANT]
+    if not scheduled.empty and not constant_hns.empty:
+        sched = rows[str(scheduled["arm"].iloc[0])]
+        best_constant = rows[str(constant_hns.loc[constant_hns["low_top1"].idxmax(), "arm"])]
+        part = per_seed[per_seed["language"] == "low"]
+        vs_best = paired_difference(
+            part, [], "top1", "arm", sched["arm"], best_constant["arm"]
+        ).iloc[0]
+        word = verdict("top1", vs_best["diff_lo"], vs_best["diff_hi"])
+        if vs_best["n_pairs"] < 2:
+            word = "not testable with one seed"
+        diff_text = _cell(
+            *(vs_best[k] * 100 for k in ("diff", "diff_lo", "diff_hi")), digits=2, sign="+"
+        )
+        lines.append(
+            f"- **Schedule {sched['label']}.** Low-resource top-1 against CE: "
+            f"{_judged(sched, 'low_top1', ' points', 100.0, 2)}; against the best constant "
+            f"layout ({best_constant['label']}): {diff_text} points, {word}. "
+            f"Overall loss against CE: {_judged(sched, 'all_loss', ' nats', 1.0, 3)}."
+        )
+        summary["schedule"] = {
+            "label": sched["label"],
+            "low_top1": sched["low_top1"],
+            "low_top1_vs_ce": sched["low_top1_vs_ce"],
+            "best_constant": best_constant["label"],
+            "low_top1_diff_vs_best_constant": vs_best["diff"],
+            "diff_ci": [vs_best["diff_lo"], vs_best["diff_hi"]],
+            "verdict_vs_best_constant": word,
+            "all_loss_vs_ce": sched["all_loss_vs_ce"],
+        }
+    return Reading("\n".join(lines), summary)
+
+
+def fragment_table(table: pd.DataFrame) -> list[dict[str, Any]]:
+    """The sweep table as JSON-safe records for the pipeline's summary: per arm its label,
+    schedule, layouts, seeds, and each value with its interval and verdict against CE."""
+    keep = ["label", "schedule", "layout", "layout_end", "n_seeds"]
+    for language, metric in TABLE_VALUES:
+        name = f"{language}_{metric}"
+        keep += [name, f"{name}_lo", f"{name}_hi", f"{name}_diff", f"{name}_vs_ce"]
+    return table[keep].to_dict("records")
+
+
+# --- the toy explainer -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyLogits:
+    """One position: a vector of logits over labelled tokens and the target's index."""
+
+    logits: tuple[float, ...]
+    target: int
+    labels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.logits) < 2:
+            raise ParameterError("logits", self.logits, "at least two logits")
+        if len(self.labels) != len(self.logits):
+            raise ParameterError("labels", self.labels, f"{len(self.logits)} labels")
+        if not (isinstance(self.target, int) and 0 <= self.target < len(self.logits)):
+            raise ParameterError("target", self.target, f"an index < {len(self.logits)}")
+
+
+def toy_example() -> ToyLogits:
+    """Ten symbols after some context, target 'e'. One symbol (' ') is more likely than
+    the target and always stays; the others fall below the target's logit by 0.5 to
+    5.2 units, so lowering the layout from 6 to 0 excludes them one by one."""
+    return ToyLogits(
+        logits=(2.6, 2.0, 1.5, 0.9, 0.4, -0.2, -0.8, -1.5, -2.3, -3.2),
+        target=1,
+        labels=("␣", "e", "a", "o", "t", "h", "k", "z", "Q", "X"),
+    )
+
+
+def toy_gradients(example: ToyLogits, layout: float) -> pd.DataFrame:
+    """Per token of the toy: label, role ('target' or 'other'), logit, gap (logit minus
+    the target's), prob (full softmax), excluded (by HNS at ``layout``), grad (d loss /
+    d logit of ``hns_cross_entropy`` at ``layout``, by autograd) and grad_ce (the same at
+    layout = inf). Excluded tokens get exactly zero; the kept ones get the softmax over
+    the kept tokens minus the one-hot target."""
+    layout = check_layout(layout)
+    target = torch.tensor([example.target])
+
+    def gradient(lay: float) -> torch.Tensor:
+        z = torch.tensor([example.logits], dtype=torch.float64, requires_grad=True)
+        (grad,) = torch.autograd.grad(hns_cross_entropy(z, target, lay), z)
+        return grad[0]
+
+    z = torch.tensor([example.logits], dtype=torch.float64)
+    excluded = ~hns_keep_mask(z, target, layout)[0]
+    roles = ["other"] * len(example.logits)
+    roles[example.target] = "target"
+    return pd.DataFrame(
+        {
+            "token": range(len(example.logits)),
+            "label": list(example.labels),
+            "role": roles,
+            "logit": list(example.logits),
+            "gap": (z[0] - z[0, example.target]).tolist(),
+            "prob": z[0].softmax(-1).tolist(),
+            "excluded": excluded.tolist(),
+            "grad": gradient(layout).tolist(),
+            "grad_ce": gradient(math.inf).tolist(),
+        }
+    )
+
+
+# --- the nucleus margin ------------------------------------------------------------------
+
+
+def nucleus_margin_text(vocab_size: int, top_p: float, layouts: Iterable[float] = ()) -> str:
+    """Markdown: the nucleus margin for ``vocab_size`` and ``top_p`` and, when ``layouts``
+    are given, which of them are at or beyond it. A bad input gives its error message."""
+    try:
+        margin = nucleus_margin(vocab_size, top_p)
+    except ParameterError as exc:
+        return f"**Cannot compute:** {exc}."
+    text = (
+        f"For V = {vocab_size} and top-p = {top_p:g}: ℓ ≥ ln {vocab_size} − ln(1 − {top_p:g}) "
+        f"= **{margin:.3f}**. With a layout at least this large, no token HNS excludes "
+        "can be inside the nucleus."
+    )
+    layouts = list(layouts)
+    if layouts:
+        safe = [layout_label(v) for v in nucleus_safe_layouts(layouts, vocab_size, top_p)]
+        text += f" Swept layouts at or beyond it: {', '.join(safe) if safe else 'none'}."
+    return text
+
+
+def nucleus_safe_layouts(layouts: Iterable[float], vocab_size: int, top_p: float) -> list[float]:
+    """The ``layouts`` at or beyond ``losses.nucleus_margin(vocab_size, top_p)``: those
+    that never exclude a token of the top-p nucleus."""
+    margin = nucleus_margin(vocab_size, top_p)
+    return [v for v in (check_layout(x) for x in layouts) if v >= margin]
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Bool mask of the top-p nucleus of each row of ``probs`` (..., V): sort by
+    probability (largest first; ties in the order ``torch.sort`` gives) and keep the
+    shortest prefix whose mass reaches ``top_p``."""
+    top_p = check_float("top_p", top_p, 0.0, 1.0, min_inclusive=False)
+    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+    # Mass strictly before each position (an exclusive cumulative sum).
+    before = torch.cat([torch.zeros_like(sorted_p[..., :1]), sorted_p.cumsum(-1)[..., :-1]], -1)
+    keep_sorted = before < top_p  # once the prefix has reached top_p, stop
+    keep = torch.zeros_like(keep_sorted)
+    return keep.scatter(-1, order, keep_sorted)
