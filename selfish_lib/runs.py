@@ -9,6 +9,8 @@ next ``get_or_train`` resumes it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -128,29 +130,40 @@ class Run:
         return model.to(device).eval()
 
 
+@contextlib.contextmanager
+def _training_lock(partial: Path):
+    """Hold an exclusive lock on a run in progress, waiting while another process holds it.
+
+    An advisory ``flock`` on a file in the partial folder: the system releases it when
+    its process ends, however it ends, so a crashed run never leaves a stale lock.
+    """
+    partial.mkdir(parents=True, exist_ok=True)
+    with open(partial / "lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is training {partial.name[1:-8]} ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False, float_format="%.10g")
 
 
-def get_or_train(
+def _train_into(
     config: TrainConfig,
-    *,
-    corpus: Corpus | None = None,
-    results_dir: str | os.PathLike | None = None,
-    device: str = "auto",
-    progress: bool = True,
-) -> Run:
-    """Return the completed run of ``config``, training (or resuming) it if needed."""
-    root = Path(results_dir) if results_dir is not None else default_results_dir()
-    runs = root / "runs"
-    key = config_hash(config)
-    final = runs / key
-    if (final / MARKER).exists():
-        return Run.load(final)
-    if corpus is None:
-        corpus = load_corpus()
-    partial = runs / f".{key}.partial"
-    partial.mkdir(parents=True, exist_ok=True)
+    corpus: Corpus,
+    partial: Path,
+    final: Path,
+    key: str,
+    device: str,
+    progress: bool,
+) -> None:
+    """Train (or resume) into ``partial``, write every file, then rename it to ``final``."""
     started = time.time()
     result = train(config, corpus, partial, device=device, progress=progress)
     assert result is not None
@@ -173,9 +186,35 @@ def get_or_train(
     (partial / "config.json").write_text(json.dumps(body, indent=2))
     (partial / "checkpoint.pt").unlink(missing_ok=True)
     (partial / MARKER).write_text(key + "\n")
+    (partial / "lock").unlink()  # a process still waiting on it holds the open file
     if final.exists():  # a stale incomplete folder (e.g. from another process): replace it
         shutil.rmtree(final)
     os.replace(partial, final)
+
+
+def get_or_train(
+    config: TrainConfig,
+    *,
+    corpus: Corpus | None = None,
+    results_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> Run:
+    """Return the completed run of ``config``, training (or resuming) it if needed."""
+    root = Path(results_dir) if results_dir is not None else default_results_dir()
+    runs = root / "runs"
+    key = config_hash(config)
+    final = runs / key
+    if (final / MARKER).exists():
+        return Run.load(final)
+    if corpus is None:
+        corpus = load_corpus()
+    partial = runs / f".{key}.partial"
+    with _training_lock(partial):
+        if (final / MARKER).exists():  # finished by the process we waited for
+            shutil.rmtree(partial, ignore_errors=True)  # only our lock file is left there
+        else:
+            _train_into(config, corpus, partial, final, key, device, progress)
     return Run.load(final)
 
 

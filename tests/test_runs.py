@@ -125,3 +125,36 @@ def test_scenario_log_is_stored_with_the_run(tiny_corpus, results_dir):
     assert {"step", "token", "symbol", "rank", "scenario", "value"} <= set(table.columns)
     nontarget = table[table["scenario"] == "nontarget"]
     assert len(nontarget) == 2 * tiny_corpus.vocab_size and (nontarget["value"] > 0).all()
+
+
+def test_a_run_being_trained_elsewhere_is_waited_for_not_trained_twice(
+    tiny_corpus, tmp_path, monkeypatch
+):
+    import fcntl
+    import shutil
+    import threading
+
+    cfg = tiny(tiny_corpus)
+    done = get_or_train(cfg, corpus=tiny_corpus, results_dir=tmp_path / "other", progress=False)
+    store, key = tmp_path / "store", config_hash(cfg)
+    partial = store / "runs" / f".{key}.partial"
+    partial.mkdir(parents=True)
+    calls = []
+    monkeypatch.setattr(runs, "train", lambda *args, **kwargs: calls.append(args))
+    result = {}
+
+    def ask() -> None:
+        result["run"] = get_or_train(cfg, corpus=tiny_corpus, results_dir=store, progress=False)
+
+    with open(partial / "lock", "w") as held:  # another process is training this run
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waiter = threading.Thread(target=ask)
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive()  # blocked on the lock
+        shutil.copytree(done.path, store / "runs" / key)  # the other process finishes
+        fcntl.flock(held, fcntl.LOCK_UN)
+    waiter.join(timeout=60)
+    assert not waiter.is_alive() and calls == []  # loaded, not trained a second time
+    assert result["run"].id == key and not partial.exists()
+    assert not (done.path / "lock").exists()  # a finished run carries no lock file
