@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,12 +31,12 @@ def _parameter(text: str) -> tuple[str, str, object]:
         raise argparse.ArgumentTypeError(
             f"invalid --param {text!r}: expected NOTEBOOK:NAME=VALUE, e.g. 01_hypothesis:layout=1.0"
         ) from None
+    # `inf` is no Python literal, but 1e999 is one that evaluates to it, also in a list.
+    literal = re.sub(r"(?<![\w.])inf\b", "1e999", value.strip(), flags=re.IGNORECASE)
     try:
-        parsed = ast.literal_eval(value)
+        parsed = ast.literal_eval(literal)
     except (ValueError, SyntaxError):
         parsed = value
-    if value.strip().lower() in ("inf", "+inf"):
-        parsed = float("inf")
     return notebook, name, parsed
 
 

@@ -320,3 +320,19 @@ def test_cli_help_lists_the_commands(capsys):
     out = capsys.readouterr().out
     for command in ("reproduce", "report", "train", "runs"):
         assert command in out
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("06_layout_explorer:layouts=[1.0, 2.0, inf]", [1.0, 2.0, float("inf")]),
+        ("01_hypothesis:layout=inf", float("inf")),
+        ("01_hypothesis:layout=-Inf", float("-inf")),
+        ("04_bilingual_simulation:top_p=0.5", 0.5),
+        ("03_hns_training:note=informal", "informal"),
+    ],
+)
+def test_notebook_parameters_parse_python_literals_and_inf(text, expected):
+    from selfish_lib.cli import _parameter
+
+    assert _parameter(text)[2] == expected
