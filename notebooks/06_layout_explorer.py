@@ -186,7 +186,7 @@ sweep_chart
 
 # %%
 reading = sw.sweep_reading(tables.per_seed, tables.table)
-pipeline.write_fragment(
+fragment_path = pipeline.write_fragment(
     report_dir,
     "06_layout_explorer",
     {
