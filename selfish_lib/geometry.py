@@ -753,12 +753,12 @@ def reading(
         "rare_centroid_distance_high": (
             f"**The {n_rare} rarest symbols, high-resource language**, distance of their "
             "centroid from the rest of the language",
-            "the rare high-resource symbols and the rest",
+            "the rare high-resource symbols to the rest of their language",
         ),
         "rare_centroid_distance_low": (
             f"**The {n_rare} rarest symbols, low-resource language**, distance of their "
             "centroid from the rest of the language",
-            "the rare low-resource symbols and the rest",
+            "the rare low-resource symbols to the rest of their language",
         ),
     }
     for metric, (title, name) in subjects.items():
@@ -801,13 +801,13 @@ def reading(
     def listed(names: list[str]) -> str:
         return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]
 
-    short = [
-        f"HNS leaves {listed(names)} {word} than CE does"
-        if word != "indistinguishable"
-        else f"CE and HNS cannot be told apart for {listed(names)}"
-        for word, names in moved.items()
-        if names
-    ]
+    # Every item names a pair without 'and', so the list reads unambiguously.
+    openings = {
+        "closer": "HNS brings closer than CE does: ",
+        "farther": "HNS sets farther apart than CE does: ",
+        "indistinguishable": "CE and HNS cannot be told apart for ",
+    }
+    short = [openings[word] + listed(names) for word, names in moved.items() if names]
     lines += [
         "",
         ("**In short:** " + "; ".join(short) + ".") if short else "",

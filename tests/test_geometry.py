@@ -325,7 +325,7 @@ def test_reading_states_closer_from_the_paired_interval(planted_study):
     result = geometry.reading(per_seed, means, diffs, base_vocab_size=12, n_rare=3)
     assert result.summary["verdicts"]["twin_distance"] == "closer"
     assert "(*i*, *i* + 12)" in result.text and "**closer**" in result.text
-    assert "HNS leaves the twins" in result.text
+    assert "HNS brings closer than CE does: the twins" in result.text
     twin = result.summary["metrics"]["twin_distance"]
     assert set(twin) == {"initial", "CE", "HNS", "hns_minus_ce"}
     assert twin["hns_minus_ce"]["direction"] == "lower"
