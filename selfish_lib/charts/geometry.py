@@ -175,6 +175,25 @@ def norms_by_rank(norms: pd.DataFrame, objectives=("CE", "HNS")) -> alt.FacetCha
     )
 
 
+def _one_row_per_metric(
+    layer: alt.LayerChart, labels: list[str], title: str, subtitle: str
+) -> alt.FacetChart:
+    """One facet row per metric label, each with its own x axis (metrics have their own
+    units), labels on the left."""
+    return (
+        layer.facet(
+            row=alt.Row(
+                "label:N",
+                sort=labels,
+                title=None,
+                header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=320),
+            ),
+        )
+        .resolve_scale(x="independent")
+        .properties(title=alt.Title(title, subtitle=subtitle))
+    )
+
+
 def metric_comparison(means: pd.DataFrame) -> alt.FacetChart:
     """One row per metric: the mean of each model (initial, CE, HNS) over seeds with its
     95% interval, each row on its own x axis. ``means`` is ``geometry.summarize(...)[0]``."""
@@ -205,24 +224,11 @@ def metric_comparison(means: pd.DataFrame) -> alt.FacetChart:
             ],
         )
     )
-    return (
-        alt.layer(rule, point, data=means)
-        .properties(width=420, height=alt.Step(16))
-        .facet(
-            row=alt.Row(
-                "label:N",
-                sort=labels,
-                title=None,
-                header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=320),
-            ),
-        )
-        .resolve_scale(x="independent")
-        .properties(
-            title=alt.Title(
-                "Every geometry metric, per model",
-                subtitle="mean over seeds with 95% intervals; each row has its own axis",
-            )
-        )
+    return _one_row_per_metric(
+        alt.layer(rule, point, data=means).properties(width=420, height=alt.Step(16)),
+        labels,
+        "Every geometry metric, per model",
+        "mean over seeds with 95% intervals; each row has its own axis",
     )
 
 
@@ -310,22 +316,9 @@ def paired_differences(diffs: pd.DataFrame) -> alt.FacetChart:
             ],
         )
     )
-    return (
-        alt.layer(zero, rule, point, data=data)
-        .properties(width=420, height=22)
-        .facet(
-            row=alt.Row(
-                "label:N",
-                sort=labels,
-                title=None,
-                header=alt.Header(labelAngle=0, labelAlign="left", labelLimit=320),
-            ),
-        )
-        .resolve_scale(x="independent")
-        .properties(
-            title=alt.Title(
-                "HNS minus CE, paired by seed",
-                subtitle="mean difference with its 95% interval; dashed: no difference",
-            )
-        )
+    return _one_row_per_metric(
+        alt.layer(zero, rule, point, data=data).properties(width=420, height=22),
+        labels,
+        "HNS minus CE, paired by seed",
+        "mean difference with its 95% interval; dashed: no difference",
     )
