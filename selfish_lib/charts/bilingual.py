@@ -22,14 +22,18 @@ def experiment_scale() -> alt.Scale:
     return alt.Scale(domain=list(EXPERIMENT_COLORS), range=list(EXPERIMENT_COLORS.values()))
 
 
-def _long_metrics(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def _long_metrics(
+    frame: pd.DataFrame, keys: list[str], titles: dict = METRIC_TITLES, name: str = "metric"
+) -> pd.DataFrame:
+    """One row per key and column of ``titles``: the column's title under ``name``, its mean
+    as ``value`` and its interval as ``lo``/``hi`` (the mean where there is no interval)."""
     rows = []
-    for metric, title in METRIC_TITLES.items():
+    for column, title in titles.items():
         part = frame[keys].copy()
-        part["metric"] = title
-        part["value"] = frame[metric]
-        part["lo"] = frame[f"{metric}_lo"].fillna(frame[metric])
-        part["hi"] = frame[f"{metric}_hi"].fillna(frame[metric])
+        part[name] = title
+        part["value"] = frame[column]
+        part["lo"] = frame[f"{column}_lo"].fillna(frame[column])
+        part["hi"] = frame[f"{column}_hi"].fillna(frame[column])
         rows.append(part)
     out = pd.concat(rows, ignore_index=True)
     out["language_title"] = out["language"].map(LANGUAGE_TITLES)
@@ -182,16 +186,7 @@ def probability_mass(summary: pd.DataFrame) -> alt.FacetChart:
     HNS would exclude (never pushed down by HNS), per experiment and language with 95%
     intervals. ``summary`` is ``bilingual.where_the_loss_goes(...)[1]``."""
     names = {"outside_mass": "mass outside the target", "easy_mass": "mass of easy negatives"}
-    rows = []
-    for column, name in names.items():
-        part = summary[["experiment", "language"]].copy()
-        part["quantity"] = name
-        part["value"] = summary[column]
-        part["lo"] = summary[f"{column}_lo"].fillna(summary[column])
-        part["hi"] = summary[f"{column}_hi"].fillna(summary[column])
-        rows.append(part)
-    data = pd.concat(rows, ignore_index=True)
-    data["language_title"] = data["language"].map(LANGUAGE_TITLES)
+    data = _long_metrics(summary, ["experiment", "language"], names, name="quantity")
     color = alt.Color("experiment:N", scale=experiment_scale(), title="experiment")
     x = alt.X("language_title:N", title=None, axis=alt.Axis(labelAngle=0))
     offset = alt.XOffset("experiment:N", sort=list(EXPERIMENT_COLORS))
