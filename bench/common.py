@@ -13,10 +13,10 @@ import torch
 def setup(profile: str, setting: str, layout: float, corpus, device: torch.device):
     """The pieces of one training step at a profile's scale: config, model, optimizer and
     a block sampler, seeded."""
-    from selfish_lib.corpus import BlockSampler
-    from selfish_lib.model import GPT
-    from selfish_lib.profiles import get_profile
-    from selfish_lib.training import make_optimizer
+    from selfish_lib.engine.corpus import BlockSampler
+    from selfish_lib.engine.model import GPT
+    from selfish_lib.engine.profiles import get_profile
+    from selfish_lib.engine.training import make_optimizer
 
     config = get_profile(profile).config(setting, layout=layout)
     torch.manual_seed(0)

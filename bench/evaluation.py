@@ -14,9 +14,9 @@ import math
 
 from common import machine, median_ms, print_table, setup, timed
 
-from selfish_lib.corpus import load_corpus
-from selfish_lib.evaluation import evaluate_split
-from selfish_lib.training import resolve_device, training_step
+from selfish_lib.engine.corpus import load_corpus
+from selfish_lib.engine.evaluation import evaluate_split
+from selfish_lib.engine.training import resolve_device, training_step
 
 
 def measure(setting: str, args: argparse.Namespace, corpus, device) -> list:

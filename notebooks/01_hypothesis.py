@@ -24,11 +24,11 @@ report_dir = None  # set by the pipeline: where figures and summary numbers go
 # %%
 from IPython.display import Markdown, display
 
-from selfish_lib import charts, pipeline
-from selfish_lib import worked_example as we
-from selfish_lib.corpus import load_corpus
-from selfish_lib.losses import check_layout
-from selfish_lib.profiles import get_profile
+from selfish_lib.engine.corpus import load_corpus
+from selfish_lib.engine.losses import check_layout
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.report import charts, pipeline
+from selfish_lib.study import hypothesis as we
 
 charts.use_offline_renderer()
 # Check every parameter before any work, so a typo fails here with a clear message.

@@ -29,11 +29,11 @@ report_dir = None  # set by the pipeline: where figures and summary numbers go
 # %%
 from IPython.display import Markdown, display
 
-from selfish_lib import charts, pipeline, widgets
-from selfish_lib import scenarios as sc
-from selfish_lib.corpus import load_corpus
-from selfish_lib.losses import check_layout
-from selfish_lib.runs import describe_runs, get_or_train_grid
+from selfish_lib.engine.corpus import load_corpus
+from selfish_lib.engine.losses import check_layout
+from selfish_lib.engine.runs import describe_runs, get_or_train_grid
+from selfish_lib.report import charts, pipeline, widgets
+from selfish_lib.study import gradients as sc
 
 charts.use_offline_renderer()
 # Check every parameter before any work, so a typo fails here with a clear message.

@@ -40,16 +40,17 @@ report_dir = None  # set by the pipeline: where figures and summary numbers go
 # %%
 from IPython.display import Markdown, display
 
-from selfish_lib import bilingual as bl
-from selfish_lib import charts, claims, pipeline
-from selfish_lib import comparison as cmp
-from selfish_lib import scenarios as sc
-from selfish_lib.corpus import load_corpus
-from selfish_lib.losses import check_layout
-from selfish_lib.runs import describe_runs, get_or_train_grid
-from selfish_lib.samples import as_markdown, generate_text
-from selfish_lib.training import resolve_device
-from selfish_lib.validation import check_float, check_int
+from selfish_lib.engine.corpus import load_corpus
+from selfish_lib.engine.losses import check_layout
+from selfish_lib.engine.runs import describe_runs, get_or_train_grid
+from selfish_lib.engine.samples import as_markdown, generate_text
+from selfish_lib.engine.training import resolve_device
+from selfish_lib.engine.validation import check_float, check_int
+from selfish_lib.report import charts, pipeline
+from selfish_lib.study import bilingual as bl
+from selfish_lib.study import claims
+from selfish_lib.study import frequency as cmp
+from selfish_lib.study import gradients as sc
 
 charts.use_offline_renderer()
 # Check every parameter before any work, so a typo fails here with a clear message.

@@ -38,12 +38,12 @@ report_dir = None  # set by the pipeline: where figures and summary numbers go
 # %%
 from IPython.display import Markdown, display
 
-from selfish_lib import charts, pipeline, widgets
-from selfish_lib import sweep as sw
-from selfish_lib.corpus import load_corpus
-from selfish_lib.losses import nucleus_margin
-from selfish_lib.profiles import get_profile
-from selfish_lib.runs import describe_runs, get_or_train_grid
+from selfish_lib.engine.corpus import load_corpus
+from selfish_lib.engine.losses import nucleus_margin
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.engine.runs import describe_runs, get_or_train_grid
+from selfish_lib.report import charts, pipeline, widgets
+from selfish_lib.study import layout as sw
 
 charts.use_offline_renderer()
 # Check every parameter before any work, so a typo fails here with a clear message.

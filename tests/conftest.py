@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from selfish_lib.corpus import Corpus, load_corpus
+from selfish_lib.engine.corpus import Corpus, load_corpus
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,9 @@ import altair as alt
 import pandas as pd
 import pytest
 
-from selfish_lib import charts
-from selfish_lib import worked_example as we
-from selfish_lib.validation import ParameterError
+from selfish_lib.engine.validation import ParameterError
+from selfish_lib.report import charts
+from selfish_lib.study import hypothesis as we
 
 
 @pytest.fixture
@@ -84,7 +84,7 @@ def test_worked_example_chart_facets_scenarios_and_marks_excluded_rows():
 
 
 def test_shared_palettes_cover_the_scenarios_and_objectives():
-    from selfish_lib.scenarios import SCENARIO_LABELS, SCENARIOS
+    from selfish_lib.engine.scenarios import SCENARIO_LABELS, SCENARIOS
 
     assert list(charts.SCENARIO_COLORS) == list(SCENARIOS)
     assert charts.scenario_scale(labels=True).to_dict()["domain"] == [

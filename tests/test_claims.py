@@ -8,8 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from selfish_lib import bilingual, claims
-from selfish_lib.profiles import get_profile
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.study import bilingual, claims
 
 SEEDS = [0, 1, 2]
 

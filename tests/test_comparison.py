@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selfish_lib import comparison as cmp
+from selfish_lib.study import frequency as cmp
 
 INFO = pd.DataFrame({"token": [0, 1, 2], "group": ["1-10", "1-10", "11-20"], "language": "high"})
 

@@ -11,8 +11,8 @@ import urllib.error
 import pytest
 import torch
 
-from selfish_lib import corpus as corpus_mod
-from selfish_lib.corpus import (
+from selfish_lib.engine import corpus as corpus_mod
+from selfish_lib.engine.corpus import (
     CORPUS_FILENAME,
     ENV_VAR,
     BlockSampler,

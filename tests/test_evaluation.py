@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from selfish_lib.evaluation import (
+from selfish_lib.engine.evaluation import (
     add_metrics,
     aggregate,
     evaluate_ids,
@@ -127,7 +127,7 @@ def test_aggregate_is_a_ratio_of_sums_and_nan_for_empty_groups():
 
 
 def test_real_model_on_real_validation_split(corpus):
-    from selfish_lib.model import GPT, GPTConfig
+    from selfish_lib.engine.model import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=1, n_head=2, n_embd=16))
@@ -139,7 +139,7 @@ def test_real_model_on_real_validation_split(corpus):
 
 
 def test_probability_profile_matches_brute_force():
-    from selfish_lib.evaluation import probability_profile
+    from selfish_lib.engine.evaluation import probability_profile
 
     g = torch.Generator().manual_seed(5)
     base = 4

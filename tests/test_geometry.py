@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import stats as st
 
-from selfish_lib import geometry
-from selfish_lib.validation import ParameterError
+from selfish_lib.engine.validation import ParameterError
+from selfish_lib.study import geometry
 
 
 def test_scale_and_normalization():
@@ -201,7 +201,7 @@ def test_unigram_distribution_splits_counts_between_twins_with_a_ghost_count():
 
 
 def test_unigram_target_of_a_bilingual_config(tiny_corpus):
-    from selfish_lib.training import TrainConfig
+    from selfish_lib.engine.training import TrainConfig
 
     config = TrainConfig(bilingual=True, p_low=0.02, data_sha256=tiny_corpus.sha256)
     f = geometry.unigram_target(tiny_corpus, config)
@@ -368,7 +368,7 @@ def test_norm_table_and_probe_points(planted_study):
 def test_model_weights_reads_final_and_initial_matrices(tiny_corpus):
     from types import SimpleNamespace
 
-    from selfish_lib.training import TrainConfig, initial_model
+    from selfish_lib.engine.training import TrainConfig, initial_model
 
     base = dict(n_layer=1, n_head=1, n_embd=8, block_size=8, bilingual=True, p_low=0.02)
     base["data_sha256"] = tiny_corpus.sha256
@@ -405,7 +405,7 @@ def _units(spec: dict) -> list[dict]:
 
 
 def test_projection_chart_shares_axes_marks_twins_rare_symbols_and_tooltips():
-    from selfish_lib import charts
+    from selfish_lib.report import charts
 
     weights = geometry.for_seed(planted_weights(n_base=10, d=6, seeds=(0,)), 0)
     points = geometry.projection_table(weights, bilingual_info(range(1, 11)), perplexity=5)
@@ -435,7 +435,7 @@ def test_projection_chart_shares_axes_marks_twins_rare_symbols_and_tooltips():
 
 
 def test_other_geometry_charts_build(planted_study):
-    from selfish_lib import charts
+    from selfish_lib.report import charts
 
     weights, info, _, means, _ = planted_study
     norms = charts.chart_spec(charts.norms_by_rank(geometry.norm_table(weights, info)))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfish_lib.losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
+from selfish_lib.engine.losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
 
 INF = math.inf
 FINITE_LAYOUTS = [0.0, 0.5, 2.0, 8.0]

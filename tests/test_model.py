@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from selfish_lib.model import GPT, GPTConfig
+from selfish_lib.engine.model import GPT, GPTConfig
 
 SMALL = dict(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16)
 

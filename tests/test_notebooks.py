@@ -11,8 +11,8 @@ import re
 import nbformat
 import pytest
 
-from selfish_lib import pipeline
-from selfish_lib import worked_example as we
+from selfish_lib.report import pipeline
+from selfish_lib.study import hypothesis as we
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,8 @@ def test_notebook_05_saves_its_figures_and_a_summary_with_verdicts(report):
 def test_notebook_06_sweeps_the_layouts_and_reports_them_without_a_kernel(report):
     import math
 
-    from selfish_lib import sweep
-    from selfish_lib.losses import nucleus_margin
+    from selfish_lib.engine.losses import nucleus_margin
+    from selfish_lib.study import layout as sweep
 
     summary = json.loads((report / "summary.json").read_text())
     assert summary["notebooks"]["06_layout_explorer"]["status"] == "ok"

@@ -13,10 +13,10 @@ import nbformat
 import numpy as np
 import pytest
 
-from selfish_lib import pipeline
-from selfish_lib.cli import _parameter, main
-from selfish_lib.profiles import get_profile
-from selfish_lib.validation import ParameterError
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.engine.validation import ParameterError
+from selfish_lib.report import pipeline
+from selfish_lib.report.cli import _parameter, main
 
 OK_NOTEBOOK = """\
 # %% [markdown]
@@ -29,7 +29,7 @@ report_dir = None
 unused = "default"
 
 # %%
-from selfish_lib import pipeline
+from selfish_lib.report import pipeline
 
 pipeline.write_fragment(report_dir, "01_ok", {"profile": profile, "layout": layout})
 print(f"ran {profile} at {layout}")
@@ -333,6 +333,6 @@ def test_cli_help_lists_the_commands(capsys):
     ],
 )
 def test_notebook_parameters_parse_python_literals_and_inf(text, expected):
-    from selfish_lib.cli import _parameter
+    from selfish_lib.report.cli import _parameter
 
     assert _parameter(text)[2] == expected

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from selfish_lib.profiles import PROFILE_NAMES, get_profile
-from selfish_lib.validation import ParameterError
+from selfish_lib.engine.profiles import PROFILE_NAMES, get_profile
+from selfish_lib.engine.validation import ParameterError
 
 
 def test_paper_profile_is_the_original_study_scale():
@@ -54,8 +54,8 @@ def test_objective_configs_pair_ce_and_hns_for_every_seed():
 
 
 def test_finite_layout_check_and_study_check():
-    from selfish_lib.losses import check_layout
-    from selfish_lib.pipeline import check_study
+    from selfish_lib.engine.losses import check_layout
+    from selfish_lib.report.pipeline import check_study
 
     assert check_layout(2.0, finite=True) == 2.0
     with pytest.raises(ParameterError, match="layout=inf"):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-import selfish_lib.runs as runs
-from selfish_lib.runs import Run, config_hash, get_or_train, list_runs
-from selfish_lib.training import TrainConfig
+import selfish_lib.engine.runs as runs
+from selfish_lib.engine.runs import Run, config_hash, get_or_train, list_runs
+from selfish_lib.engine.training import TrainConfig
 
 
 def tiny(corpus, **changes) -> TrainConfig:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfish_lib.model import GPT, GPTConfig
-from selfish_lib.samples import generate_text
+from selfish_lib.engine.model import GPT, GPTConfig
+from selfish_lib.engine.samples import generate_text
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from selfish_lib.losses import hns_cross_entropy, hns_keep_mask
-from selfish_lib.model import GPT, GPTConfig
-from selfish_lib.scenarios import ScenarioLog, decompose, forward, tidy
-from selfish_lib.training import TrainConfig, learning_rate, train
+from selfish_lib.engine.losses import hns_cross_entropy, hns_keep_mask
+from selfish_lib.engine.model import GPT, GPTConfig
+from selfish_lib.engine.scenarios import ScenarioLog, decompose, forward, tidy
+from selfish_lib.engine.training import TrainConfig, learning_rate, train
 
 LAYOUTS = [math.inf, 0.5, 2.0, 8.0]
 
@@ -186,7 +186,7 @@ def test_tidy_table_joins_symbols_and_ranks(tiny_corpus):
 
 
 def test_token_totals_and_group_shares_on_a_known_table():
-    from selfish_lib.scenarios import group_shares, token_totals
+    from selfish_lib.study.gradients import group_shares, token_totals
 
     wide = pd.DataFrame(
         {
@@ -208,7 +208,7 @@ def test_token_totals_and_group_shares_on_a_known_table():
 
 
 def test_reading_verdicts_follow_the_intervals():
-    from selfish_lib.scenarios import reading
+    from selfish_lib.study.gradients import reading
 
     rows = []
     # CE: share well above one half in every seed; HNS: clearly lower, paired by seed
@@ -230,7 +230,7 @@ def test_reading_verdicts_follow_the_intervals():
             },
         ]
     per_seed = pd.DataFrame(rows)
-    from selfish_lib.stats import aggregate_seeds
+    from selfish_lib.study.stats import aggregate_seeds
 
     shares = aggregate_seeds(per_seed, ["objective", "language", "group"], ["share_nontarget"])
     out = reading(per_seed, shares, rare_groups=["61-65"])

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selfish_lib.stats import aggregate_seeds, compare, mean_ci, paired_difference
+from selfish_lib.study.stats import aggregate_seeds, compare, mean_ci, paired_difference
 
 
 def test_mean_ci_matches_the_t_table():
@@ -113,13 +113,13 @@ def test_vectorized_aggregation_equals_mean_ci_per_group():
     ],
 )
 def test_claim_verdicts_follow_the_interval(lo, hi, kind, margin, expected):
-    from selfish_lib.stats import claim_verdict
+    from selfish_lib.study.stats import claim_verdict
 
     assert claim_verdict(lo, hi, kind, margin) == expected
 
 
 def test_claim_verdict_rejects_bad_arguments():
-    from selfish_lib.stats import claim_verdict
+    from selfish_lib.study.stats import claim_verdict
 
     with pytest.raises(ValueError, match="kind"):
         claim_verdict(0.0, 1.0, "bigger")

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 import torch
 
-from selfish_lib import charts
-from selfish_lib import sweep as sw
-from selfish_lib.profiles import get_profile
-from selfish_lib.stats import mean_ci
-from selfish_lib.training import TrainConfig
-from selfish_lib.validation import ParameterError
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.engine.training import TrainConfig
+from selfish_lib.engine.validation import ParameterError
+from selfish_lib.report import charts
+from selfish_lib.study import layout as sw
+from selfish_lib.study.stats import mean_ci
 
 INF = math.inf
 SEEDS = (0, 1, 2)
@@ -252,7 +252,7 @@ def test_readable_table_and_fragment_are_json_safe():
     assert {"low_top1", "low_top1_lo", "low_top1_hi", "all_loss", "all_loss_vs_ce"} <= set(
         records[0]
     )
-    from selfish_lib.pipeline import _jsonable
+    from selfish_lib.engine.files import jsonable as _jsonable
 
     json.dumps(_jsonable(records), allow_nan=False)
 

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from selfish_lib.model import GPT
-from selfish_lib.training import (
+from selfish_lib.engine.model import GPT
+from selfish_lib.engine.training import (
     TokenLossLog,
     TrainConfig,
     learning_rate,
@@ -172,7 +172,7 @@ def test_corpus_mismatch_and_bad_device_are_rejected(tiny_corpus):
 
 
 def test_layout_schedules_interpolate_from_start_to_end():
-    from selfish_lib.training import layout_at
+    from selfish_lib.engine.training import layout_at
 
     const = TrainConfig(layout=2.0, max_steps=11)
     assert [layout_at(s, const) for s in (0, 5, 10)] == [2.0, 2.0, 2.0]

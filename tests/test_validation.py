@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from selfish_lib.validation import (
+from selfish_lib.engine.validation import (
     ParameterError,
     check_choice,
     check_float,

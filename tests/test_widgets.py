@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfish_lib.widgets import dropdown_explorer, slider_explorer
+from selfish_lib.report.widgets import dropdown_explorer, slider_explorer
 
 
 class Drawing:
@@ -64,7 +64,7 @@ def sweep_tables():
 def test_controls_explorer_redraws_on_any_control():
     import ipywidgets as w
 
-    from selfish_lib.widgets import ControlsExplorer
+    from selfish_lib.report.widgets import ControlsExplorer
 
     a, b = w.IntText(value=1), w.IntText(value=2)
     ex = ControlsExplorer({"x": a, "y": b}, lambda x, y: Drawing(x + y))
@@ -77,7 +77,7 @@ def test_controls_explorer_redraws_on_any_control():
 
 
 def test_layout_explorer_highlights_the_slider_layout_and_the_schedule(sweep_tables):
-    from selfish_lib.widgets import layout_explorer
+    from selfish_lib.report.widgets import layout_explorer
 
     ex = layout_explorer(sweep_tables, layout=2.0)
     slider, dropdown = ex.controls["layout"], ex.controls["schedule"]
@@ -98,8 +98,8 @@ def test_layout_explorer_highlights_the_slider_layout_and_the_schedule(sweep_tab
 
 
 def test_toy_explorer_redraws_the_exclusions():
-    from selfish_lib import sweep
-    from selfish_lib.widgets import toy_layout_explorer
+    from selfish_lib.report.widgets import toy_layout_explorer
+    from selfish_lib.study import layout as sweep
 
     example = sweep.toy_example()
     ex = toy_layout_explorer(example, [0.0, 2.0, float("inf")], value=float("inf"))
@@ -117,7 +117,7 @@ def test_toy_explorer_redraws_the_exclusions():
 def test_nucleus_calculator_outputs_the_margin():
     import math
 
-    from selfish_lib.widgets import nucleus_calculator
+    from selfish_lib.report.widgets import nucleus_calculator
 
     ex = nucleus_calculator(130, 0.9, layouts=[2.0, 8.0, float("inf")])
 
@@ -136,7 +136,7 @@ def test_live_redraws_of_altair_charts_skip_the_static_svg():
     import altair as alt
     import pandas as pd
 
-    from selfish_lib import charts
+    from selfish_lib.report import charts
 
     charts.use_offline_renderer()
     data = pd.DataFrame({"x": [1, 2, 3], "y": [3, 1, 2]})

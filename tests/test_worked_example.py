@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from selfish_lib import worked_example as we
-from selfish_lib.scenarios import SCENARIOS
-from selfish_lib.validation import ParameterError
+from selfish_lib.engine.scenarios import SCENARIOS
+from selfish_lib.engine.validation import ParameterError
+from selfish_lib.study import hypothesis as we
 
 INPUT, TARGET, NONTARGET = SCENARIOS
 LAYOUTS = (math.inf, 3.0, 2.0, 1.0, 0.5, 0.0)

@@ -25,8 +25,8 @@ import torch
 from scipy import stats as st
 from scipy.special import logsumexp
 
+from ..engine.validation import ParameterError, check_float, check_int
 from .stats import aggregate_seeds, compare, paired_difference
-from .validation import ParameterError, check_float, check_int
 
 ArrayLike = torch.Tensor | np.ndarray
 PROJECTIONS = ("PCA", "t-SNE")
@@ -445,7 +445,7 @@ def model_weights(runs: Mapping, base_vocab_size: int, include_initial: bool = T
     """{(objective, seed): embedding matrix} of a grid of runs, objective 'CE' or 'HNS'
     (the run's family); with ``include_initial`` also ('initial', seed): the matrix
     a run of that seed starts from (the same for both objectives)."""
-    from .training import initial_model
+    from ..engine.training import initial_model
 
     out: dict = {}
     for run in runs.values():

@@ -7,7 +7,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from ..geometry import OBJECTIVES, PROJECTIONS
+from ...study.geometry import OBJECTIVES, PROJECTIONS
 from .core import OBJECTIVE_COLORS
 
 # The two alphabets of the bilingual simulation; distinct from the CE / HNS colours.

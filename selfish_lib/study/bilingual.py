@@ -16,9 +16,9 @@ import math
 
 import pandas as pd
 
-from .evaluation import METRICS, aggregate, probability_profile
-from .profiles import Profile
-from .runs import stack_runs
+from ..engine.evaluation import METRICS, aggregate, probability_profile
+from ..engine.profiles import Profile
+from ..engine.runs import stack_runs
 from .stats import aggregate_seeds, paired_difference
 
 EXPERIMENTS = ("baseline", "HNS", "low-resource only")
@@ -103,7 +103,7 @@ def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> tu
 
     Returns Markdown text and a JSON-safe summary.
     """
-    from .comparison import verdict
+    from .frequency import verdict
 
     lines, summary = [], {"hns_minus_baseline": {}, "claims": {}}
     for language in ("low", "high", "both"):

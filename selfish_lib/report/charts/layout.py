@@ -15,7 +15,7 @@ import math
 import altair as alt
 import pandas as pd
 
-from ..sweep import CE_ARM, CONSTANT, SweepTables, layout_label
+from ...study.layout import CE_ARM, CONSTANT, SweepTables, layout_label
 from .core import EXCLUDED_COLOR, OBJECTIVE_COLORS, SCENARIO_COLORS
 
 HIGHLIGHT_COLOR = OBJECTIVE_COLORS["HNS"]  # the chosen layout

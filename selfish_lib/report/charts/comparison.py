@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from ..evaluation import METRICS
+from ...engine.evaluation import METRICS
 from .core import objective_scale
 
 METRIC_TITLES = {"loss": "loss", "top1": "top-1 accuracy", "recall5": "recall@5", "mrr": "MRR"}

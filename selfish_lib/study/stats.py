@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from .validation import check_float
+from ..engine.validation import check_float
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from ..scenarios import SCENARIO_LABELS, SCENARIOS
+from ...engine.scenarios import SCENARIO_LABELS, SCENARIOS
 from .core import (
     EXCLUDED_COLOR,
     GROUP_SCHEME,

@@ -31,14 +31,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .comparison import verdict
-from .evaluation import METRICS
+from ..engine.evaluation import METRICS
+from ..engine.losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
+from ..engine.profiles import Profile
+from ..engine.training import TrainConfig
+from ..engine.validation import ParameterError, check_choice, check_float, check_seeds
+from .frequency import verdict
 from .geometry import pca_2d
-from .losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
-from .profiles import Profile
 from .stats import aggregate_seeds, paired_difference
-from .training import TrainConfig
-from .validation import ParameterError, check_choice, check_float, check_seeds
 
 DEFAULT_LAYOUTS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, math.inf)
 SCHEDULE_KINDS = ("linear", "cosine")

@@ -51,7 +51,7 @@ def _layout(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``selfish`` command."""
-    from .profiles import PROFILE_NAMES, SETTINGS
+    from ..engine.profiles import PROFILE_NAMES, SETTINGS
 
     profiles = ", ".join(PROFILE_NAMES)
     parser = argparse.ArgumentParser(prog="selfish", description=__doc__.splitlines()[0])
@@ -122,10 +122,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .corpus import load_corpus
+    from ..engine.corpus import load_corpus
+    from ..engine.profiles import get_profile
+    from ..engine.runs import get_or_train
     from .pipeline import check_device
-    from .profiles import get_profile
-    from .runs import get_or_train
 
     config = get_profile(args.profile).config(args.setting, layout=args.layout, seed=args.seed)
     check_device(args.device)
@@ -138,7 +138,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .runs import list_runs
+    from ..engine.runs import list_runs
 
     table = list_runs(args.results_dir)
     print(

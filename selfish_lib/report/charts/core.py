@@ -22,9 +22,9 @@ import altair as alt
 import pandas as pd
 import vl_convert
 
-from ..pipeline import write_atomic
-from ..scenarios import SCENARIO_LABELS, SCENARIOS
-from ..validation import ParameterError
+from ...engine.files import write_atomic
+from ...engine.scenarios import SCENARIO_LABELS, SCENARIOS
+from ...engine.validation import ParameterError
 
 RENDERER = "selfish_offline"
 THEME = "selfish"

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .evaluation import METRICS
-from .runs import stack_runs
+from ..engine.evaluation import METRICS
+from ..engine.runs import stack_runs
+from ..engine.validation import check_int
 from .stats import aggregate_seeds, compare, paired_difference
-from .validation import check_int
 
 # For each metric, whether a larger value is better.
 HIGHER_IS_BETTER = {"loss": False, "top1": True, "recall5": True, "mrr": True}

@@ -36,20 +36,19 @@ import ast
 import copy
 import datetime as dt
 import json
-import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .validation import ParameterError, check_choice, check_seeds
+from .. import __version__
+from ..engine.files import write_atomic, write_json
+from ..engine.validation import ParameterError, check_choice, check_seeds
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 KERNEL = "python3"
 SUMMARY = "summary.json"
@@ -90,50 +89,6 @@ class NotebookError(RuntimeError):
 # --- small helpers --------------------------------------------------------------------
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: str | os.PathLike, payload: str | bytes) -> Path:
-    """Write ``payload`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(payload.encode("utf-8") if isinstance(payload, str) else payload)
-        # mkstemp creates the file private (0600); give it the usual permissions.
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy/torch scalars unwrapped, non-finite floats as strings."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        return _jsonable(value.tolist())  # numpy arrays and scalars, torch tensors
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # 'inf', '-inf', 'nan': strict JSON has no such numbers
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise TypeError(f"cannot write {type(value).__name__} {value!r} to JSON")
-
-
-def _write_json(path: Path, data: Any) -> Path:
-    return write_atomic(path, json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-
-
 def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
@@ -150,7 +105,7 @@ def write_fragment(
         return None
     if not NOTEBOOK_PATTERN.match(name):
         raise ParameterError("name", name, "a notebook name such as '01_hypothesis'")
-    return _write_json(Path(report_dir) / f"{name}{FRAGMENT_SUFFIX}", dict(data))
+    return write_json(Path(report_dir) / f"{name}{FRAGMENT_SUFFIX}", dict(data))
 
 
 def read_fragments(report_dir: str | os.PathLike) -> dict[str, Any]:
@@ -166,7 +121,7 @@ def read_fragments(report_dir: str | os.PathLike) -> dict[str, Any]:
 
 def check_device(device: str) -> str:
     """Validate ``device`` (auto, cpu, cuda, mps, optionally 'cuda:N') and its availability."""
-    from .training import resolve_device
+    from ..engine.training import resolve_device
 
     kind = str(device).split(":")[0] if isinstance(device, str) else device
     check_choice("device", kind, DEVICES)
@@ -181,7 +136,7 @@ def check_device(device: str) -> str:
 def check_study(profile: str, seeds, device: str):
     """Validate the parameters every notebook shares and return the profile (with the
     ``seeds`` if given), so that a typo fails before any work with a clear message."""
-    from .profiles import get_profile
+    from ..engine.profiles import get_profile
 
     study = get_profile(profile, seeds)
     check_device(device)
@@ -416,7 +371,7 @@ def export_html(ipynb: str | os.PathLike, html: str | os.PathLike | None = None)
 
 def render_reports(profile: str, reports_dir: str | os.PathLike = "reports") -> list[Path]:
     """Re-render the HTML of every executed notebook in ``reports/<profile>/`` (no execution)."""
-    from .profiles import get_profile
+    from ..engine.profiles import get_profile
 
     get_profile(profile)
     folder = Path(reports_dir) / profile
@@ -475,9 +430,9 @@ def run_pipeline(
     """
     from tqdm.auto import tqdm
 
-    from .corpus import resolve_corpus_path
-    from .profiles import get_profile
-    from .training import resolve_device
+    from ..engine.corpus import resolve_corpus_path
+    from ..engine.profiles import get_profile
+    from ..engine.training import resolve_device
 
     spec = get_profile(profile)
     check_device(device)
@@ -543,13 +498,13 @@ def run_pipeline(
             entry["finished"] = _now()
             entry["seconds"] = round(time.perf_counter() - began, 3)
             summary["fragments"] = read_fragments(report_dir)
-            _write_json(summary_path, summary)
+            write_json(summary_path, summary)
             raise
         entry.update(status="ok", finished=_now(), ipynb=ipynb.name, html=html.name)
         entry["seconds"] = round(time.perf_counter() - began, 3)
         summary["fragments"] = read_fragments(report_dir)
-        _write_json(summary_path, summary)
+        write_json(summary_path, summary)
         htmls.append(html)
     summary["finished"] = _now()
-    _write_json(summary_path, summary)
+    write_json(summary_path, summary)
     return htmls

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..engine.files import write_atomic
 from .stats import claim_verdict, mean_ci
 
 # Equivalence margins, stated with every claim that uses one.
@@ -249,7 +250,6 @@ def save_claims(claims: pd.DataFrame, report_dir: str | os.PathLike | None) -> P
     """Write ``claims.json`` (a list of rows, NaN as null) into ``report_dir`` atomically."""
     if report_dir is None:
         return None
-    from .pipeline import write_atomic
 
     records = json.loads(claims.to_json(orient="records"))
     return write_atomic(Path(report_dir) / "claims.json", json.dumps(records, indent=2) + "\n")

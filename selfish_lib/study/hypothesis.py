@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from .losses import check_layout, hns_cross_entropy, hns_keep_mask
-from .scenarios import SCENARIO_LABELS, SCENARIOS
-from .validation import ParameterError, check_int
+from ..engine.losses import check_layout, hns_cross_entropy, hns_keep_mask
+from ..engine.scenarios import SCENARIO_LABELS, SCENARIOS
+from ..engine.validation import ParameterError, check_int
 
 OBJECTIVES = ("CE", "HNS")
 

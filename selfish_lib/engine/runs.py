@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from . import __version__
+from .. import __version__
 from .corpus import Corpus, load_corpus
 from .evaluation import aggregate
 from .model import GPT

@@ -17,7 +17,7 @@ import altair as alt
 import ipywidgets as widgets
 
 if TYPE_CHECKING:
-    from .sweep import SweepTables, ToyLogits
+    from ..study.layout import SweepTables, ToyLogits
 
 
 def _show(output: widgets.Output, obj: Any) -> None:
@@ -155,8 +155,8 @@ def layout_explorer(
     (constant layout, or the scheduled run) redrawing ``charts.layout_explorer_chart``
     from the precomputed ``sweep.SweepTables``. The slider is disabled while the
     scheduled run is shown, since the schedule fixes its own layouts."""
+    from ..study.layout import CONSTANT, layout_label
     from . import charts
-    from .sweep import CONSTANT, layout_label
 
     layouts = tables.layouts
     if layout is None:
@@ -198,8 +198,8 @@ def toy_layout_explorer(
     """A slider over ``layouts`` (plus ``value`` if it is not one of them) redrawing the
     toy explainer of notebook 06: the logits, the cut, and each logit's gradient under
     HNS and CE (``sweep.toy_gradients``)."""
+    from ..study.layout import toy_gradients
     from . import charts
-    from .sweep import toy_gradients
 
     values = list(layouts)
     if value is not None and value not in values:  # any layout can be the starting point
@@ -219,7 +219,7 @@ def nucleus_calculator(
     with the swept ``layouts`` at or beyond it); a bad input shows its error instead."""
     from IPython.display import Markdown
 
-    from .sweep import nucleus_margin_text
+    from ..study.layout import nucleus_margin_text
 
     layouts = list(layouts)
     size = widgets.BoundedIntText(

@@ -1,0 +1,171 @@
+"""Chapter 02: the gradient scenarios across runs (shares by frequency group, curves, reading).
+
+The per-run instrument (the exact decomposition and its log) lives in
+``engine.scenarios``; this module turns the logs of a grid of runs into the tables
+notebook 02 shows and the reading it ends with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..engine.runs import stack_runs
+from ..engine.scenarios import SCENARIO_LABELS, SCENARIOS
+from .stats import aggregate_seeds, compare, paired_difference
+
+
+def token_totals(wide: pd.DataFrame) -> pd.DataFrame:
+    """Per token: each scenario's gradient norm summed over the logged steps, and the
+    share of scenario 2.2 in their sum."""
+    totals = wide.groupby("token", sort=True)[list(SCENARIOS)].sum().reset_index()
+    whole = totals[list(SCENARIOS)].sum(axis=1)
+    totals["share_nontarget"] = totals["nontarget"] / whole.where(whole > 0)
+    return totals
+
+
+def group_shares(totals: pd.DataFrame, token_info: pd.DataFrame) -> pd.DataFrame:
+    """Per rank group (and language): the share of scenario 2.2 in the summed norms of
+    its tokens, and the ratio 2.2 / (1 + 2.1); > 0.5 and > 1 mean 2.2 outweighs the others."""
+    merged = totals.merge(token_info[["token", "group", "language"]], on="token")
+    summed = merged.groupby(["language", "group"], sort=True)[list(SCENARIOS)].sum().reset_index()
+    own = summed["input"] + summed["target"]
+    summed["share_nontarget"] = summed["nontarget"] / (own + summed["nontarget"])
+    summed["nontarget_over_own"] = summed["nontarget"] / own.where(own > 0)
+    return summed
+
+
+def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
+    """Per objective, token and scenario: the summed gradient norm, mean and interval over
+    seeds; joined with symbols and ranks. Long format (one row per scenario)."""
+
+    totals = stack_runs(runs, lambda r: token_totals(r.scenarios))
+    long = totals.melt(
+        id_vars=["objective", "seed", "token"],
+        value_vars=list(SCENARIOS),
+        var_name="scenario",
+        value_name="norm",
+    )
+    out = aggregate_seeds(long, ["objective", "token", "scenario"], ["norm"])
+    out["scenario_label"] = out["scenario"].map(SCENARIO_LABELS)
+    cols = ["token", "symbol", "display", "rank", "group", "language"]
+    return out.merge(token_info[cols], on="token", how="left")
+
+
+def per_group_share(runs: dict, token_info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Share of scenario 2.2 per rank group: (per seed, aggregated over seeds with intervals)."""
+
+    per_seed = stack_runs(runs, lambda r: group_shares(token_totals(r.scenarios), token_info))
+    agg = aggregate_seeds(
+        per_seed, ["objective", "language", "group"], ["share_nontarget", "nontarget_over_own"]
+    )
+    # A share lies in [0, 1]; a t interval over few seeds can reach past either end.
+    agg["share_nontarget_lo"] = agg["share_nontarget_lo"].clip(lower=0.0)
+    agg["share_nontarget_hi"] = agg["share_nontarget_hi"].clip(upper=1.0)
+    return per_seed, agg
+
+
+def default_tokens(token_info: pd.DataFrame) -> list[int]:
+    """The most frequent, the median and the rarest symbol of the first alphabet."""
+    high = token_info[token_info["language"] == "high"].sort_values("rank")
+    ranks = high["token"].tolist()
+    return [ranks[0], ranks[len(ranks) // 2], ranks[-1]]
+
+
+def step_curves(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
+    """Per objective, logged step, token and scenario: the gradient norm, mean and interval
+    over seeds (for the per-token curves)."""
+
+    wide = stack_runs(runs, lambda r: r.scenarios)
+    long = wide.melt(
+        id_vars=["objective", "seed", "step", "token"],
+        value_vars=list(SCENARIOS),
+        var_name="scenario",
+        value_name="norm",
+    )
+    out = aggregate_seeds(long, ["objective", "step", "token", "scenario"], ["norm"])
+    out["scenario_label"] = out["scenario"].map(SCENARIO_LABELS)
+    return out
+
+
+@dataclass
+class Reading:
+    """What the numbers say: Markdown text for the notebook and a JSON-safe summary."""
+
+    text: str
+    summary: dict
+
+
+def _verdict(lo: float, hi: float, n: int, threshold: float) -> str:
+    if n < 2 or lo != lo or hi != hi:  # NaN: fewer than two seeds
+        return "inconclusive (fewer than two seeds)"
+    if lo > threshold:
+        return "yes"
+    if hi < threshold:
+        return "no"
+    return "inconclusive"
+
+
+def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Reading:
+    """Does scenario 2.2 outweigh scenarios 1 and 2.1 together in the ``rare_groups``
+    (the 95% interval of its share lies above one half), and how does HNS change the
+    share (paired by seed)? Computed from ``per_group_share``'s two frames."""
+
+    high = shares[shares["language"] == "high"].set_index(["objective", "group"])
+    diffs = paired_difference(
+        per_seed[per_seed["language"] == "high"],
+        ["group"],
+        "share_nontarget",
+        "objective",
+        "HNS",
+        "CE",
+    ).set_index("group")
+    lines, summary = [], {"rare_groups": list(rare_groups), "groups": {}}
+    for group in rare_groups:
+        entry = {}
+        parts = []
+        for objective in ("CE", "HNS"):
+            if (objective, group) not in high.index:
+                continue
+            row = high.loc[(objective, group)]
+            verdict = _verdict(
+                row["share_nontarget_lo"], row["share_nontarget_hi"], row["n_seeds"], 0.5
+            )
+            entry[objective] = {
+                "share_nontarget": row["share_nontarget"],
+                "ci": [row["share_nontarget_lo"], row["share_nontarget_hi"]],
+                "n_seeds": int(row["n_seeds"]),
+                "outweighs_input_and_target": verdict,
+            }
+            parts.append(
+                f"under {objective} scenario 2.2 carries {row['share_nontarget']:.1%} of the "
+                f"summed gradient norm (95% CI {row['share_nontarget_lo']:.1%} to "
+                f"{row['share_nontarget_hi']:.1%}, {int(row['n_seeds'])} seeds): "
+                f"outweighs scenarios 1 and 2.1 together: **{verdict}**"
+            )
+        if group in diffs.index:
+            d = diffs.loc[group]
+            direction = compare(d["diff_lo"], d["diff_hi"])
+            entry["hns_minus_ce"] = {
+                "diff": d["diff"],
+                "ci": [d["diff_lo"], d["diff_hi"]],
+                "direction": direction,
+            }
+            parts.append(
+                f"HNS minus CE: {100 * d['diff']:+.1f} points (95% CI {100 * d['diff_lo']:+.1f} "
+                f"to {100 * d['diff_hi']:+.1f}), HNS is **{direction}**"
+            )
+        summary["groups"][group] = entry
+        lines.append(f"- **ranks {group}**: " + "; ".join(parts) + ".")
+    text = "\n".join(
+        [
+            "In the rarest frequency groups of the training split:",
+            "",
+            *lines,
+            "",
+            "A verdict is *yes* when the whole 95% interval of the share lies above one half, "
+            "*no* when it lies below, and *inconclusive* otherwise.",
+        ]
+    )
+    return Reading(text, summary)
