@@ -9,22 +9,23 @@ from collections.abc import Callable
 
 import torch
 
+from selfish_lib.engine.corpus import BlockSampler
+from selfish_lib.engine.model import GPT
+from selfish_lib.engine.objectives import objective_for_layout
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.engine.training import make_optimizer, vocab_size
+
 
 def setup(profile: str, setting: str, layout: float, corpus, device: torch.device):
     """The pieces of one training step at a profile's scale: config, model, optimizer and
     a block sampler, seeded."""
-    from selfish_lib.engine.corpus import BlockSampler
-    from selfish_lib.engine.model import GPT
-    from selfish_lib.engine.profiles import get_profile
-    from selfish_lib.engine.training import make_optimizer
-
-    config = get_profile(profile).config(setting, layout=layout)
+    config = get_profile(profile).config(setting, objective_for_layout(layout))
     torch.manual_seed(0)
-    model = GPT(config.gpt_config(corpus.vocab_size)).to(device)
+    model = GPT(config.model, vocab_size(config, corpus.vocab_size)).to(device)
     optimizer = make_optimizer(model, config)
     sampler = BlockSampler(
         corpus.train,
-        config.block_size,
+        config.model.block_size,
         config.batch_size,
         0,
         corpus.vocab_size,

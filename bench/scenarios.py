@@ -36,7 +36,7 @@ def measure(setting: str, layout: float, args: argparse.Namespace, corpus, devic
         on.append(timed(lambda: step(True), device))
     t_off, t_on = median_ms(off), median_ms(on)
     return [
-        f"{setting}, {config.objective}",
+        f"{setting}, {config.objective.label}",
         f"{t_off:.2f}",
         f"{t_on:.2f}",
         f"{t_on / t_off:.3f}",

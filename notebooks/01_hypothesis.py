@@ -13,28 +13,15 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
-device = "auto"  # auto, cpu, cuda or mps
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
 seeds = None  # a list of seeds, or None for those of the profile
-results_dir = "../results"  # the run store shared by the notebooks
-data_path = None  # the corpus file, or None for SELFISH_DATA, the cache or a download
-progress = True  # progress bars while training
 layout = 2.0  # the HNS margin in logit units, float("inf") for plain cross-entropy
-report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-from IPython.display import Markdown, display
-
-from selfish_lib.engine.corpus import load_corpus
-from selfish_lib.engine.losses import check_layout
-from selfish_lib.engine.profiles import get_profile
-from selfish_lib.report import charts, pipeline
+from selfish_lib.report.notebook import Markdown, charts, display, open_study
 from selfish_lib.study import hypothesis as we
 
-charts.use_offline_renderer()
-# Check every parameter before any work, so a typo fails here with a clear message.
-get_profile(profile, seeds)
-pipeline.check_device(device)
-layout = check_layout(layout)
+study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %% [markdown]
 # ## Three ways an embedding row learns
@@ -98,11 +85,8 @@ layout = check_layout(layout)
 # its numbers).
 
 # %%
-corpus = load_corpus(data_path)
-freq = corpus.frequencies
-rank_chart = charts.frequency_by_rank(freq)
-charts.save_figure(rank_chart, report_dir, "01_frequency_by_rank")
-display(rank_chart)
+freq = study.corpus.frequencies
+study.figure(charts.frequency_by_rank(freq), "frequency_by_rank")
 
 # %% [markdown]
 # Grouped by rank, ten symbols carry most of the text, and the last group
@@ -110,10 +94,8 @@ display(rank_chart)
 
 # %%
 groups = charts.rank_group_table(freq)
-group_chart = charts.group_shares(freq)
-charts.save_figure(group_chart, report_dir, "01_group_shares")
 display(groups.style.format({"share": "{:.3%}", "count": "{:,}"}).hide(axis="index"))
-display(group_chart)
+study.figure(charts.group_shares(freq), "group_shares")
 
 # %% [markdown]
 # ## The three scenarios on a worked example
@@ -142,9 +124,7 @@ tokens.style.format(precision=4).hide(axis="index")
 
 # %%
 norms = we.gradient_norms(example, layout)
-example_chart = charts.worked_example_chart(norms)
-charts.save_figure(example_chart, report_dir, "01_worked_example")
-display(example_chart)
+study.figure(charts.worked_example_chart(norms), "worked_example")
 
 # %% [markdown]
 # Every excluded row satisfies the bound derived above:
@@ -160,9 +140,7 @@ top, rarest_group = groups.iloc[0], groups.iloc[-1]
 rarest = freq.iloc[-1]
 ex = we.summarize(example, layout)
 excluded = ", ".join(f"`{label}`" for label in ex["excluded_labels"]) or "none"
-pipeline.write_fragment(
-    report_dir,
-    "01_hypothesis",
+study.fragment(
     {
         "top_group_share": top["share"],
         "rarest_group": rarest_group["group"],

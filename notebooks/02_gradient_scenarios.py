@@ -18,27 +18,15 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
-device = "auto"  # auto, cpu, cuda or mps
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
 seeds = None  # a list of seeds, or None for those of the profile
-results_dir = "../results"  # the run store shared by the notebooks
-data_path = None  # the corpus file, or None for SELFISH_DATA, the cache or a download
-progress = True  # progress bars while training
 layout = 2.0  # the HNS margin compared with CE
-report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-from IPython.display import Markdown, display
-
-from selfish_lib.engine.corpus import load_corpus
-from selfish_lib.engine.losses import check_layout
-from selfish_lib.engine.runs import describe_runs, get_or_train_grid
-from selfish_lib.report import charts, pipeline, widgets
+from selfish_lib.report.notebook import Markdown, charts, display, open_study, widgets
 from selfish_lib.study import gradients as sc
 
-charts.use_offline_renderer()
-# Check every parameter before any work, so a typo fails here with a clear message.
-study = pipeline.check_study(profile, seeds, device)
-layout = check_layout(layout, finite=True)
+study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %% [markdown]
 # ## The runs
@@ -48,16 +36,8 @@ layout = check_layout(layout, finite=True)
 # notebook 03 reuses these runs.
 
 # %%
-corpus = load_corpus(data_path)
-info = corpus.token_info()
-runs = get_or_train_grid(
-    study.objective_configs("single", layout),
-    corpus=corpus,
-    results_dir=results_dir,
-    device=device,
-    progress=progress,
-)
-display(describe_runs(runs, info))
+info = study.token_info()
+runs = study.comparison_runs("single")
 
 # %% [markdown]
 # ## Each scenario, token by token
@@ -68,9 +48,7 @@ display(describe_runs(runs, info))
 
 # %%
 tokens = sc.per_token_summary(runs, info)
-by_rank = charts.scenario_norms_by_rank(tokens)
-charts.save_figure(by_rank, report_dir, "02_scenario_norms_by_rank")
-by_rank
+study.figure(charts.scenario_norms_by_rank(tokens), "scenario_norms_by_rank")
 
 # %% [markdown]
 # ## The share of scenario 2.2 by frequency group
@@ -82,9 +60,7 @@ by_rank
 
 # %%
 per_seed, shares = sc.per_group_share(runs, info)
-share_chart = charts.nontarget_share_by_group(per_seed, shares)
-charts.save_figure(share_chart, report_dir, "02_nontarget_share_by_group")
-share_chart
+study.figure(charts.nontarget_share_by_group(per_seed, shares), "nontarget_share_by_group")
 
 # %%
 columns = ["objective", "group", "share_nontarget", "share_nontarget_lo", "share_nontarget_hi"]
@@ -105,14 +81,12 @@ explorer = widgets.scenario_curve_explorer(curves, info, labels, value=defaults[
 explorer.widget
 
 # %%
-static_curves = charts.scenario_curves(curves, info, defaults)
-charts.save_figure(static_curves, report_dir, "02_scenario_curves")
-static_curves
+study.figure(charts.scenario_curves(curves, info, defaults), "scenario_curves")
 
 # %% [markdown]
 # ## What the numbers say
 
 # %%
 reading = sc.reading(per_seed, shares, rare_groups=("51-60", "61-65"))
-pipeline.write_fragment(report_dir, "02_gradient_scenarios", reading.summary)
+study.fragment(reading.summary)
 Markdown(reading.text)

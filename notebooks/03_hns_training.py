@@ -27,30 +27,16 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
-device = "auto"  # auto, cpu, cuda or mps
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
 seeds = None  # a list of seeds, or None for those of the profile
-results_dir = "../results"  # the run store shared by the notebooks
-data_path = None  # the corpus file, or None for SELFISH_DATA, the cache or a download
-progress = True  # progress bars while training
 layout = 2.0  # the HNS margin compared with CE
 smoothing = 5  # moving-average window of the training curves, in logged steps
-report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-from IPython.display import Markdown, display
-
-from selfish_lib.engine.corpus import load_corpus
-from selfish_lib.engine.losses import check_layout
-from selfish_lib.engine.runs import describe_runs, get_or_train_grid
-from selfish_lib.engine.validation import check_int
-from selfish_lib.report import charts, pipeline
+from selfish_lib.report.notebook import Markdown, charts, display, open_study
 from selfish_lib.study import frequency as cmp
 
-charts.use_offline_renderer()
-# Check every parameter before any work, so a typo fails here with a clear message.
-study = pipeline.check_study(profile, seeds, device)
-layout = check_layout(layout, finite=True)
-smoothing = check_int("smoothing", smoothing, 1)
+study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %% [markdown]
 # ## The runs
@@ -59,16 +45,8 @@ smoothing = check_int("smoothing", smoothing, 1)
 # runs trained there (or trains them now, if this notebook runs first).
 
 # %%
-corpus = load_corpus(data_path)
-info = corpus.token_info()
-runs = get_or_train_grid(
-    study.objective_configs("single", layout),
-    corpus=corpus,
-    results_dir=results_dir,
-    device=device,
-    progress=progress,
-)
-display(describe_runs(runs, info))
+info = study.token_info()
+runs = study.comparison_runs("single")
 
 # %% [markdown]
 # ## Training loss by frequency group
@@ -79,9 +57,7 @@ display(describe_runs(runs, info))
 # %%
 curves = cmp.group_training_curves(runs, info, window=smoothing)
 bands = cmp.curve_bands(curves)
-curve_chart = charts.group_curves(bands)
-charts.save_figure(curve_chart, report_dir, "03_training_curves")
-curve_chart
+study.figure(charts.group_curves(bands), "training_curves")
 
 # %% [markdown]
 # ## Validation by frequency group
@@ -97,18 +73,14 @@ table = cmp.validation_table(per_seed)
 display(cmp.readable_table(table).style.hide(axis="index"))
 
 # %%
-diff_chart = charts.group_differences(table)
-charts.save_figure(diff_chart, report_dir, "03_validation_differences")
-diff_chart
+study.figure(charts.group_differences(table), "validation_differences")
 
 # %% [markdown]
 # ## What the numbers say
 
 # %%
 reading = cmp.group_reading(cmp.final_training_loss(curves), table)
-pipeline.write_fragment(
-    report_dir,
-    "03_hns_training",
+study.fragment(
     {"layout": layout, "seeds": list(study.seeds), "smoothing": smoothing, **reading.summary},
 )
 Markdown(reading.text)

@@ -26,54 +26,25 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
-device = "auto"  # auto, cpu, cuda or mps
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
 seeds = None  # a list of seeds, or None for those of the profile
-results_dir = "../results"  # the run store shared by the notebooks
-data_path = None  # the corpus file, or None for SELFISH_DATA, the cache or a download
-progress = True  # progress bars while training
 layout = 2.0  # the HNS margin compared with CE
 temperature = 0.8  # sampling temperature of the text samples
 top_p = 0.9  # nucleus of the text samples
 sample_length = 300  # symbols per sample
-report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-from IPython.display import Markdown, display
+from selfish_lib.report.notebook import Markdown, charts, display, open_study
+from selfish_lib.study import bilingual, claims, frequency, gradients
 
-from selfish_lib.engine.corpus import load_corpus
-from selfish_lib.engine.losses import check_layout
-from selfish_lib.engine.runs import describe_runs, get_or_train_grid
-from selfish_lib.engine.samples import as_markdown, generate_text
-from selfish_lib.engine.training import resolve_device
-from selfish_lib.engine.validation import check_float, check_int
-from selfish_lib.report import charts, pipeline
-from selfish_lib.study import bilingual as bl
-from selfish_lib.study import claims
-from selfish_lib.study import frequency as cmp
-from selfish_lib.study import gradients as sc
-
-charts.use_offline_renderer()
-# Check every parameter before any work, so a typo fails here with a clear message.
-study = pipeline.check_study(profile, seeds, device)
-layout = check_layout(layout, finite=True)
-temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
-top_p = check_float("top_p", top_p, 0.0, 1.0, min_inclusive=False)
-sample_length = check_int("sample_length", sample_length, 1)
+study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %% [markdown]
 # ## The runs
 
 # %%
-corpus = load_corpus(data_path)
-info = corpus.token_info(bilingual=True)
-runs = get_or_train_grid(
-    bl.experiment_configs(study, layout),
-    corpus=corpus,
-    results_dir=results_dir,
-    device=device,
-    progress=progress,
-)
-display(describe_runs(runs, info))
+corpus, info = study.corpus, study.token_info(bilingual=True)
+runs = study.runs(bilingual.experiment_configs(study.profile, layout))
 
 # %% [markdown]
 # ## Learning curves
@@ -83,10 +54,8 @@ display(describe_runs(runs, info))
 # ends early.
 
 # %%
-curves = bl.learning_curves(runs, info)
-curve_chart = charts.bilingual_learning_curves(curves)
-charts.save_figure(curve_chart, report_dir, "04_learning_curves")
-curve_chart
+curves = bilingual.learning_curves(runs, info)
+study.figure(charts.bilingual_learning_curves(curves), "learning_curves")
 
 # %% [markdown]
 # ## Final metrics
@@ -95,11 +64,9 @@ curve_chart
 # position of both alphabets), then HNS minus the baseline, paired by seed.
 
 # %%
-per_seed = bl.language_metrics(runs, info)
-table, diffs = bl.final_table(per_seed)
-final_chart = charts.bilingual_final_metrics(table)
-charts.save_figure(final_chart, report_dir, "04_final_metrics")
-final_chart
+per_seed = bilingual.language_metrics(runs, info)
+table, diffs = bilingual.final_table(per_seed)
+study.figure(charts.bilingual_final_metrics(table), "final_metrics")
 
 # %%
 display(table.style.format(precision=4).hide(axis="index"))
@@ -119,15 +86,11 @@ display(diffs.style.format(precision=4).hide(axis="index"))
 # easy negatives.
 
 # %%
-hist, mass = bl.where_the_loss_goes(runs, corpus, layout, str(resolve_device(device)))
-hist_chart = charts.probability_histogram(hist)
-charts.save_figure(hist_chart, report_dir, "04_probability_histogram")
-hist_chart
+hist, mass = bilingual.where_the_loss_goes(runs, corpus, layout, str(study.device))
+study.figure(charts.probability_histogram(hist), "probability_histogram")
 
 # %%
-mass_chart = charts.probability_mass(mass)
-charts.save_figure(mass_chart, report_dir, "04_probability_mass")
-mass_chart
+study.figure(charts.probability_mass(mass), "probability_mass")
 
 # %% [markdown]
 # ## Samples
@@ -137,6 +100,8 @@ mass_chart
 # their twins so both read as text).
 
 # %%
+from selfish_lib.engine.samples import as_markdown, generate_text
+
 first = study.seeds[0]
 samples = {
     (experiment, language): generate_text(
@@ -148,7 +113,7 @@ samples = {
         top_p,
         seed=first,
     )
-    for experiment in bl.EXPERIMENTS
+    for experiment in bilingual.EXPERIMENTS
     for language in ("high", "low")
 }
 Markdown(as_markdown(samples, lambda key: f"{key[0]}, {key[1]}-resource alphabet"))
@@ -163,23 +128,18 @@ Markdown(as_markdown(samples, lambda key: f"{key[0]}, {key[1]}-resource alphabet
 # margin; 'at least as good' (C7) means it lies above minus a stated margin.
 
 # %%
-single = get_or_train_grid(
-    study.objective_configs("single", layout),
-    corpus=corpus,
-    results_dir=results_dir,
-    device=device,
-    progress=progress,
-)
-single_info = corpus.token_info()
-shares, _ = sc.per_group_share(single, single_info)
-table_of_claims = claims.build_claims(shares, cmp.group_validation(single, single_info), per_seed)
-claims.save_claims(table_of_claims, report_dir)
+single = study.comparison_runs("single", show=False)
+single_info = study.token_info()
+shares, _ = gradients.per_group_share(single, single_info)
+validation = frequency.group_validation(single, single_info)
+table_of_claims = claims.build_claims(shares, validation, per_seed)
+claims.save_claims(table_of_claims, study.report_dir)
 claims.styled(table_of_claims)
 
 # %% [markdown]
 # ## What the numbers say
 
 # %%
-text, summary = bl.reading(diffs, mass, table_of_claims)
-pipeline.write_fragment(report_dir, "04_bilingual_simulation", {"layout": layout, **summary})
-Markdown(text)
+reading = bilingual.reading(diffs, mass, table_of_claims)
+study.fragment({"layout": layout, **reading.summary})
+Markdown(reading.text)

@@ -24,36 +24,18 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
-device = "auto"  # auto, cpu, cuda or mps
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
 seeds = None  # a list of seeds, or None for those of the profile
-results_dir = "../results"  # the run store shared by the notebooks
-data_path = None  # the corpus file, or None for SELFISH_DATA, the cache or a download
-progress = True  # progress bars while training
 layout = 2.0  # the HNS margin compared with CE
 perplexity = 30.0  # t-SNE perplexity: > 0 and < the number of embedding rows
 projection_seed = 0  # seed of the t-SNE layout and of the unigram probe's starting point
 n_rare = 5  # how many of the rarest symbols are marked and compared with the rest
-report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-from IPython.display import Markdown, display
+from selfish_lib.report.notebook import Markdown, charts, open_study
+from selfish_lib.study import geometry, probe, projection
 
-from selfish_lib.engine.corpus import load_corpus
-from selfish_lib.engine.losses import check_layout
-from selfish_lib.engine.runs import describe_runs, get_or_train_grid
-from selfish_lib.engine.validation import check_int
-from selfish_lib.report import charts, pipeline
-from selfish_lib.study import geometry as geo
-
-charts.use_offline_renderer()
-# Check every parameter before any work, so a typo fails here with a clear message.
-study = pipeline.check_study(profile, seeds, device)
-layout = check_layout(layout, finite=True)
-corpus = load_corpus(data_path)
-info = corpus.token_info(bilingual=True)
-perplexity = geo.check_perplexity(perplexity, len(info))
-projection_seed = check_int("projection_seed", projection_seed, 0)
-rarest = geo.rarest_base_tokens(info, n_rare)
+study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %% [markdown]
 # ## The runs
@@ -63,15 +45,9 @@ rarest = geo.rarest_base_tokens(info, n_rare)
 # trained there (or trains them now, if this notebook runs first).
 
 # %%
-runs = get_or_train_grid(
-    study.objective_configs("bilingual", layout),
-    corpus=corpus,
-    results_dir=results_dir,
-    device=device,
-    progress=progress,
-)
-display(describe_runs(runs, info))
-weights = geo.model_weights(runs, corpus.vocab_size)
+corpus, info = study.corpus, study.token_info(bilingual=True)
+runs = study.comparison_runs("bilingual")
+weights = geometry.model_weights(runs, corpus.vocab_size)
 
 # %% [markdown]
 # ## The matrix in two dimensions
@@ -87,16 +63,14 @@ weights = geo.model_weights(runs, corpus.vocab_size)
 # rank and language.
 
 # %%
-points = geo.projection_table(
-    geo.for_seed(weights, study.seeds[0]),
+points = projection.projection_table(
+    geometry.for_seed(weights, study.seeds[0]),
     info,
     perplexity=perplexity,
     seed=projection_seed,
     n_rare=n_rare,
 )
-projections = charts.embedding_projections(points, n_rare)
-charts.save_figure(projections, report_dir, "05_projections")
-projections
+study.figure(charts.embedding_projections(points, n_rare), "projections")
 
 # %% [markdown]
 # ## Distances between the languages and to the rare symbols
@@ -115,10 +89,11 @@ projections
 # nearly orthogonal in many dimensions, so twins start about √2 apart.
 
 # %%
-target = geo.unigram_target(corpus, runs[("CE", study.seeds[0])].config)
-per_seed = geo.metrics_table(weights, info, target, n_rare=n_rare, seed=projection_seed)
-means, diffs = geo.summarize(per_seed)
-distances = geo.comparison_table(means, diffs, geo.DISTANCE_METRICS + geo.NORM_METRICS)
+target = probe.unigram_target(corpus, runs[("CE", study.seeds[0])].config)
+per_seed = geometry.metrics_table(weights, info, target, n_rare=n_rare, seed=projection_seed)
+means, diffs = geometry.summarize(per_seed)
+metrics = geometry.DISTANCE_METRICS + geometry.NORM_METRICS
+distances = geometry.comparison_table(means, diffs, metrics)
 distances.style.hide(axis="index")
 
 # %% [markdown]
@@ -126,10 +101,8 @@ distances.style.hide(axis="index")
 # over seeds with 95% intervals.
 
 # %%
-norms = geo.norm_table(weights, info)
-norm_chart = charts.norms_by_rank(norms)
-charts.save_figure(norm_chart, report_dir, "05_norms_by_rank")
-norm_chart
+norms = geometry.norm_table(weights, info)
+study.figure(charts.norms_by_rank(norms), "norms_by_rank")
 
 # %% [markdown]
 # ## Isotropy
@@ -161,10 +134,10 @@ norm_chart
 # For the matrices of this notebook:
 
 # %%
-Markdown(geo.isotropy_note(per_seed))
+Markdown(geometry.isotropy_note(per_seed))
 
 # %%
-geo.comparison_table(means, diffs, geo.ISOTROPY_METRICS).style.hide(axis="index")
+geometry.comparison_table(means, diffs, geometry.ISOTROPY_METRICS).style.hide(axis="index")
 
 # %% [markdown]
 # ## How strongly does *W* encode unigram frequency?
@@ -180,20 +153,18 @@ geo.comparison_table(means, diffs, geo.ISOTROPY_METRICS).style.hide(axis="index"
 # KL(*f* ‖ softmax(*W* *x*)) in nats.
 
 # %%
-Markdown(geo.probe_note(per_seed))
+Markdown(probe.probe_note(per_seed))
 
 # %%
-geo.comparison_table(means, diffs, ["probe_kl"]).style.hide(axis="index")
+geometry.comparison_table(means, diffs, ["probe_kl"]).style.hide(axis="index")
 
 # %% [markdown]
 # True share against the probe's reconstruction, every token of every seed
 # (log-log). Points on the dashed diagonal are reconstructed exactly.
 
 # %%
-probe = geo.probe_points(weights, info, target, seed=projection_seed)
-probe_chart = charts.unigram_probe_scatter(probe)
-charts.save_figure(probe_chart, report_dir, "05_unigram_probe")
-probe_chart
+reconstruction = probe.probe_points(weights, info, target, seed=projection_seed)
+study.figure(charts.unigram_probe_scatter(reconstruction), "unigram_probe")
 
 # %% [markdown]
 # ## Every metric at a glance
@@ -205,21 +176,15 @@ probe_chart
 # dashed zero line is a difference the seeds agree on.
 
 # %%
-overview = charts.metric_comparison(means)
-charts.save_figure(overview, report_dir, "05_metrics")
-overview
+study.figure(charts.metric_comparison(means), "metrics")
 
 # %%
-differences = charts.paired_differences(diffs)
-charts.save_figure(differences, report_dir, "05_paired_differences")
-differences
+study.figure(charts.paired_differences(diffs), "paired_differences")
 
 # %% [markdown]
 # ## What the numbers say
 
 # %%
-reading = geo.reading(per_seed, means, diffs, corpus.vocab_size, n_rare)
-pipeline.write_fragment(
-    report_dir, "05_embedding_geometry", {"layout": layout, "n_rare": n_rare, **reading.summary}
-)
+reading = geometry.reading(per_seed, means, diffs, corpus.vocab_size, n_rare)
+study.fragment({"layout": layout, "n_rare": n_rare, **reading.summary})
 Markdown(reading.text)

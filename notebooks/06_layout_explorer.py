@@ -1,7 +1,7 @@
 # %% [markdown]
 # # 06 · How large should the layout be?
 #
-# **Question.** HNS has a single knob, the layout ℓ: the margin, in logit
+seeds = None  # a list of seeds, or None for the sweep seeds of the profile
 # units, below the target's logit at which a token stops being pushed away.
 # A small ℓ protects many tokens from the non-target push, including rare
 # ones; a large ℓ approaches plain cross-entropy (CE, ℓ = ∞). Which layout
@@ -24,39 +24,18 @@
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
-device = "auto"  # auto, cpu, cuda or mps
-seeds = None  # a list of seeds, or None for the sweep seeds of the profile
-results_dir = "../results"  # the run store shared by the notebooks
-data_path = None  # the corpus file, or None for SELFISH_DATA, the cache or a download
-progress = True  # progress bars while training
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
+seeds = None  # a list of seeds, or None for those of the profile
 layouts = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, float("inf")]  # the grid (inf: CE)
 schedule = ("cosine", 8.0, 2.0)  # (kind, start, end) of the scheduled run, or None
 layout = 2.0  # the layout the static figures show (one of the grid)
 top_p = 0.9  # the nucleus mass of the margin calculator
-report_dir = None  # set by the pipeline: where figures and summary numbers go
 
 # %%
-from IPython.display import Markdown, display
-
-from selfish_lib.engine.corpus import load_corpus
-from selfish_lib.engine.losses import nucleus_margin
-from selfish_lib.engine.profiles import get_profile
-from selfish_lib.engine.runs import describe_runs, get_or_train_grid
-from selfish_lib.report import charts, pipeline, widgets
+from selfish_lib.report.notebook import Markdown, charts, display, open_study, widgets
 from selfish_lib.study import layout as sw
 
-charts.use_offline_renderer()
-# Check every parameter before any work, so a typo fails here with a clear message.
-study = get_profile(profile)
-pipeline.check_device(device)
-layouts = sw.check_layouts(layouts)
-plan = sw.check_schedule(schedule)
-sweep_seeds = sw.sweep_seeds(study, seeds)
-layout = sw.check_shown_layout(layout, layouts)
-corpus = load_corpus(data_path)
-info = corpus.token_info(bilingual=True)
-vocab_size = len(info)  # both alphabets
-margin = nucleus_margin(vocab_size, top_p)
+study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %% [markdown]
 # ## What a layout removes, at one position
@@ -72,17 +51,18 @@ margin = nucleus_margin(vocab_size, top_p)
 # slider (with a running kernel) to drop the tokens one by one.
 
 # %%
-toy = sw.toy_example()
-toy_explorer = widgets.toy_layout_explorer(toy, sw.TOY_LAYOUTS, value=layout)
+from selfish_lib.study import toy
+
+toy_logits = toy.toy_example()
+toy_explorer = widgets.toy_layout_explorer(toy_logits, toy.TOY_LAYOUTS, value=layout)
 toy_explorer.widget
 
 # %% [markdown]
 # At the layout of the static figures:
 
 # %%
-toy_chart = charts.toy_gradient_chart(sw.toy_gradients(toy, layout), layout)
-charts.save_figure(toy_chart, report_dir, "06_toy_gradients")
-toy_chart
+toy_chart = charts.toy_gradient_chart(toy.toy_gradients(toy_logits, layout), layout)
+study.figure(toy_chart, "toy_gradients")
 
 # %% [markdown]
 # ## A layout that leaves the nucleus alone
@@ -125,11 +105,13 @@ toy_chart
 # in their vocabulary:
 
 # %%
+info = study.token_info(bilingual=True)
+vocab_size = len(info)  # both alphabets
 calculator = widgets.nucleus_calculator(vocab_size, top_p, layouts)
 calculator.widget
 
 # %%
-Markdown(sw.nucleus_margin_text(vocab_size, top_p, layouts))
+Markdown(toy.nucleus_margin_text(vocab_size, top_p, layouts))
 
 # %% [markdown]
 # ## The sweep
@@ -139,11 +121,8 @@ Markdown(sw.nucleus_margin_text(vocab_size, top_p, layouts))
 # run store trains what is missing and loads the rest.
 
 # %%
-configs = sw.sweep_configs(study, layouts, plan, sweep_seeds)
-runs = get_or_train_grid(
-    configs, corpus=corpus, results_dir=results_dir, device=device, progress=progress
-)
-display(describe_runs(runs, info))
+sweep_seeds = sw.sweep_seeds(study.profile, study.params["seeds"])
+runs = study.runs(sw.sweep_configs(study.profile, layouts, schedule, sweep_seeds))
 
 # %% [markdown]
 # ## Accuracy and loss against the layout
@@ -177,42 +156,40 @@ explorer.widget
 # The same view at the layout of the static figures:
 
 # %%
-sweep_chart = charts.layout_explorer_chart(tables, layout)
-charts.save_figure(sweep_chart, report_dir, "06_layout_sweep")
-sweep_chart
+study.figure(charts.layout_explorer_chart(tables, layout), "layout_sweep")
 
 # %% [markdown]
 # ## What the numbers say
 
 # %%
+from selfish_lib.engine.losses import nucleus_margin
+
 reading = sw.sweep_reading(tables.per_seed, tables.table)
-fragment_path = pipeline.write_fragment(
-    report_dir,
-    "06_layout_explorer",
+fragment_path = study.fragment(
     {
         "profile": profile,
-        "steps": study.sweep["steps"],
+        "steps": study.profile.sweep["steps"],
         "seeds": list(sweep_seeds),
         "layouts": list(layouts),
-        "schedule": plan.label if plan is not None else None,
+        "schedule": schedule.label if schedule is not None else None,
         "layout_shown": layout,
         "nucleus": {
             "vocab_size": vocab_size,
             "top_p": top_p,
-            "margin": margin,
-            "safe_layouts": sw.nucleus_safe_layouts(layouts, vocab_size, top_p),
+            "margin": nucleus_margin(vocab_size, top_p),
+            "safe_layouts": toy.nucleus_safe_layouts(layouts, vocab_size, top_p),
         },
         "table": sw.fragment_table(tables.table),
         "reading": reading.summary,
-    },
+    }
 )
 
 # %%
 Markdown(
     f"""
-Profile `{profile}`: {study.sweep["steps"]:,} training steps per run.
+Profile `{profile}`: {study.profile.sweep["steps"]:,} training steps per run.
 
 {reading.text}
-- **Nucleus.** {sw.nucleus_margin_text(vocab_size, top_p, layouts)}
+- **Nucleus.** {toy.nucleus_margin_text(vocab_size, top_p, layouts)}
 """
 )

@@ -93,6 +93,36 @@ def test_shared_palettes_cover_the_scenarios_and_objectives():
     assert set(charts.OBJECTIVE_COLORS) == {"CE", "HNS"}
 
 
+def test_language_colours_and_titles_are_the_same_in_every_chart():
+    from selfish_lib.study.readings import LANGUAGE_NAMES, METRIC_NAMES, POOLED
+
+    assert charts.LANGUAGE_TITLES is LANGUAGE_NAMES and POOLED in charts.LANGUAGE_TITLES
+    assert charts.METRIC_TITLES is METRIC_NAMES
+    emb = pd.DataFrame(
+        {
+            "arm": "CE",
+            "label": "∞ (CE)",
+            "seed": 0,
+            "token": [0, 1],
+            "display": ["a", "a"],
+            "language": ["high", "low"],
+            "rank": [1, 1],
+            "group": "1-10",
+            "pc1": [0.0, 1.0],
+            "pc2": [1.0, 0.0],
+        }
+    )
+    sweep = charts.chart_spec(charts.layout_embedding_chart(emb, "CE"))["spec"]["encoding"]
+    assert sweep["color"]["scale"]["range"] == list(charts.LANGUAGE_COLORS.values())
+    assert sweep["color"]["scale"]["domain"] == [
+        charts.LANGUAGE_TITLES[k] for k in charts.LANGUAGE_COLORS
+    ]
+    norms = emb.assign(objective="CE", symbol="a", norm=1.0, norm_lo=0.9, norm_hi=1.1, n_seeds=3)
+    (_, line) = layers(charts.chart_spec(charts.norms_by_rank(norms)))
+    assert line["encoding"]["color"]["scale"]["range"] == list(charts.LANGUAGE_COLORS.values())
+    assert line["encoding"]["color"]["scale"]["domain"] == list(charts.LANGUAGE_COLORS)
+
+
 def test_offline_renderer_bundles_an_interactive_spec_and_an_svg(offline):
     chart = alt.Chart(pd.DataFrame({"a": ["x", "y"], "b": [1, 2]})).mark_bar().encode(x="a", y="b")
     data, meta = chart._repr_mimebundle_()

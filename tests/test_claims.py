@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+from selfish_lib.engine.objectives import CrossEntropy, HardNegatives
 from selfish_lib.engine.profiles import get_profile
 from selfish_lib.study import bilingual, claims
 
@@ -145,8 +146,9 @@ def test_bilingual_experiments_and_final_table():
     study = get_profile("smoke")
     configs = bilingual.experiment_configs(study, 2.0)
     assert len(configs) == 3 * len(study.seeds)
-    assert configs[("baseline", 0)].p_low == 0.02 and math.isinf(configs[("baseline", 0)].layout)
-    assert configs[("HNS", 0)].layout == 2.0
+    assert configs[("baseline", 0)].p_low == 0.02
+    assert configs[("baseline", 0)].objective == CrossEntropy()
+    assert configs[("HNS", 0)].objective == HardNegatives(2.0)
     low = configs[("low-resource only", 0)]
     assert low.p_low == 1.0 and low.bilingual
     per_seed = bilingual_rows(0.01).assign(recall5=0.5, mrr=0.5, top1=0.5, count=10)

@@ -18,9 +18,8 @@ class FakeRun:
     """Just the tables and config fields the comparison reads."""
 
     def __init__(self, layout: float, seed: int, train_tokens: pd.DataFrame, metrics=None):
-        self.config = SimpleNamespace(
-            family="CE" if math.isinf(layout) else "HNS", seed=seed, layout=layout
-        )
+        arm = "CE" if math.isinf(layout) else "HNS"
+        self.config = SimpleNamespace(objective=SimpleNamespace(arm=arm), seed=seed)
         self.train_tokens = train_tokens
         self._metrics = metrics
 
@@ -81,10 +80,10 @@ def test_validation_table_differences_and_verdicts():
     assert frequent["count"] == 100
     assert frequent["CE_loss"] == pytest.approx(2.0)
     assert frequent["diff_loss"] == pytest.approx(0.5)
-    assert frequent["hns_loss"] == "worse" and frequent["hns_top1"] == "better"
+    assert frequent["verdict_loss"] == "worse" and frequent["verdict_top1"] == "better"
     rare = table.loc["61-65"]  # no validation tokens: a count of 0 and NaN, never a number
     assert rare["count"] == 0 and np.isnan(rare["CE_loss"]) and np.isnan(rare["diff_loss"])
-    assert rare["hns_loss"] == "indistinguishable"
+    assert rare["verdict_loss"] == "indistinguishable"
     assert table.attrs["n_seeds"] == {"CE": 3, "HNS": 3}
 
 

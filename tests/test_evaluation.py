@@ -27,7 +27,8 @@ class BigramModel(torch.nn.Module):
     def __init__(self, table: torch.Tensor, block_size: int) -> None:
         super().__init__()
         self.table = table
-        self.config = SimpleNamespace(vocab_size=table.shape[1], block_size=block_size)
+        self.config = SimpleNamespace(block_size=block_size)
+        self.vocab_size = table.shape[1]
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         return self.table[idx]
@@ -127,10 +128,10 @@ def test_aggregate_is_a_ratio_of_sums_and_nan_for_empty_groups():
 
 
 def test_real_model_on_real_validation_split(corpus):
-    from selfish_lib.engine.model import GPT, GPTConfig
+    from selfish_lib.engine.model import GPT, ModelConfig
 
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    model = GPT(ModelConfig(block_size=32, n_layer=1, n_head=2, n_embd=16), 65)
     frame = add_metrics(evaluate_split(model, corpus.val[:3001], 65, bilingual=False))
     assert frame["count"].sum() == 3000
     # an untrained model is close to uniform: loss near ln(65) for every seen token

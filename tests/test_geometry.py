@@ -1,4 +1,5 @@
-"""Geometry on matrices with known answers."""
+"""Geometry on matrices with known answers: the measures of one matrix (``matrix``),
+the projections, the unigram probe and the chapter's tables and reading."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ import torch
 from scipy import stats as st
 
 from selfish_lib.engine.validation import ParameterError
-from selfish_lib.study import geometry
+from selfish_lib.study import geometry, matrix, probe, projection
 
 
 def test_scale_and_normalization():
     w = np.array([[3.0, 4.0], [0.0, 0.0]])  # row norms 5 and 0: rms = sqrt(12.5)
-    assert geometry.scale(w) == pytest.approx(np.sqrt(12.5))
-    assert geometry.scale(geometry.normalized(torch.tensor(w))) == pytest.approx(1.0)
+    assert matrix.scale(w) == pytest.approx(np.sqrt(12.5))
+    assert matrix.scale(matrix.normalized(torch.tensor(w))) == pytest.approx(1.0)
 
 
 def test_pca_recovers_a_planar_set_up_to_rotation_and_is_stable():
@@ -23,14 +24,14 @@ def test_pca_recovers_a_planar_set_up_to_rotation_and_is_stable():
     plane = rng.normal(size=(40, 2)) * [3.0, 1.0]
     basis = np.linalg.qr(rng.normal(size=(6, 6)))[0][:, :2]
     w = plane @ basis.T  # 40 points on a plane inside 6 dimensions
-    coords = geometry.pca_2d(w)
+    coords = projection.pca_2d(w)
     # distances are preserved (up to the normalization), so the plane is recovered exactly
-    d_in = np.linalg.norm(w[:, None] - w[None], axis=-1) / geometry.scale(w)
+    d_in = np.linalg.norm(w[:, None] - w[None], axis=-1) / matrix.scale(w)
     d_out = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
     assert np.allclose(d_in, d_out, atol=1e-9)
-    assert np.array_equal(coords, geometry.pca_2d(w))
+    assert np.array_equal(coords, projection.pca_2d(w))
     # the components are sign-fixed, so a mirrored set gives the mirrored picture
-    assert np.allclose(geometry.pca_2d(-w), -coords)
+    assert np.allclose(projection.pca_2d(-w), -coords)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -71,30 +72,30 @@ def planted_weights(n_base=12, d=8, seeds=(0, 1, 2), noise=None):
 
 def test_orthonormal_set():
     w = np.eye(6)[:4]  # four orthonormal rows in six dimensions
-    assert geometry.mean_pairwise_cosine(w) == pytest.approx(0.0, abs=1e-15)
-    assert geometry.effective_rank(w, center=False) == pytest.approx(4.0)
+    assert matrix.mean_pairwise_cosine(w) == pytest.approx(0.0, abs=1e-15)
+    assert matrix.effective_rank(w, center=False) == pytest.approx(4.0)
     # centring removes the common mean (1/4)Σe_j: I - J/4 has singular values 1, 1, 1, 0
-    assert geometry.effective_rank(w) == pytest.approx(3.0)
+    assert matrix.effective_rank(w) == pytest.approx(3.0)
 
 
 def test_plus_minus_basis_is_perfectly_isotropic():
     d = 5
     w = np.vstack([np.eye(d), -np.eye(d)])
-    iso = geometry.partition_isotropy(w)
+    iso = matrix.partition_isotropy(w)
     # Z(±e_j) = e + 1/e + 2(d - 1) for every j
     assert iso.value == pytest.approx(1.0, abs=1e-12)
     assert (iso.n_directions, iso.n_zero) == (d, 0)
     # each e_i is opposite to -e_i (cosine -1), every other pair is orthogonal
-    assert geometry.mean_pairwise_cosine(w) == pytest.approx(-d / (d * (2 * d - 1)))
-    assert geometry.effective_rank(w) == pytest.approx(d)  # the mean is already zero
+    assert matrix.mean_pairwise_cosine(w) == pytest.approx(-d / (d * (2 * d - 1)))
+    assert matrix.effective_rank(w) == pytest.approx(d)  # the mean is already zero
 
 
 def test_rank_one_set():
     v = np.random.default_rng(0).normal(size=7)
     w = np.stack([v, 2 * v, -v])  # cosines: +1, -1, -1
-    assert geometry.mean_pairwise_cosine(w) == pytest.approx(-1 / 3)
-    assert geometry.effective_rank(w) == pytest.approx(1.0)
-    assert geometry.effective_rank(w, center=False) == pytest.approx(1.0)
+    assert matrix.mean_pairwise_cosine(w) == pytest.approx(-1 / 3)
+    assert matrix.effective_rank(w) == pytest.approx(1.0)
+    assert matrix.effective_rank(w, center=False) == pytest.approx(1.0)
 
 
 def test_partition_isotropy_by_hand():
@@ -102,32 +103,32 @@ def test_partition_isotropy_by_hand():
     # Z(e1) = e + 1, Z(-e1) = 1/e + 1, Z(e2) = 1 + e², Z(-e2) = 1 + e⁻²,
     # so I = (1 + e⁻²) / (1 + e²) = e⁻².
     w = np.array([[1.0, 0.0], [0.0, 2.0]])
-    iso = geometry.partition_isotropy(w)
+    iso = matrix.partition_isotropy(w)
     assert iso.value == pytest.approx(np.exp(-2.0), rel=1e-12)
     assert (iso.n_directions, iso.n_zero) == (2, 0)
     # it depends on the scale (hence computed on normalized matrices in the metrics)
-    assert geometry.partition_isotropy(3 * w).value == pytest.approx(np.exp(-6.0), rel=1e-12)
+    assert matrix.partition_isotropy(3 * w).value == pytest.approx(np.exp(-6.0), rel=1e-12)
 
 
 def test_zero_eigenvalue_directions_are_left_out_and_counted():
     rng = np.random.default_rng(1)
     square = rng.normal(size=(3, 3))
     wide = np.hstack([square, np.zeros((3, 2))]) @ np.linalg.qr(rng.normal(size=(5, 5)))[0]
-    iso = geometry.partition_isotropy(wide)  # 3 rows in 5 dims: WᵀW has rank 3
+    iso = matrix.partition_isotropy(wide)  # 3 rows in 5 dims: WᵀW has rank 3
     assert (iso.n_directions, iso.n_zero) == (3, 2)
     # a rotation of the space changes nothing: same value as the 3-D matrix
-    assert iso.value == pytest.approx(geometry.partition_isotropy(square).value, rel=1e-9)
+    assert iso.value == pytest.approx(matrix.partition_isotropy(square).value, rel=1e-9)
     # the ±e_i set of 3 dimensions inside 5: every Z over the non-zero directions is
     # e + 1/e + 4 > n = 6, so the zero directions (Z = n) would wrongly lower I(W) below 1
     pm = np.hstack([np.vstack([np.eye(3), -np.eye(3)]), np.zeros((6, 2))])
-    iso = geometry.partition_isotropy(pm)
+    iso = matrix.partition_isotropy(pm)
     assert (iso.n_directions, iso.n_zero, iso.value) == (3, 2, pytest.approx(1.0, abs=1e-12))
     assert 6 / (np.e + 1 / np.e + 4) < 0.99
 
 
 def test_isotropy_rejects_a_zero_matrix():
     with pytest.raises(ParameterError, match="weight"):
-        geometry.partition_isotropy(np.zeros((3, 2)))
+        matrix.partition_isotropy(np.zeros((3, 2)))
 
 
 # --- distances -----------------------------------------------------------------------------
@@ -137,15 +138,15 @@ def test_twin_and_centroid_distances_by_hand():
     # rows: high a=(2,0), b=(0,2); low a'=(2,0), b'=(0,0); scale = sqrt((4+4+4+0)/4) = √3
     w = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 0.0]])
     s = np.sqrt(3.0)
-    assert geometry.twin_distance(w, 2) == pytest.approx((0 + 2) / 2 / s)
+    assert matrix.twin_distance(w, 2) == pytest.approx((0 + 2) / 2 / s)
     # centroids (1, 1) and (1, 0)
-    assert geometry.centroid_distance(w, [0, 1], [2, 3]) == pytest.approx(1 / s)
-    assert geometry.twin_distance(5 * w, 2) == pytest.approx(geometry.twin_distance(w, 2))
-    assert np.allclose(geometry.row_norms(w), np.array([2, 2, 2, 0]) / s)
+    assert matrix.centroid_distance(w, [0, 1], [2, 3]) == pytest.approx(1 / s)
+    assert matrix.twin_distance(5 * w, 2) == pytest.approx(matrix.twin_distance(w, 2))
+    assert np.allclose(matrix.row_norms(w), np.array([2, 2, 2, 0]) / s)
     with pytest.raises(ParameterError, match="n_base"):
-        geometry.twin_distance(w, 3)
+        matrix.twin_distance(w, 3)
     with pytest.raises(ParameterError, match="rows_b"):
-        geometry.centroid_distance(w, [0], [4])
+        matrix.centroid_distance(w, [0], [4])
 
 
 def test_geometry_metrics_by_hand_and_scale_invariant():
@@ -154,7 +155,7 @@ def test_geometry_metrics_by_hand_and_scale_invariant():
     low = high + np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, -2.0]])
     w = np.vstack([high, low])
     info = bilingual_info([1, 2, 3])
-    s = geometry.scale(w)
+    s = matrix.scale(w)
     out = geometry.geometry_metrics(w, info, n_rare=1)
     assert out["twin_distance"] == pytest.approx(2 / 3 / s)
     assert out["language_centroid_distance"] == pytest.approx(2 / 3 / s)
@@ -179,32 +180,32 @@ def test_single_language_metrics_leave_the_bilingual_ones_out():
 
 def test_rarest_base_tokens_and_n_rare_validation():
     info = bilingual_info([3, 1, 4, 2])
-    assert geometry.rarest_base_tokens(info, 2) == [2, 0]
+    assert projection.rarest_base_tokens(info, 2) == [2, 0]
     for bad in (0, 4, 2.5):
         with pytest.raises(ParameterError, match=r"n_rare=.*>= 1 and < 4 \(the number of symbols"):
-            geometry.rarest_base_tokens(info, bad)
+            projection.rarest_base_tokens(info, bad)
 
 
 # --- the unigram probe -----------------------------------------------------------------------
 
 
 def test_unigram_distribution_splits_counts_between_twins_with_a_ghost_count():
-    f = geometry.unigram_distribution([3, 1, 0], bilingual=True, p_low=0.25, ghost=0.5)
+    f = probe.unigram_distribution([3, 1, 0], bilingual=True, p_low=0.25, ghost=0.5)
     expected = np.array([2.25, 0.75, 0.5, 0.75, 0.25, 0.5])
     assert np.allclose(f, expected / expected.sum())
-    single = geometry.unigram_distribution([3, 1, 0], ghost=0.5)
+    single = probe.unigram_distribution([3, 1, 0], ghost=0.5)
     assert np.allclose(single, np.array([3, 1, 0.5]) / 4.5)
     with pytest.raises(ParameterError, match="p_low"):
-        geometry.unigram_distribution([3, 1], p_low=0.1)
+        probe.unigram_distribution([3, 1], p_low=0.1)
     with pytest.raises(ParameterError, match="ghost"):
-        geometry.unigram_distribution([3, 0], ghost=0)
+        probe.unigram_distribution([3, 0], ghost=0)
 
 
 def test_unigram_target_of_a_bilingual_config(tiny_corpus):
     from selfish_lib.engine.training import TrainConfig
 
-    config = TrainConfig(bilingual=True, p_low=0.02, data_sha256=tiny_corpus.sha256)
-    f = geometry.unigram_target(tiny_corpus, config)
+    config = TrainConfig.flat(bilingual=True, p_low=0.02, data_sha256=tiny_corpus.sha256)
+    f = probe.unigram_target(tiny_corpus, config)
     n = tiny_corpus.vocab_size
     assert f.shape == (2 * n,) and f.sum() == pytest.approx(1.0)
     assert np.allclose(f[n:] / f[:n], 0.02 / 0.98)
@@ -217,11 +218,11 @@ def test_probe_recovers_a_planted_distribution():
     logits = w @ rng.normal(size=d)
     f = np.exp(logits - logits.max())
     f /= f.sum()
-    fit = geometry.probe_unigram(w, f, steps=1000, lr=0.1)
+    fit = probe.probe_unigram(w, f, steps=1000, lr=0.1)
     assert abs(fit.kl[0]) < 1e-9
     assert np.allclose(fit.reconstructed[0], f, rtol=1e-3, atol=1e-6)
     # a uniform matrix of one direction cannot: every row gets the same logit
-    flat = geometry.probe_unigram(np.ones((V, d)), f, steps=200)
+    flat = probe.probe_unigram(np.ones((V, d)), f, steps=200)
     assert flat.kl[0] == pytest.approx((f * np.log(f * V)).sum(), rel=1e-9)
 
 
@@ -229,13 +230,13 @@ def test_probe_is_deterministic_and_batched_problems_are_independent():
     rng = np.random.default_rng(1)
     a, b, c = rng.normal(size=(3, 20, 4))
     f = rng.dirichlet(np.ones(20))
-    ab = geometry.probe_unigram(np.stack([a, b]), f, steps=100, seed=3)
+    ab = probe.probe_unigram(np.stack([a, b]), f, steps=100, seed=3)
     torch.manual_seed(123)  # the global RNG plays no part
-    again = geometry.probe_unigram(np.stack([a, b]), f, steps=100, seed=3)
+    again = probe.probe_unigram(np.stack([a, b]), f, steps=100, seed=3)
     assert np.array_equal(ab.kl, again.kl) and np.array_equal(ab.x, again.x)
     # A's fit does not depend on what it is batched with, nor on being batched at all
-    ac = geometry.probe_unigram(np.stack([a, c]), f, steps=100, seed=3)
-    alone = geometry.probe_unigram(a, f, steps=100, seed=3)
+    ac = probe.probe_unigram(np.stack([a, c]), f, steps=100, seed=3)
+    alone = probe.probe_unigram(a, f, steps=100, seed=3)
     assert np.allclose(ab.x[0], ac.x[0], rtol=1e-12, atol=1e-12)
     assert np.allclose(ab.x[0], alone.x[0], rtol=1e-12, atol=1e-12)
     assert ab.kl.shape == ab.mse.shape == (2,) and (ab.kl > 0).all()
@@ -245,27 +246,27 @@ def test_probe_validates_its_settings():
     w, f = np.eye(3), np.full(3, 1 / 3)
     for kwargs, name in (({"steps": 0}, "steps"), ({"lr": 0.0}, "lr"), ({"seed": -1}, "seed")):
         with pytest.raises(ParameterError, match=name):
-            geometry.probe_unigram(w, f, **kwargs)
+            probe.probe_unigram(w, f, **kwargs)
     with pytest.raises(ParameterError, match="target"):
-        geometry.probe_unigram(w, np.array([0.5, 0.5, 0.0]))
+        probe.probe_unigram(w, np.array([0.5, 0.5, 0.0]))
 
 
 # --- projections -------------------------------------------------------------------------------
 
 
 def test_perplexity_is_validated_against_the_number_of_rows():
-    assert geometry.check_perplexity(5, 20) == 5.0
+    assert projection.check_perplexity(5, 20) == 5.0
     for bad in (0, -1.0, 20, 25.0, float("nan"), "5", True):
         with pytest.raises(ParameterError, match=r"perplexity=.*< 20 \(the number of embedding"):
-            geometry.check_perplexity(bad, 20)
+            projection.check_perplexity(bad, 20)
     with pytest.raises(ParameterError, match="perplexity"):
-        geometry.tsne_2d(np.eye(6), perplexity=6)
+        projection.tsne_2d(np.eye(6), perplexity=6)
 
 
 def test_projection_table_gives_both_methods_on_comparable_axes():
     weights = geometry.for_seed(planted_weights(n_base=10, d=6, seeds=(0,)), 0)
     info = bilingual_info(range(1, 11))
-    points = geometry.projection_table(weights, info, perplexity=5, seed=0, n_rare=3)
+    points = projection.projection_table(weights, info, perplexity=5, seed=0, n_rare=3)
     assert len(points) == 2 * 2 * 20  # methods x models x rows
     assert set(points["method"]) == {"PCA", "t-SNE"}
     assert set(points["objective"]) == {"CE", "HNS"}
@@ -277,7 +278,7 @@ def test_projection_table_gives_both_methods_on_comparable_axes():
     for _, part in tsne.groupby("objective"):
         radius = np.sqrt((part["x"] ** 2 + part["y"] ** 2).mean())
         assert radius == pytest.approx(1.0) and abs(part["x"].mean()) < 1e-9
-    again = geometry.projection_table(weights, info, perplexity=5, seed=0, n_rare=3)
+    again = projection.projection_table(weights, info, perplexity=5, seed=0, n_rare=3)
     pd.testing.assert_frame_equal(points, again)
     with pytest.raises(ParameterError, match="seed"):
         geometry.for_seed(planted_weights(seeds=(0,)), 1)
@@ -291,7 +292,7 @@ def planted_study():
     """Metrics of planted matrices: HNS twins much closer than CE twins, three seeds."""
     weights = planted_weights()
     info = bilingual_info(range(1, 13))
-    target = geometry.unigram_distribution(np.arange(12, 0, -1) ** 2, bilingual=True, p_low=0.1)
+    target = probe.unigram_distribution(np.arange(12, 0, -1) ** 2, bilingual=True, p_low=0.1)
     per_seed = geometry.metrics_table(weights, info, target, n_rare=3, steps=100)
     means, diffs = geometry.summarize(per_seed)
     return weights, info, per_seed, means, diffs
@@ -335,7 +336,7 @@ def test_reading_states_closer_from_the_paired_interval(planted_study):
     one = per_seed[per_seed["seed"] == 0]
     single = geometry.reading(one, *geometry.summarize(one), base_vocab_size=12, n_rare=3)
     assert set(single.summary["verdicts"].values()) == {"indistinguishable"}
-    assert "fewer than two seeds" in single.text
+    assert "(1 seed)" in single.text and "[" not in single.text  # no interval to show
 
 
 def test_tables_and_notes(planted_study):
@@ -344,10 +345,10 @@ def test_tables_and_notes(planted_study):
     assert table["metric"].tolist() == [geometry.METRICS[m][0] for m in geometry.ISOTROPY_METRICS]
     assert {"initial", "CE", "HNS", "HNS − CE", "direction"} <= set(table.columns)
     assert "24 × 8" in geometry.isotropy_note(per_seed).replace("WᵀW is 8 × 8", "")
-    assert "V = 24 > d + 1 = 9" in geometry.probe_note(per_seed)
+    assert "V = 24 > d + 1 = 9" in probe.probe_note(per_seed)
     wide = per_seed.assign(n_dims=128, n_rows=65)
     assert "at least 63 of its 128 eigenvalues" in geometry.isotropy_note(wide)
-    assert "V = 65 ≤ d + 1 = 129" in geometry.probe_note(wide)
+    assert "V = 65 ≤ d + 1 = 129" in probe.probe_note(wide)
 
 
 def test_norm_table_and_probe_points(planted_study):
@@ -355,11 +356,11 @@ def test_norm_table_and_probe_points(planted_study):
     norms = geometry.norm_table(weights, info)
     assert len(norms) == 3 * 24 and (norms["n_seeds"] == 3).all()
     w = weights[("CE", 0)]
-    mean_norm = np.mean([geometry.row_norms(weights[("CE", s)])[5] for s in (0, 1, 2)])
+    mean_norm = np.mean([matrix.row_norms(weights[("CE", s)])[5] for s in (0, 1, 2)])
     ce5 = norms[(norms["objective"] == "CE") & (norms["token"] == 5)]["norm"].item()
-    assert ce5 == pytest.approx(mean_norm) and len(geometry.row_norms(w)) == 24
-    target = geometry.unigram_distribution(np.arange(12, 0, -1), bilingual=True, p_low=0.1)
-    points = geometry.probe_points(weights, info, target, steps=50)
+    assert ce5 == pytest.approx(mean_norm) and len(matrix.row_norms(w)) == 24
+    target = probe.unigram_distribution(np.arange(12, 0, -1), bilingual=True, p_low=0.1)
+    points = probe.probe_points(weights, info, target, steps=50)
     assert len(points) == 9 * 24
     for _, part in points.groupby(["objective", "seed"]):
         assert part["f"].sum() == pytest.approx(1.0) and part["f_hat"].sum() == pytest.approx(1.0)
@@ -375,7 +376,7 @@ def test_model_weights_reads_final_and_initial_matrices(tiny_corpus):
     n = tiny_corpus.vocab_size
     runs = {}
     for objective, layout in (("CE", float("inf")), ("HNS", 2.0)):
-        config = TrainConfig(**base, layout=layout, seed=4)
+        config = TrainConfig.flat(**base, layout=layout, seed=4)
         trained = initial_model(config, n)
         with torch.no_grad():
             trained.embedding.add_(1.0 if objective == "HNS" else 0.5)
@@ -408,7 +409,7 @@ def test_projection_chart_shares_axes_marks_twins_rare_symbols_and_tooltips():
     from selfish_lib.report import charts
 
     weights = geometry.for_seed(planted_weights(n_base=10, d=6, seeds=(0,)), 0)
-    points = geometry.projection_table(weights, bilingual_info(range(1, 11)), perplexity=5)
+    points = projection.projection_table(weights, bilingual_info(range(1, 11)), perplexity=5)
     spec = charts.chart_spec(charts.embedding_projections(points, n_rare=5))
     assert len(spec["vconcat"]) == 2 and all(len(r["hconcat"]) == 2 for r in spec["vconcat"])
     for row, method in zip(spec["vconcat"], ("PCA", "t-SNE"), strict=True):
@@ -449,9 +450,9 @@ def test_other_geometry_charts_build(planted_study):
     assert len(rows) == len(geometry.METRICS)
     overview = charts.chart_spec(charts.metric_comparison(means))
     assert overview["resolve"]["scale"]["x"] == "independent"
-    target = geometry.unigram_distribution(np.arange(12, 0, -1), bilingual=True, p_low=0.1)
+    target = probe.unigram_distribution(np.arange(12, 0, -1), bilingual=True, p_low=0.1)
     scatter = charts.chart_spec(
-        charts.unigram_probe_scatter(geometry.probe_points(weights, info, target, steps=20))
+        charts.unigram_probe_scatter(probe.probe_points(weights, info, target, steps=20))
     )
     assert len(scatter["hconcat"]) == 3
     for unit in _units(scatter):

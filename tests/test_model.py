@@ -8,9 +8,14 @@ import math
 import pytest
 import torch
 
-from selfish_lib.engine.model import GPT, GPTConfig
+from selfish_lib.engine.model import GPT, ModelConfig
 
 SMALL = dict(vocab_size=13, block_size=16, n_layer=2, n_head=2, n_embd=16)
+
+
+def build(vocab_size: int = 65, **sizes) -> GPT:
+    """A GPT from flat sizes (the vocabulary beside the model config)."""
+    return GPT(ModelConfig(**sizes), vocab_size)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -25,7 +30,7 @@ def _single_thread():
 
 def small_model(seed: int = 0, **overrides) -> GPT:
     torch.manual_seed(seed)
-    return GPT(GPTConfig(**{**SMALL, **overrides}))
+    return build(**{**SMALL, **overrides})
 
 
 def random_idx(B: int, T: int, V: int, seed: int = 0) -> torch.Tensor:
@@ -144,8 +149,8 @@ def test_sequence_of_exactly_block_size_is_fine():
 
 def test_init_standard_deviations():
     torch.manual_seed(0)
-    cfg = GPTConfig(vocab_size=512, block_size=64, n_layer=4, n_head=4, n_embd=256)
-    model = GPT(cfg)
+    cfg = ModelConfig(block_size=64, n_layer=4, n_head=4, n_embd=256)
+    model = GPT(cfg, 512)
     emb = model.embedding.detach()
     assert abs(emb.mean().item()) < 1e-3
     assert emb.std().item() == pytest.approx(0.02, rel=0.02)
@@ -217,23 +222,32 @@ def test_no_dropout_train_mode_is_deterministic():
         ({"n_layer": 2.0}, "n_layer"),
         ({"dropout": -0.1}, "dropout"),
         ({"dropout": 1.5}, "dropout"),
+        ({"bias": 2}, "bias"),
         ({"dropout": float("nan")}, "dropout"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_parameter(overrides, name):
     with pytest.raises(ValueError, match=rf"\b{name}="):
-        GPTConfig(**{**SMALL, **overrides})
+        build(**{**SMALL, **overrides})
 
 
 def test_config_divisibility_message_names_n_head():
     with pytest.raises(ValueError, match=r"n_embd=30.*n_head=4"):
-        GPTConfig(n_embd=30, n_head=4)
+        ModelConfig(n_embd=30, n_head=4)
 
 
 def test_config_defaults_are_valid():
-    cfg = GPTConfig()
+    cfg = ModelConfig()
     assert cfg.n_embd % cfg.n_head == 0
-    assert GPT(cfg).config is cfg
+    assert GPT(cfg, 65).config is cfg
+
+
+def test_config_normalises_types_and_rejects_dropout_one():
+    assert ModelConfig(dropout=0, bias=1) == ModelConfig(dropout=0.0, bias=True)
+    assert isinstance(ModelConfig(dropout=0).dropout, float)
+    assert ModelConfig(bias=1).bias is True
+    with pytest.raises(ValueError, match=r"dropout=1\.0"):
+        ModelConfig(dropout=1.0)
 
 
 # --- generation ------------------------------------------------------------------

@@ -36,6 +36,10 @@ NOTEBOOKS = sorted(pipeline.available_notebooks())
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_every_notebook_runs_cleanly_and_reports_offline(report, name):
     nb = nbformat.read(report / f"{name}.ipynb", as_version=4)
+    (injected,) = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert f'notebook_name = "{name}"' in injected.source  # the study object's name
+    summary = json.loads((report / "summary.json").read_text())
+    assert name in summary["fragments"]  # written by study.fragment under that name
     assert not [o for o in outputs(nb) if o.get("output_type") == "error"]
     assert not [o for o in outputs(nb) if o.get("name") == "stderr"]
     last_cell = [c for c in nb.cells if c.cell_type == "code"][-1]
@@ -173,7 +177,13 @@ def test_notebook_06_sweeps_the_layouts_and_reports_them_without_a_kernel(report
     labels = [sweep.layout_label(v) for v in sweep.DEFAULT_LAYOUTS] + ["cosine 8→2"]
     assert [row["label"] for row in fragment["table"]] == labels
     for row in fragment["table"]:
-        assert {"low_top1", "low_top1_lo", "low_top1_hi", "all_loss", "low_top1_vs_ce"} <= set(row)
+        assert {
+            "low_top1",
+            "low_top1_lo",
+            "low_top1_hi",
+            sweep.POOLED_LOSS,
+            "low_top1_vs_ce",
+        } <= set(row)
         assert row["n_seeds"] == len(fragment["seeds"])
     assert fragment["nucleus"]["margin"] == pytest.approx(nucleus_margin(130, 0.9))
     assert fragment["reading"]["best_low_top1"]["layout"] in labels

@@ -1,11 +1,12 @@
-"""The pipeline: parameters are checked before any work, only the parameters a
-notebook defines are injected, a failing notebook is reported precisely and
-leaves no report behind, and the summary gathers the notebooks' fragments.
-The CLI maps bad parameters to one line on stderr and exit status 2."""
+"""The pipeline: parameters are checked before any work, every notebook receives the
+common parameters (its name included) and overrides of its own, a failing notebook is
+reported precisely and leaves no report behind, and the summary gathers the notebooks'
+fragments. The CLI maps bad parameters to one line on stderr and exit status 2."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import jupytext
@@ -25,14 +26,14 @@ OK_NOTEBOOK = """\
 # %% tags=["parameters"]
 profile = "paper"
 layout: float = 2.0
-report_dir = None
 unused = "default"
 
 # %%
-from selfish_lib.report import pipeline
+from selfish_lib.report.notebook import open_study
 
-pipeline.write_fragment(report_dir, "01_ok", {"profile": profile, "layout": layout})
-print(f"ran {profile} at {layout}")
+study = open_study(globals())
+study.fragment({"profile": profile, "layout": layout, "name": study.name})
+print(f"ran {profile} at {layout} in {device} as {notebook_name}")
 """
 
 FAILING_NOTEBOOK = """\
@@ -146,25 +147,50 @@ def test_parameter_names_reads_the_tagged_cell_only():
     assert pipeline.parameter_names(jupytext.reads("# %%\nx = 1\n", fmt="py:percent")) == []
 
 
-def test_only_defined_parameters_are_injected_and_overrides_are_checked():
+def test_every_common_parameter_and_the_name_are_injected_and_overrides_are_checked():
     common = {"profile": "smoke", "device": "cpu", "seeds": None}
     params = pipeline.notebook_parameters("01_x", ["profile", "layout"], common, {"layout": 1.0})
-    assert params == {"profile": "smoke", "layout": 1.0}
-    with pytest.raises(ParameterError, match="a parameter of 01_x: profile, layout"):
+    assert params == {**common, "notebook_name": "01_x", "layout": 1.0}
+    # The common parameters come from run_pipeline's arguments, not from overrides.
+    with pytest.raises(ParameterError, match="device belongs to the whole reproduction"):
         pipeline.notebook_parameters("01_x", ["profile", "layout"], common, {"device": "cpu"})
+    with pytest.raises(ParameterError, match="a parameter of 01_x: layout$"):
+        pipeline.notebook_parameters("01_x", ["profile", "layout"], common, {"layot": 1.0})
+    # A repository notebook's own parameters are those of its row in report.parameters.
+    params = pipeline.notebook_parameters("06_layout_explorer", [], common, {"top_p": 0.5})
+    assert params["top_p"] == 0.5 and params["notebook_name"] == "06_layout_explorer"
+    assert set(pipeline.COMMON_PARAMETERS) >= {"profile", "device", "report_dir", "notebook_name"}
 
 
-def test_the_executed_notebook_received_only_its_own_parameters(executed):
+def test_the_executed_notebook_received_the_common_parameters_and_its_overrides(executed):
     report, _ = executed
     nb = nbformat.read(report / "01_ok.ipynb", as_version=4)
     (injected,) = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
-    assert 'profile = "smoke"' in injected.source
-    assert "layout = 0.5" in injected.source
-    assert f'report_dir = "{report}"' in injected.source
-    for absent in ("device", "seeds", "results_dir", "data_path", "progress", "unused"):
-        assert f"{absent} =" not in injected.source
+    for line in (
+        'profile = "smoke"',
+        "layout = 0.5",
+        f'report_dir = "{report}"',
+        'notebook_name = "01_ok"',
+        'device = "cpu"',
+        "seeds = None",
+        "progress = False",
+    ):
+        assert line in injected.source
+    assert "unused =" not in injected.source
     outputs = [o for c in nb.cells for o in c.get("outputs", [])]
-    assert any("ran smoke at 0.5" in o.get("text", "") for o in outputs)
+    assert any("ran smoke at 0.5 in cpu as 01_ok" in o.get("text", "") for o in outputs)
+
+
+def test_papermill_is_not_told_that_a_common_parameter_is_unknown():
+    keep = pipeline._CommonParameterFilter().filter
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("papermill", logging.WARNING, __file__, 1, message, (), None)
+
+    assert not keep(record("Passed unknown parameter: device"))
+    assert not keep(record("Passed unknown parameter: notebook_name"))
+    assert keep(record("Passed unknown parameter: layuot"))
+    assert keep(record("Executing notebook"))
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -202,7 +228,7 @@ def test_the_summary_records_both_notebooks_and_the_fragment(executed):
     assert ok["status"] == "ok" and ok["seconds"] > 0 and ok["html"] == "01_ok.html"
     assert ok["parameters"]["layout"] == 0.5
     assert failed["status"] == "failed" and "boom in smoke" in failed["error"]
-    assert summary["fragments"] == {"01_ok": {"profile": "smoke", "layout": 0.5}}
+    assert summary["fragments"] == {"01_ok": {"profile": "smoke", "layout": 0.5, "name": "01_ok"}}
     assert summary["finished"] is None  # the run did not complete
 
 

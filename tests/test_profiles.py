@@ -6,16 +6,18 @@ import math
 
 import pytest
 
+from selfish_lib.engine.objectives import CrossEntropy, HardNegatives
 from selfish_lib.engine.profiles import PROFILE_NAMES, get_profile
 from selfish_lib.engine.validation import ParameterError
 
 
 def test_paper_profile_is_the_original_study_scale():
     cfg = get_profile("paper").config("single")
-    assert (cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.block_size) == (4, 4, 128, 64)
-    assert (cfg.batch_size, cfg.dropout, cfg.learning_rate, cfg.min_lr) == (12, 0.0, 1e-3, 1e-4)
+    sizes = cfg.model
+    assert (sizes.n_layer, sizes.n_head, sizes.n_embd, sizes.block_size) == (4, 4, 128, 64)
+    assert (cfg.batch_size, sizes.dropout, cfg.learning_rate, cfg.min_lr) == (12, 0.0, 1e-3, 1e-4)
     assert (cfg.warmup_steps, cfg.beta2, cfg.weight_decay, cfg.grad_clip) == (100, 0.99, 0.1, 1.0)
-    assert cfg.max_steps == 2000 and math.isinf(cfg.layout)
+    assert cfg.max_steps == 2000 and cfg.objective == CrossEntropy()
     assert len(get_profile("paper").seeds) >= 3
 
 
@@ -33,24 +35,29 @@ def test_settings_map_to_language_mixes(name):
 def test_overrides_seeds_and_errors():
     profile = get_profile("smoke", seeds=[3, 4])
     assert profile.seeds == (3, 4)
-    cfg = profile.config("bilingual", layout=2.0, seed=4, max_steps=7)
-    assert (cfg.layout, cfg.seed, cfg.max_steps) == (2.0, 4, 7)
+    cfg = profile.config("bilingual", HardNegatives(2.0), seed=4, max_steps=7, n_layer=2)
+    assert (cfg.objective.layout, cfg.seed, cfg.max_steps, cfg.model.n_layer) == (2.0, 4, 7, 2)
+    assert profile.config("bilingual", layout=2, seed=4, max_steps=7, n_layer=2) == cfg
     with pytest.raises(ParameterError, match="profile='huge'"):
         get_profile("huge")
     with pytest.raises(ParameterError, match="setting"):
         profile.config("trilingual")
     with pytest.raises(ParameterError, match="seeds"):
         get_profile("smoke", seeds=[1, 1])
-    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+    with pytest.raises(ParameterError, match="TrainConfig field='colour'"):
         profile.config("single", colour="red")
 
 
-def test_objective_configs_pair_ce_and_hns_for_every_seed():
+def test_grid_pairs_every_objective_with_every_seed():
     study = get_profile("smoke", seeds=[0, 3])
-    configs = study.objective_configs("single", 2.0)
+    configs = study.grid("single", [CrossEntropy(), HardNegatives(2.0)])
     assert sorted(configs) == [("CE", 0), ("CE", 3), ("HNS", 0), ("HNS", 3)]
-    assert math.isinf(configs[("CE", 3)].layout) and configs[("HNS", 3)].layout == 2.0
+    assert configs[("CE", 3)].objective == CrossEntropy()
+    assert configs[("HNS", 3)].objective.layout == 2.0
     assert configs[("CE", 0)].replace(layout=2.0) == configs[("HNS", 0)]  # only the objective
+    assert set(study.grid("single", [CrossEntropy()], seeds=[7])) == {("CE", 7)}
+    with pytest.raises(ParameterError, match="one per arm"):
+        study.grid("single", [HardNegatives(1.0), HardNegatives(2.0)])
 
 
 def test_finite_layout_check_and_study_check():

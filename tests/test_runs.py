@@ -11,7 +11,7 @@ from selfish_lib.engine.training import TrainConfig
 
 
 def tiny(corpus, **changes) -> TrainConfig:
-    return TrainConfig(
+    return TrainConfig.flat(
         n_layer=1,
         n_head=1,
         n_embd=8,
@@ -91,7 +91,7 @@ def test_interrupted_run_is_invisible_then_resumes_exactly(tiny_corpus, tmp_path
     assert not (store / "runs" / key).exists()
     assert (store / "runs" / f".{key}.partial" / "checkpoint.pt").exists()
     assert list_runs(store).empty
-    with pytest.raises(FileNotFoundError, match="not a completed run"):
+    with pytest.raises(runs.CorruptRun, match="no COMPLETE marker"):
         Run.load(store / "runs" / f".{key}.partial")
 
     monkeypatch.setattr(runs, "train", real_train)
@@ -106,7 +106,7 @@ def test_interrupted_run_is_invisible_then_resumes_exactly(tiny_corpus, tmp_path
 def test_a_new_field_at_its_default_keeps_existing_ids(tiny_corpus, monkeypatch):
     """Fields at their default are not hashed: adding one later keeps old run ids."""
     cfg = tiny(tiny_corpus)
-    explicit_default = cfg.replace(scenario_interval=TrainConfig().scenario_interval)
+    explicit_default = cfg.replace(scenario_interval=TrainConfig.flat().scenario_interval)
     assert config_hash(explicit_default) == config_hash(cfg)
     before = config_hash(cfg)
     monkeypatch.setattr(runs, "NUMERICS_VERSION", runs.NUMERICS_VERSION + 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfish_lib.engine.model import GPT, GPTConfig
+from selfish_lib.engine.model import GPT, ModelConfig
 from selfish_lib.engine.samples import generate_text
 
 
@@ -13,7 +13,7 @@ from selfish_lib.engine.samples import generate_text
 def bilingual_model(tiny_corpus):
     torch.manual_seed(0)
     V = tiny_corpus.vocab_size
-    return GPT(GPTConfig(vocab_size=2 * V, block_size=16, n_layer=1, n_head=1, n_embd=8))
+    return GPT(ModelConfig(block_size=16, n_layer=1, n_head=1, n_embd=8), 2 * V)
 
 
 def test_samples_are_reproducible_and_decoded(bilingual_model, tiny_corpus):
@@ -41,9 +41,7 @@ def test_a_model_that_only_writes_one_alphabet_is_measured(tiny_corpus, bilingua
 def test_bad_arguments(tiny_corpus, bilingual_model):
     with pytest.raises(ValueError, match="language"):
         generate_text(bilingual_model, tiny_corpus.tokenizer, "french")
-    single = GPT(
-        GPTConfig(vocab_size=tiny_corpus.vocab_size, block_size=8, n_layer=1, n_head=1, n_embd=8)
-    )
+    single = GPT(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8), tiny_corpus.vocab_size)
     with pytest.raises(ValueError, match="single alphabet"):
         generate_text(single, tiny_corpus.tokenizer, "low")
     with pytest.raises(ValueError, match="length"):

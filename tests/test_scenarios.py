@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from selfish_lib.engine.losses import hns_cross_entropy, hns_keep_mask
-from selfish_lib.engine.model import GPT, GPTConfig
+from selfish_lib.engine.model import GPT, ModelConfig
 from selfish_lib.engine.scenarios import ScenarioLog, decompose, forward, tidy
 from selfish_lib.engine.training import TrainConfig, learning_rate, train
 
@@ -43,7 +43,7 @@ def run_pass(model, x, y, layout):
 def test_scenarios_sum_to_the_autograd_gradient_in_float64(layout, bilingual):
     torch.manual_seed(0)
     vocab = 14 if bilingual else 11
-    model = GPT(GPTConfig(vocab_size=vocab, block_size=8, n_layer=2, n_head=2, n_embd=12)).double()
+    model = GPT(ModelConfig(block_size=8, n_layer=2, n_head=2, n_embd=12), vocab).double()
     x, y = batch(vocab, bilingual)
     _, _, parts = run_pass(model, x, y, layout)
     total = parts["input"] + parts["target"] + parts["nontarget"]
@@ -54,7 +54,7 @@ def test_scenarios_sum_to_the_autograd_gradient_in_float64(layout, bilingual):
 @pytest.mark.parametrize("layout", [0.5, 2.0])
 def test_excluded_logits_contribute_nothing_to_the_nontarget_part(layout):
     torch.manual_seed(1)
-    model = GPT(GPTConfig(vocab_size=11, block_size=8, n_layer=1, n_head=1, n_embd=6)).double()
+    model = GPT(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=6), 11).double()
     with torch.no_grad():  # larger logits so that the layout excludes something
         model.embedding.mul_(40)
     x, y = batch(11, False, seed=2)
@@ -128,7 +128,7 @@ def test_hand_checkable_exclusion():
 def test_rows_of_absent_tokens_are_still_pushed_away():
     """Scenario 2.2 reaches rows whose token is neither an input nor a target."""
     torch.manual_seed(3)
-    model = GPT(GPTConfig(vocab_size=9, block_size=8, n_layer=1, n_head=1, n_embd=8)).double()
+    model = GPT(ModelConfig(block_size=8, n_layer=1, n_head=1, n_embd=8), 9).double()
     x = torch.randint(0, 5, (3, 8))  # tokens 5..8 never occur
     y = torch.randint(0, 5, (3, 8))
     _, _, parts = run_pass(model, x, y, math.inf)
@@ -139,7 +139,7 @@ def test_rows_of_absent_tokens_are_still_pushed_away():
 
 
 def tiny_config(corpus, **changes) -> TrainConfig:
-    return TrainConfig(
+    return TrainConfig.flat(
         n_layer=1,
         n_head=2,
         n_embd=16,

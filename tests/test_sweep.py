@@ -1,6 +1,6 @@
 """The layout sweep on constructed runs with known numbers: parameters, configs, the
 sweep table and its paired verdicts, the reading, the explorer's chart, the toy
-explainer's gradients and the nucleus helpers."""
+explainer's gradients and the nucleus helpers (``study.toy``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
+from selfish_lib.engine.losses import nucleus_mask
+from selfish_lib.engine.objectives import HardNegatives
 from selfish_lib.engine.profiles import get_profile
 from selfish_lib.engine.training import TrainConfig
 from selfish_lib.engine.validation import ParameterError
 from selfish_lib.report import charts
 from selfish_lib.study import layout as sw
+from selfish_lib.study import toy
+from selfish_lib.study.readings import POOLED
 from selfish_lib.study.stats import mean_ci
 
 INF = math.inf
@@ -51,7 +55,7 @@ class FakeRun:
     """A real TrainConfig, metrics from the tables above, a small random embedding."""
 
     def __init__(self, layout: float, schedule: str, end: float, seed: int) -> None:
-        self.config = TrainConfig(
+        self.config = TrainConfig.flat(
             bilingual=True,
             p_low=0.02,
             layout=layout,
@@ -166,11 +170,7 @@ def test_sweep_configs_cover_the_grid_the_schedule_and_the_sweep_seeds():
     for config in configs.values():
         assert config.setting == "bilingual" and config.max_steps == smoke.sweep["steps"]
     scheduled = configs[("HNS(layout=8→2, cosine)", seeds[0])]
-    assert (scheduled.layout, scheduled.layout_end, scheduled.layout_schedule) == (
-        8.0,
-        2.0,
-        "cosine",
-    )
+    assert scheduled.objective == HardNegatives(8.0, "cosine", 2.0)
     assert {s for _, s in sw.sweep_configs(smoke, [INF], None, seeds=[5])} == {5}
     assert sw.sweep_seeds(smoke) == tuple(seeds)
     with pytest.raises(ParameterError, match="seeds"):
@@ -179,7 +179,7 @@ def test_sweep_configs_cover_the_grid_the_schedule_and_the_sweep_seeds():
 
 def test_layout_label_and_arm_fields():
     assert [sw.layout_label(v) for v in (0.5, 2.0, 12.0, INF)] == ["0.5", "2", "12", "∞ (CE)"]
-    fields = sw.arm_fields(TrainConfig(layout=8.0, layout_schedule="linear", layout_end=1.0))
+    fields = sw.arm_fields(TrainConfig.flat(layout=8.0, layout_schedule="linear", layout_end=1.0))
     assert fields == {
         "arm": "HNS(layout=8→1, linear)",
         "label": "linear 8→1",
@@ -209,7 +209,12 @@ def test_sweep_table_means_intervals_and_paired_verdicts():
         [dlo, dhi]
     )
     assert rows["low_top1_vs_ce"].tolist() == ["better", "indistinguishable", "reference", "worse"]
-    assert rows["all_loss_vs_ce"].tolist() == ["worse", "better", "reference", "indistinguishable"]
+    assert rows[f"{POOLED}_loss_vs_ce"].tolist() == [
+        "worse",
+        "better",
+        "reference",
+        "indistinguishable",
+    ]
     assert math.isnan(rows.loc["∞ (CE)", "low_top1_diff"])
     # high-resource top-1 is 0.5 everywhere: no difference at all, hence indistinguishable
     assert rows.loc["1", "high_top1"] == pytest.approx(0.5)
@@ -219,9 +224,9 @@ def test_sweep_table_means_intervals_and_paired_verdicts():
 
 def test_per_seed_metrics_has_both_languages_and_the_pooled_row():
     per_seed = sw.per_seed_metrics(fake_runs(), INFO)
-    assert set(per_seed["language"]) == {"high", "low", "all"}
+    assert set(per_seed["language"]) == {"high", "low", POOLED}
     assert len(per_seed) == 4 * 3 * 3
-    pooled = per_seed[(per_seed["language"] == "all") & (per_seed["arm"] == "CE")]
+    pooled = per_seed[(per_seed["language"] == POOLED) & (per_seed["arm"] == "CE")]
     assert pooled.sort_values("seed")["loss"].tolist() == pytest.approx([2.0, 2.1, 2.2])
 
 
@@ -249,9 +254,8 @@ def test_readable_table_and_fragment_are_json_safe():
     ]
     records = sw.fragment_table(tables.table)
     assert [r["label"] for r in records] == ["1", "2", "∞ (CE)", "cosine 8→2"]
-    assert {"low_top1", "low_top1_lo", "low_top1_hi", "all_loss", "all_loss_vs_ce"} <= set(
-        records[0]
-    )
+    assert {"low_top1", "low_top1_lo", "low_top1_hi", sw.POOLED_LOSS} <= set(records[0])
+    assert f"{sw.POOLED_LOSS}_vs_ce" in records[0]
     from selfish_lib.engine.files import jsonable as _jsonable
 
     json.dumps(_jsonable(records), allow_nan=False)
@@ -265,10 +269,10 @@ def test_reading_names_the_best_layout_and_the_verdicts():
     assert best["diff_vs_ce"] == pytest.approx(0.10)
     assert reading.summary["low_top1_better_than_ce"] == ["1"]
     assert reading.summary["low_top1_worse_than_ce"] == ["cosine 8→2"]
-    assert reading.summary["all_loss_lowest"] == "2"
-    assert reading.summary["all_loss_worse_than_ce"] == ["1"]
+    assert reading.summary[f"{sw.POOLED_LOSS}_lowest"] == "2"
+    assert reading.summary[f"{sw.POOLED_LOSS}_worse_than_ce"] == ["1"]
     # 2.3 at layout 1, 2.0 at layout 2, 2.1 for CE: not monotone
-    assert reading.summary["all_loss_trend"] == "does not move monotonically"
+    assert reading.summary[f"{sw.POOLED_LOSS}_trend"] == "does not move monotonically"
     schedule = reading.summary["schedule"]
     assert schedule["best_constant"] == "1" and schedule["verdict_vs_best_constant"] == "worse"
     assert "layout **1**" in reading.text and "better than CE" in reading.text
@@ -320,8 +324,8 @@ def test_explorer_chart_highlights_the_chosen_layout():
 
 @pytest.mark.parametrize("layout", [0.0, 0.75, 2.0, 3.3, 10.0, INF])
 def test_toy_gradients_are_zero_when_excluded_and_softmax_minus_onehot_when_kept(layout):
-    example = sw.toy_example()
-    table = sw.toy_gradients(example, layout)
+    example = toy.toy_example()
+    table = toy.toy_gradients(example, layout)
     z = torch.tensor(example.logits, dtype=torch.float64)
     gap = z - z[example.target]
     excluded = (gap < -layout).numpy()
@@ -336,21 +340,21 @@ def test_toy_gradients_are_zero_when_excluded_and_softmax_minus_onehot_when_kept
 
 
 def test_toy_example_excludes_tokens_one_by_one_as_the_layout_shrinks():
-    example = sw.toy_example()
-    counts = [int(sw.toy_gradients(example, v)["excluded"].sum()) for v in (6.0, 4.0, 2.0, 0.0)]
+    example = toy.toy_example()
+    counts = [int(toy.toy_gradients(example, v)["excluded"].sum()) for v in (6.0, 4.0, 2.0, 0.0)]
     assert counts == sorted(counts) and counts[0] == 0 and counts[-1] == len(example.logits) - 2
     with pytest.raises(ParameterError, match="target"):
-        sw.ToyLogits((1.0, 2.0), 2, ("a", "b"))
+        toy.ToyLogits((1.0, 2.0), 2, ("a", "b"))
     with pytest.raises(ParameterError, match="layout"):
-        sw.toy_gradients(example, -1.0)
+        toy.toy_gradients(example, -1.0)
 
 
 def test_toy_chart_draws_the_cut_only_for_a_finite_layout():
-    example = sw.toy_example()
-    spec = charts.chart_spec(charts.toy_gradient_chart(sw.toy_gradients(example, 2.0), 2.0))
+    example = toy.toy_example()
+    spec = charts.chart_spec(charts.toy_gradient_chart(toy.toy_gradients(example, 2.0), 2.0))
     cuts = [row for row in datasets(spec) if "cut" in row]
     assert cuts and cuts[0]["cut"] == pytest.approx(example.logits[example.target] - 2.0)
-    spec = charts.chart_spec(charts.toy_gradient_chart(sw.toy_gradients(example, INF), INF))
+    spec = charts.chart_spec(charts.toy_gradient_chart(toy.toy_gradients(example, INF), INF))
     assert not [row for row in datasets(spec) if "cut" in row]
     statuses = {row["status"] for row in datasets(spec) if "status" in row}
     assert statuses == {"target", "kept (hard negative)"}
@@ -361,13 +365,13 @@ def test_toy_chart_draws_the_cut_only_for_a_finite_layout():
 
 def test_nucleus_is_the_shortest_prefix_reaching_top_p():
     probs = torch.tensor([[0.1, 0.5, 0.3, 0.1], [0.25, 0.25, 0.25, 0.25]], dtype=torch.float64)
-    mask = sw.nucleus(probs, 0.7)
+    mask = nucleus_mask(probs, 0.7)
     assert mask[0].tolist() == [False, True, True, False]  # 0.5 + 0.3 >= 0.7
     assert int(mask[1].sum()) == 3  # three of four tied tokens, whichever they are
-    assert sw.nucleus(probs, 0.8)[0].tolist() == [False, True, True, False]  # exactly 0.8
+    assert nucleus_mask(probs, 0.8)[0].tolist() == [False, True, True, False]  # exactly 0.8
     g = torch.Generator().manual_seed(0)
     p = torch.randn(50, 9, generator=g, dtype=torch.float64).mul(2).softmax(-1)
-    for row, m in zip(p, sw.nucleus(p, 0.9), strict=True):
+    for row, m in zip(p, nucleus_mask(p, 0.9), strict=True):
         kept = row[m]
         assert kept.sum() >= 0.9 - 1e-12
         assert kept.sum() - kept.min() < 0.9  # no shorter prefix reaches top_p
@@ -375,11 +379,11 @@ def test_nucleus_is_the_shortest_prefix_reaching_top_p():
 
 
 def test_nucleus_margin_text():
-    text = sw.nucleus_margin_text(130, 0.9, [2.0, 8.0, 12.0, INF])
+    text = toy.nucleus_margin_text(130, 0.9, [2.0, 8.0, 12.0, INF])
     assert f"**{math.log(130) + math.log(10):.3f}**" in text
     assert "8, 12, ∞ (CE)" in text
-    assert "Cannot compute" in sw.nucleus_margin_text(1, 0.9)
-    assert "top_p" in sw.nucleus_margin_text(65, 1.0)
+    assert "Cannot compute" in toy.nucleus_margin_text(1, 0.9)
+    assert "top_p" in toy.nucleus_margin_text(65, 1.0)
 
 
 def test_shown_layout_must_be_swept_and_safe_layouts_follow_the_margin():
@@ -388,12 +392,12 @@ def test_shown_layout_must_be_swept_and_safe_layouts_follow_the_margin():
         with pytest.raises(ParameterError, match=r"invalid layout=.*one of the swept layouts"):
             sw.check_shown_layout(bad, [1.0, 2.0, INF])
     margin = math.log(130) - math.log(0.1)
-    assert sw.nucleus_safe_layouts([2.0, margin, 8.0, INF], 130, 0.9) == [margin, 8.0, INF]
-    assert sw.TOY_LAYOUTS[0] == 0.0 and sw.TOY_LAYOUTS[-1] == INF
+    assert toy.nucleus_safe_layouts([2.0, margin, 8.0, INF], 130, 0.9) == [margin, 8.0, INF]
+    assert toy.TOY_LAYOUTS[0] == 0.0 and toy.TOY_LAYOUTS[-1] == INF
 
 
 def test_a_sweep_without_a_schedule_reads_and_draws():
-    runs = {k: r for k, r in fake_runs().items() if r.config.layout_schedule == "constant"}
+    runs = {k: r for k, r in fake_runs().items() if "→" not in r.config.objective.label}
     tables = sw.sweep_tables(runs, INFO)
     assert tables.schedules == ["constant"]
     reading = sw.sweep_reading(tables.per_seed, tables.table)

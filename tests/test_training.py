@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
-from selfish_lib.engine.model import GPT
+from selfish_lib.engine.model import GPT, ModelConfig
+from selfish_lib.engine.objectives import HardNegatives
 from selfish_lib.engine.training import (
     TokenLossLog,
     TrainConfig,
@@ -19,7 +21,7 @@ from selfish_lib.engine.training import (
 
 
 def tiny_config(corpus, **changes) -> TrainConfig:
-    base = TrainConfig(
+    base = TrainConfig.flat(
         n_layer=1,
         n_head=2,
         n_embd=16,
@@ -60,31 +62,47 @@ def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 )
 def test_invalid_config_names_the_parameter(field, value):
     with pytest.raises(ValueError) as err:
-        TrainConfig(**{field: value})
+        TrainConfig.flat(**{field: value})
     name = "n_embd" if field == "n_embd" else field
     assert name in str(err.value)
     assert repr(value) in str(err.value) or str(value) in str(err.value)
 
 
 def test_config_round_trips_through_dict_with_inf():
-    cfg = TrainConfig(bilingual=True, p_low=0.02, layout=math.inf)
+    cfg = TrainConfig.flat(bilingual=True, p_low=0.02, layout=math.inf, grad_clip=math.inf)
     data = cfg.to_dict()
-    assert data["layout"] == "inf"
-    assert TrainConfig.from_dict(data) == cfg
-    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+    assert data["grad_clip"] == "inf" and data["objective"] == {"name": "ce"}
+    assert TrainConfig.from_dict(json.loads(json.dumps(data))) == cfg
+    hns = cfg.replace(layout=8.0, layout_schedule="cosine", layout_end=2.0)
+    assert TrainConfig.from_dict(json.loads(json.dumps(hns.to_dict()))) == hns
+    with pytest.raises(ValueError, match="TrainConfig field='colour'"):
         TrainConfig.from_dict({**data, "colour": 1})
+
+
+def test_config_reads_the_flat_form_of_earlier_versions():
+    flat = {**TrainConfig.flat(layout=2.0).flat_dict(), "layout_schedule": "constant"}
+    flat["layout_end"] = "inf"
+    cfg = TrainConfig.from_dict(flat)
+    assert cfg.objective == HardNegatives(2.0) and cfg.model == ModelConfig()
+
+
+def test_values_are_normalised_to_their_field_type():
+    a = TrainConfig.flat(layout=2, learning_rate=1e-3, bias=1, p_low=0, dropout=0)
+    b = TrainConfig.flat(layout=2.0, learning_rate=0.001, bias=True, p_low=0.0, dropout=0.0)
+    assert a == b and a.to_dict() == b.to_dict()
+    assert isinstance(a.p_low, float) and a.model.bias is True
 
 
 def test_setting_and_objective_labels():
     assert TrainConfig().setting == "single"
-    assert TrainConfig(bilingual=True, p_low=0.02).setting == "bilingual"
-    assert TrainConfig(bilingual=True, p_low=1.0).setting == "low_only"
-    assert TrainConfig().objective == "CE"
-    assert TrainConfig(layout=2.0).objective == "HNS(layout=2)"
+    assert TrainConfig.flat(bilingual=True, p_low=0.02).setting == "bilingual"
+    assert TrainConfig.flat(bilingual=True, p_low=1.0).setting == "low_only"
+    assert TrainConfig().objective.label == "CE"
+    assert TrainConfig.flat(layout=2.0).objective.label == "HNS(layout=2)"
 
 
 def test_learning_rate_warmup_then_cosine_to_min():
-    cfg = TrainConfig(max_steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr=1e-4)
+    cfg = TrainConfig.flat(max_steps=1000, warmup_steps=100, learning_rate=1e-3, min_lr=1e-4)
     lrs = [learning_rate(s, cfg) for s in range(1001)]
     assert lrs[0] == pytest.approx(1e-3 / 101)
     assert all(a < b for a, b in zip(lrs[:100], lrs[1:100], strict=False))  # warmup increases
@@ -96,7 +114,7 @@ def test_learning_rate_warmup_then_cosine_to_min():
 
 def test_weight_decay_on_matrices_only_including_the_tied_embedding(tiny_corpus):
     cfg = tiny_config(tiny_corpus)
-    model = GPT(cfg.gpt_config(tiny_corpus.vocab_size))
+    model = GPT(cfg.model, tiny_corpus.vocab_size)
     decay, no_decay = make_optimizer(model, cfg).param_groups
     assert decay["weight_decay"] == cfg.weight_decay and no_decay["weight_decay"] == 0.0
     assert any(p is model.embedding for p in decay["params"])
@@ -144,7 +162,7 @@ def test_logs_cover_every_step_and_position(tiny_corpus):
     res = train(cfg, tiny_corpus, progress=False)
     assert res.train_log["step"].tolist() == [3, 6, 9, 12]
     # every target position of every batch is counted once in the per-token log
-    assert res.train_tokens["count"].sum() == cfg.max_steps * cfg.batch_size * cfg.block_size
+    assert res.train_tokens["count"].sum() == cfg.max_steps * cfg.batch_size * cfg.model.block_size
     assert sorted(res.eval_tokens["step"].unique()) == [0, 6, 12]
     per_eval = res.eval_tokens.groupby("step")["count"].sum()
     assert (per_eval == len(tiny_corpus.val) - 1).all()
@@ -165,33 +183,35 @@ def test_token_loss_log_sums_by_target():
 
 def test_corpus_mismatch_and_bad_device_are_rejected(tiny_corpus):
     with pytest.raises(ValueError, match="data_sha256"):
-        train(TrainConfig(max_steps=1), tiny_corpus, progress=False)
+        train(TrainConfig.flat(max_steps=1), tiny_corpus, progress=False)
     with pytest.raises(ValueError, match="device"):
         resolve_device("tpu")
     assert resolve_device("cpu").type == "cpu"
 
 
 def test_layout_schedules_interpolate_from_start_to_end():
-    from selfish_lib.engine.training import layout_at
-
-    const = TrainConfig(layout=2.0, max_steps=11)
-    assert [layout_at(s, const) for s in (0, 5, 10)] == [2.0, 2.0, 2.0]
-    lin = TrainConfig(layout=8.0, layout_end=2.0, layout_schedule="linear", max_steps=11)
-    assert [layout_at(s, lin) for s in (0, 5, 10)] == pytest.approx([8.0, 5.0, 2.0])
+    const = TrainConfig.flat(layout=2.0, max_steps=11)
+    assert [const.objective.layout_at(s, 11) for s in (0, 5, 10)] == [2.0, 2.0, 2.0]
+    lin = TrainConfig.flat(layout=8.0, layout_end=2.0, layout_schedule="linear", max_steps=11)
+    assert [lin.objective.layout_at(s, 11) for s in (0, 5, 10)] == pytest.approx([8.0, 5.0, 2.0])
     cos = lin.replace(layout_schedule="cosine")
-    assert layout_at(0, cos) == 8.0 and layout_at(10, cos) == pytest.approx(2.0)
-    assert layout_at(5, cos) == pytest.approx(5.0)  # the midpoint of half a cosine
-    assert layout_at(2, cos) > layout_at(2, lin)  # cosine lingers near the start
-    assert cos.objective == "HNS(layout=8→2, cosine)" and cos.family == "HNS"
+    assert cos.objective.layout_at(0, 11) == 8.0 and cos.objective.layout_at(
+        10, 11
+    ) == pytest.approx(2.0)
+    assert cos.objective.layout_at(5, 11) == pytest.approx(5.0)  # the midpoint of half a cosine
+    assert cos.objective.layout_at(2, 11) > lin.objective.layout_at(
+        2, 11
+    )  # cosine lingers near the start
+    assert cos.objective.label == "HNS(layout=8→2, cosine)" and cos.objective.arm == "HNS"
 
 
 def test_layout_schedule_validation():
     with pytest.raises(ValueError, match="layout_schedule"):
-        TrainConfig(layout_schedule="step")
+        TrainConfig.flat(layout_schedule="step")
     with pytest.raises(ValueError, match="layout_end"):
-        TrainConfig(layout=2.0, layout_end=1.0)  # an end without a schedule
+        TrainConfig.flat(layout=2.0, layout_end=1.0)  # an end without a schedule
     with pytest.raises(ValueError, match="layout"):
-        TrainConfig(layout=math.inf, layout_end=2.0, layout_schedule="linear")
+        TrainConfig.flat(layout=math.inf, layout_end=2.0, layout_schedule="linear")
 
 
 def test_a_scheduled_run_differs_from_its_constant_endpoints(tiny_corpus):

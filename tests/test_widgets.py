@@ -99,9 +99,9 @@ def test_layout_explorer_highlights_the_slider_layout_and_the_schedule(sweep_tab
 
 def test_toy_explorer_redraws_the_exclusions():
     from selfish_lib.report.widgets import toy_layout_explorer
-    from selfish_lib.study import layout as sweep
+    from selfish_lib.study import toy
 
-    example = sweep.toy_example()
+    example = toy.toy_example()
     ex = toy_layout_explorer(example, [0.0, 2.0, float("inf")], value=float("inf"))
 
     def n_excluded():
@@ -109,7 +109,7 @@ def test_toy_explorer_redraws_the_exclusions():
 
     assert n_excluded() == 0
     ex.control.value = 2.0
-    assert n_excluded() == int(sweep.toy_gradients(example, 2.0)["excluded"].sum()) > 0
+    assert n_excluded() == int(toy.toy_gradients(example, 2.0)["excluded"].sum()) > 0
     ex.control.value = 0.0
     assert n_excluded() == len(example.logits) - 2  # all but the target and the one above it
 

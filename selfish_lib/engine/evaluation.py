@@ -71,7 +71,7 @@ def evaluate_ids(
     """
     was_training = model.training
     model.eval()
-    V = model.config.vocab_size
+    V = model.vocab_size
     acc = {k: torch.zeros(V, dtype=torch.float64, device=device) for k in SUMS}
     for x_all, y_all in windows(ids, model.config.block_size):
         for start in range(0, len(x_all), batch_windows):

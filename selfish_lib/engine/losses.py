@@ -18,13 +18,39 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .validation import ParameterError, check_float, check_int
+from .validation import ParameterError, check_choice, check_float, check_int
 
 
 def check_layout(layout: float, finite: bool = False) -> float:
     """Validate ``layout``: a real number >= 0, or inf (plain cross-entropy) unless
     ``finite`` (where an HNS layout is compared with CE)."""
     return check_float("layout", layout, 0.0, allow_inf=not finite)
+
+
+def check_logits_and_targets(
+    logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
+) -> None:
+    """Shapes (..., V) and (...), integer targets in [0, V) or ``ignore_index``: a clear
+    ParameterError before torch's own message."""
+    if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() < 1:
+        raise ParameterError("logits", type(logits).__name__, "a floating tensor of shape (..., V)")
+    if not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex():
+        described = targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise ParameterError("targets", described, "an integer tensor of token ids")
+    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+        raise ParameterError(
+            "targets", f"shape {tuple(targets.shape)}",
+            f"the shape of logits without its last axis, {tuple(logits.shape[:-1])}",
+        )  # fmt: skip
+    if targets.device.type != "cpu":
+        return  # the id range would cost a device sync every step; CUDA asserts on it anyway
+    V = logits.size(-1)
+    scored = targets[targets != ignore_index]
+    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= V):
+        bad = int(scored.max()) if int(scored.max()) >= V else int(scored.min())
+        raise ParameterError(
+            "targets", bad, f"token ids in [0, {V}) or ignore_index={ignore_index}"
+        )
 
 
 def hns_keep_mask(
@@ -65,8 +91,8 @@ def hns_cross_entropy(
     A batch whose positions are all ignored gives a loss of 0 (not NaN) and zero gradients.
     """
     layout = check_layout(layout)
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"invalid reduction={reduction!r}: expected one of 'mean', 'sum', 'none'")
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    check_logits_and_targets(logits, targets, ignore_index)
     flat_logits = logits.reshape(-1, logits.size(-1))
     flat_targets = targets.reshape(-1)
     if not math.isinf(layout):
@@ -109,3 +135,15 @@ def nucleus_margin(vocab_size: int, top_p: float) -> float:
     if top_p >= 1.0:  # the whole vocabulary: no finite layout keeps every token out
         raise ParameterError("top_p", top_p, allowed)
     return math.log(vocab_size) - math.log1p(-top_p)
+
+
+def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Bool mask of the top-``top_p`` nucleus of each row of ``probs`` (..., V): sort by
+    probability (largest first; ties in index order) and keep the shortest prefix whose
+    mass reaches ``top_p`` (always at least one token)."""
+    top_p = check_float("top_p", top_p, 0.0, 1.0, min_inclusive=False)
+    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+    # the mass strictly before each position: once the prefix has reached top_p, stop
+    before = sorted_p.cumsum(-1) - sorted_p
+    keep_sorted = before < top_p
+    return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)

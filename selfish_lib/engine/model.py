@@ -8,6 +8,7 @@ three scenarios of the Selfish Tokens hypothesis.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -15,29 +16,39 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validation import check_float, check_int
+from .losses import nucleus_mask
+from .validation import ParameterError, check_choice, check_float, check_int
 
 
 @dataclass(frozen=True)
-class GPTConfig:
-    """Sizes of the GPT. ``vocab_size`` counts both alphabets in bilingual runs."""
+class ModelConfig:
+    """Sizes of the GPT, written once: a TrainConfig embeds one. The vocabulary size is
+    not here: it comes from the corpus (both alphabets in bilingual runs)."""
 
-    vocab_size: int = 65
-    block_size: int = 64
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
+    block_size: int = 64
     dropout: float = 0.0
     bias: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+        for name in ("block_size", "n_layer", "n_head", "n_embd"):
             check_int(name, getattr(self, name), 1)
-        check_float("dropout", self.dropout, 0.0, 1.0)
+        # Dropout 1 would zero every activation: training could not learn anything.
+        dropout = check_float("dropout", self.dropout, 0.0, 1.0)
+        if dropout >= 1.0:
+            raise ParameterError("dropout", self.dropout, "a real number >= 0.0 and < 1.0")
+        check_choice("bias", self.bias, (True, False))
+        # Normalised to the field types, so that equal configs are equal (and hash alike).
+        object.__setattr__(self, "dropout", dropout)
+        object.__setattr__(self, "bias", bool(self.bias))
         if self.n_embd % self.n_head:
-            raise ValueError(
-                f"invalid n_embd={self.n_embd}: expected a multiple of n_head={self.n_head}"
-            )
+            raise ParameterError("n_embd", self.n_embd, f"a multiple of n_head={self.n_head}")
+
+    def to_dict(self) -> dict:
+        """The sizes by field name."""
+        return dataclasses.asdict(self)
 
 
 class LayerNorm(nn.Module):
@@ -55,7 +66,7 @@ class LayerNorm(nn.Module):
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t only sees positions <= t."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
@@ -77,7 +88,7 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     """Position-wise feed-forward network, 4x wide, GELU."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU()
@@ -91,7 +102,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
@@ -106,19 +117,20 @@ class Block(nn.Module):
 class GPT(nn.Module):
     """Decoder-only transformer whose output head shares the token embedding."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.config = config
+        self.vocab_size = check_int("vocab_size", vocab_size, 1)
         self.transformer = nn.ModuleDict(
             dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wte=nn.Embedding(vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                 ln_f=LayerNorm(config.n_embd, bias=config.bias),
             )
         )
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, vocab_size, bias=False)
         # The tie: one Parameter, two uses. Its .grad is the sum of the three
         # scenarios (input lookup, target row, non-target rows).
         self.transformer.wte.weight = self.lm_head.weight
@@ -190,11 +202,7 @@ class GPT(nn.Module):
             logits = self(idx[:, -self.config.block_size :])[:, -1, :] / temperature
             probs = F.softmax(logits.float(), dim=-1)
             if top_p < 1.0:
-                sorted_p, order = probs.sort(dim=-1, descending=True)
-                # keep the smallest prefix whose mass reaches top_p (always >= 1 token)
-                outside = sorted_p.cumsum(-1) - sorted_p >= top_p
-                sorted_p = sorted_p.masked_fill(outside, 0.0)
-                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+                probs = probs.masked_fill(~nucleus_mask(probs, top_p), 0.0)
             nxt = torch.multinomial(probs, 1, generator=generator)
             idx = torch.cat([idx, nxt], dim=1)
         return idx

@@ -11,13 +11,16 @@
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .training import TrainConfig
-from .validation import check_choice, check_seeds
+from .model import ModelConfig
+from .objectives import CrossEntropy, Objective, check_objective
+from .training import LEGACY_OBJECTIVE_FIELDS, TrainConfig
+from .validation import ParameterError, check_choice, check_seeds
 
 SETTINGS = ("single", "bilingual", "low_only")
+CROSS_ENTROPY = CrossEntropy()
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Profile:
     """Sizes, schedules and seeds of one scale of the study."""
 
     name: str
-    model: dict  # n_layer, n_head, n_embd, block_size, dropout, bias
+    model: ModelConfig
     optim: dict  # batch_size, learning_rate, min_lr, warmup_steps, beta2, weight_decay, grad_clip
     steps: dict  # per setting: single, bilingual, low_only
     seeds: tuple[int, ...]
@@ -39,7 +42,7 @@ class Profile:
     def config(
         self,
         setting: str = "single",
-        layout: float = math.inf,
+        objective: Objective = CROSS_ENTROPY,
         seed: int | None = None,
         **overrides,
     ) -> TrainConfig:
@@ -47,55 +50,57 @@ class Profile:
 
         ``setting`` is 'single' (one language), 'bilingual' (p_low of the blocks
         in the second alphabet) or 'low_only' (only the second alphabet, for
-        ``steps['bilingual'] / 50`` steps). ``overrides`` replace any field.
+        ``steps['bilingual'] / 50`` steps). ``overrides`` replace any field, by the
+        names ``TrainConfig.flat`` takes (model sizes included).
         """
         check_choice("setting", setting, SETTINGS)
         p_low = {"single": 0.0, "bilingual": self.p_low, "low_only": 1.0}[setting]
         fields = dict(
-            **self.model,
+            model=self.model,
+            objective=objective,
             **self.optim,
             bilingual=setting != "single",
             p_low=p_low,
             max_steps=self.steps[setting],
-            layout=layout,
             seed=self.seeds[0] if seed is None else seed,
             eval_interval=self.eval_every[setting],
             log_interval=self.log_interval,
             checkpoint_interval=self.checkpoint_interval,
             scenario_interval=self.scenario_every[setting],
         )
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(TrainConfig)}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)} in overrides")
+        if set(overrides) & set(LEGACY_OBJECTIVE_FIELDS):
+            fields.pop("objective")
         fields.update(overrides)
-        return TrainConfig(**fields)
+        return TrainConfig.flat(**fields)
 
-    def objective_configs(self, setting: str, layout: float) -> dict:
-        """('CE', seed) and ('HNS', seed) -> TrainConfig for every seed: the comparison the
-        notebooks make (identical configs, so the run store trains each run once)."""
+    def grid(
+        self,
+        setting: str,
+        objectives: Sequence[Objective],
+        seeds: Sequence[int] | None = None,
+        **overrides,
+    ) -> dict[tuple[str, int], TrainConfig]:
+        """(arm, seed) -> TrainConfig for every objective and seed (the profile's unless
+        ``seeds``): the comparison a chapter makes. Configs differ only in the objective
+        and the seed, so the run store trains each run once for every chapter."""
+        arms = [check_objective(o).arm for o in objectives]
+        if len(set(arms)) != len(arms):
+            raise ParameterError("objectives", [o.label for o in objectives], "one per arm")
+        chosen = self.seeds if seeds is None else check_seeds("seeds", seeds)
         return {
-            (objective, seed): self.config(setting, layout=lay, seed=seed)
-            for objective, lay in (("CE", math.inf), ("HNS", layout))
-            for seed in self.seeds
+            (objective.arm, seed): self.config(setting, objective, seed, **overrides)
+            for objective in objectives
+            for seed in chosen
         }
 
-    def sweep_config(
-        self,
-        layout: float,
-        seed: int,
-        schedule: str = "constant",
-        layout_end: float = math.inf,
-    ) -> TrainConfig:
-        """A bilingual run of the layout sweep: the sweep's steps and evaluation interval;
-        ``schedule`` 'linear' or 'cosine' moves the layout from ``layout`` to ``layout_end``."""
+    def sweep_config(self, objective: Objective, seed: int) -> TrainConfig:
+        """A bilingual run of the layout sweep: the sweep's steps and evaluation interval."""
         return self.config(
             "bilingual",
-            layout=layout,
+            objective,
             seed=seed,
             max_steps=self.sweep["steps"],
             eval_interval=self.sweep["eval_interval"],
-            layout_schedule=schedule,
-            layout_end=layout_end,
         )
 
     def with_seeds(self, seeds) -> Profile:
@@ -116,7 +121,7 @@ _PAPER_OPTIM = dict(
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        model=dict(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0, bias=True),
+        model=ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0, bias=True),
         optim={**_PAPER_OPTIM, "batch_size": 8, "warmup_steps": 5},
         steps={"single": 30, "bilingual": 100, "low_only": 2},
         seeds=(0, 1),
@@ -128,7 +133,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "paper": Profile(
         name="paper",
-        model=dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=True),
+        model=ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=True),
         optim=_PAPER_OPTIM,
         steps={"single": 2000, "bilingual": 8000, "low_only": 160},
         seeds=(0, 1, 2, 3, 4),
@@ -140,7 +145,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "large": Profile(
         name="large",
-        model=dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
+        model=ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
         optim={**_PAPER_OPTIM, "batch_size": 64},
         steps={"single": 5000, "bilingual": 20000, "low_only": 400},
         seeds=(0, 1, 2),

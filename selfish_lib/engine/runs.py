@@ -1,10 +1,16 @@
-"""The run store: a run is named by the hash of its config and trained at most once.
+"""The run store: a run is named by the hash of its config, trained at most once, and
+verified, not trusted, every time it is served.
 
-``results/runs/<hash>/`` holds ``config.json``, the metric tables, the final
-model and, written last, the ``COMPLETE`` marker. Work in progress lives in
-``results/runs/.<hash>.partial/`` (with its checkpoint) and is renamed into
-place only when complete, so an interrupted run never looks finished and the
-next ``get_or_train`` resumes it.
+``results/runs/<hash>/`` holds ``config.json``, the metric tables, the final model,
+then ``manifest.json`` (the size and sha256 of every file, the canonical config and its
+hash) and, written last, the ``COMPLETE`` marker. Loading checks the folder name against
+the hash of the config and every file against the manifest (sizes always, sha256 too
+unless the run is larger than ``FULL_HASH_LIMIT``). A run that fails is moved aside to
+``results/runs/.corrupt/`` (kept for inspection, never deleted) with a one-line warning
+and trained again; it is never served. Work in progress lives in
+``results/runs/.<hash>.partial/`` (with its checkpoint) and is renamed into place only
+when complete, so an interrupted run never looks finished and the next
+``get_or_train`` resumes it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -22,18 +29,25 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from .. import __version__
 from .corpus import Corpus, load_corpus
 from .evaluation import aggregate
-from .model import GPT
-from .training import TrainConfig, train
+from .model import GPT, ModelConfig
+from .scenarios import tidy
+from .training import MODEL_FIELDS, TrainConfig, resolve_device, train
+from .validation import ParameterError
 
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
 NUMERICS_VERSION = 1
 ENV_VAR = "SELFISH_RESULTS"
 MARKER = "COMPLETE"
+MANIFEST = "manifest.json"
+CORRUPT_DIR = ".corrupt"
+# Above this many bytes a load checks sizes only; `selfish verify` always hashes.
+FULL_HASH_LIMIT = 512 << 20
 TABLES = ("train_log", "train_tokens", "eval_tokens", "scenarios")
 
 
@@ -42,19 +56,139 @@ def default_results_dir() -> Path:
     return Path(os.environ.get(ENV_VAR, "results"))
 
 
+def results_root(results_dir: str | os.PathLike | None = None) -> Path:
+    """The store's folder, checked before any work: a non-empty path that is a folder
+    (or does not exist yet) below a folder this process may write."""
+    raw = default_results_dir() if results_dir is None else results_dir
+    allowed = "a folder for the run store (it is created if missing)"
+    if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
+        raise ParameterError("results_dir", raw, allowed)
+    root = Path(raw)
+    if root.exists() and not root.is_dir():
+        raise ParameterError("results_dir", str(root), allowed + "; that path is a file")
+    existing = root
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ParameterError("results_dir", str(root), allowed + f"; {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError("results_dir", str(root), allowed + f"; {existing} is read-only")
+    return root
+
+
 def config_hash(config: TrainConfig) -> str:
     """Stable 16-hex-digit id of everything that determines a run's numbers.
 
-    Fields at their default value are left out of the hashed payload, so that a
-    field added to TrainConfig later (with a default that reproduces the old
-    behaviour) keeps every existing run id. The flip side: changing a default
-    changes numbers under an unchanged id, so it requires bumping NUMERICS_VERSION.
+    The payload is the config's flat form (``TrainConfig.flat_dict``: model sizes and
+    the objective's canonical values beside the other fields), with every value already
+    normalised to its field's type, so 2 and 2.0 give one id. Fields at their default
+    value are left out, so that a field added to TrainConfig later (with a default that
+    reproduces the old behaviour) keeps every existing run id. The flip side: changing a
+    default changes numbers under an unchanged id, so it requires bumping NUMERICS_VERSION.
     """
-    defaults = TrainConfig().to_dict()
-    fields = {k: v for k, v in config.to_dict().items() if v != defaults[k]}
+    defaults = _LEGACY_DEFAULTS
+    fields = {k: v for k, v in config.flat_dict().items() if k not in defaults or v != defaults[k]}
     payload = {"config": fields, "numerics": NUMERICS_VERSION}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# The default of every flat field, the objective's included (CE: an infinite constant layout).
+_LEGACY_DEFAULTS = {
+    **TrainConfig().flat_dict(),
+    "layout": "inf",
+    "layout_schedule": "constant",
+    "layout_end": "inf",
+}
+
+
+class CorruptRun(ValueError):
+    """A run folder that does not match its manifest or its id; says which and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = path, reason
+        super().__init__(f"corrupt run {path.name}: {reason}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(folder: Path, key: str, config: TrainConfig) -> dict:
+    """Size and sha256 of every file of a finished run, with its config and id."""
+    files = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name not in (MANIFEST, MARKER, "lock"):
+            files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return {"id": key, "numerics": NUMERICS_VERSION, "config": config.to_dict(), "files": files}
+
+
+def check_run(path: str | os.PathLike, full: bool | None = None) -> TrainConfig:
+    """The config of the completed run in ``path``, after checking that the folder is
+    what its manifest says: the marker, the manifest, the config's hash equal to the
+    folder's name and to the manifest's id, and every file of the manifest present with
+    its size (and its sha256 when ``full``; None: when the run is under
+    ``FULL_HASH_LIMIT`` bytes). Raises CorruptRun with the first problem found."""
+    path = Path(path)
+    if not (path / MARKER).exists():
+        raise CorruptRun(path, f"no {MARKER} marker (the run never finished)")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise CorruptRun(path, f"no {MANIFEST}") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CorruptRun(path, f"{MANIFEST} cannot be read") from None
+    try:
+        body = json.loads((path / "config.json").read_text())
+        config = TrainConfig.from_dict(body["config"])
+    except FileNotFoundError:
+        raise CorruptRun(path, "config.json is missing") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise CorruptRun(path, "config.json cannot be read as a config") from None
+    key = config_hash(config)
+    if key != path.name:
+        raise CorruptRun(path, f"config.json hashes to {key}, not to the folder's name")
+    if manifest.get("id") != key or manifest.get("config") != config.to_dict():
+        raise CorruptRun(path, "config.json differs from the manifest's config")
+    if full is None:
+        full = sum(entry["size"] for entry in files.values()) <= FULL_HASH_LIMIT
+    for name in sorted(files):
+        entry, file = files[name], path / name
+        if not file.is_file():
+            raise CorruptRun(path, f"{name} is missing")
+        size = file.stat().st_size
+        if size != entry["size"]:
+            raise CorruptRun(path, f"{name} has {size} bytes, the manifest says {entry['size']}")
+        if full and _sha256(file) != entry["sha256"]:
+            raise CorruptRun(path, f"{name} differs from the manifest (sha256)")
+    for name in TABLES:
+        if f"{name}.csv.gz" not in files:
+            raise CorruptRun(path, f"the manifest lists no {name}.csv.gz")
+    if "model.pt" not in files:
+        raise CorruptRun(path, "the manifest lists no model.pt")
+    return config
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Move a corrupt run to ``<runs>/.corrupt/<id>.<time>/`` (never deleted) and say so."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = path.parent / CORRUPT_DIR / f"{path.name}.{stamp}"
+    n = 1
+    while target.exists():
+        target = path.parent / CORRUPT_DIR / f"{path.name}.{stamp}.{n}"
+        n += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    print(
+        f"corrupt run {path.name} ({reason}): moved to {target}; it will be trained again",
+        file=sys.stderr,
+    )
+    return target
 
 
 @dataclass
@@ -64,15 +198,16 @@ class Run:
     path: Path
     config: TrainConfig
     meta: dict = field(default_factory=dict)
+    trained_now: bool = False  # True when this call trained it (not loaded from the store)
+    wall_seconds: float | None = None  # wall time of that training call
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Run:
-        """Open a completed run folder."""
+    def load(cls, path: str | os.PathLike, full: bool | None = None) -> Run:
+        """Open a completed run folder, verified (``check_run``); CorruptRun if it fails."""
         path = Path(path)
-        if not (path / MARKER).exists():
-            raise FileNotFoundError(f"{path} is not a completed run (no {MARKER} marker)")
+        config = check_run(path, full)
         data = json.loads((path / "config.json").read_text())
-        return cls(path, TrainConfig.from_dict(data["config"]), data.get("meta", {}))
+        return cls(path, config, data.get("meta", {}))
 
     @property
     def id(self) -> str:
@@ -105,8 +240,6 @@ class Run:
 
     def scenario_table(self, token_info: pd.DataFrame) -> pd.DataFrame:
         """The scenario log as a tidy table (step, token, symbol, rank, scenario, value, ...)."""
-        from .scenarios import tidy
-
         return tidy(self.scenarios, token_info)
 
     def final_eval(self) -> pd.DataFrame:
@@ -123,9 +256,8 @@ class Run:
     def model(self, device: str = "cpu") -> GPT:
         """The final model, in eval mode."""
         state = torch.load(self.path / "model.pt", map_location=device, weights_only=False)
-        from .model import GPTConfig
-
-        model = GPT(GPTConfig(**state["gpt_config"]))
+        sizes = dict(state["gpt_config"])
+        model = GPT(ModelConfig(**{k: sizes[k] for k in MODEL_FIELDS}), sizes["vocab_size"])
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 
@@ -169,9 +301,9 @@ def _train_into(
     assert result is not None
     for name in TABLES:
         _write_csv(getattr(result, name), partial / f"{name}.csv.gz")
-    gpt_config = result.model.config
+    sizes = {**result.model.config.to_dict(), "vocab_size": result.model.vocab_size}
     torch.save(
-        {"model": result.model.state_dict(), "gpt_config": gpt_config.__dict__},
+        {"model": result.model.state_dict(), "gpt_config": sizes},
         partial / "model.pt",
     )
     meta = {
@@ -185,6 +317,9 @@ def _train_into(
     body = {"id": key, "config": config.to_dict(), "meta": meta}
     (partial / "config.json").write_text(json.dumps(body, indent=2))
     (partial / "checkpoint.pt").unlink(missing_ok=True)
+    (partial / "checkpoint.rejected.pt").unlink(missing_ok=True)
+    manifest = _manifest(partial, key, config)
+    (partial / MANIFEST).write_text(json.dumps(manifest, indent=2))
     (partial / MARKER).write_text(key + "\n")
     (partial / "lock").unlink()  # a process still waiting on it holds the open file
     if final.exists():  # a stale incomplete folder (e.g. from another process): replace it
@@ -201,21 +336,74 @@ def get_or_train(
     progress: bool = True,
 ) -> Run:
     """Return the completed run of ``config``, training (or resuming) it if needed."""
-    root = Path(results_dir) if results_dir is not None else default_results_dir()
+    root = results_root(results_dir)
+    resolve_device(device)  # before anything is written
     runs = root / "runs"
     key = config_hash(config)
     final = runs / key
-    if (final / MARKER).exists():
-        return Run.load(final)
+    run = _load_verified(final)
+    if run is not None:
+        return run
     if corpus is None:
         corpus = load_corpus()
     partial = runs / f".{key}.partial"
     with _training_lock(partial):
-        if (final / MARKER).exists():  # finished by the process we waited for
+        run = _load_verified(final)  # finished by the process we waited for?
+        if run is not None:
             shutil.rmtree(partial, ignore_errors=True)  # only our lock file is left there
-        else:
-            _train_into(config, corpus, partial, final, key, device, progress)
-    return Run.load(final)
+            return run
+        started = time.perf_counter()
+        _train_into(config, corpus, partial, final, key, device, progress)
+    run = Run.load(final)
+    run.trained_now = True
+    run.wall_seconds = time.perf_counter() - started
+    return run
+
+
+def _load_verified(final: Path) -> Run | None:
+    """The run in ``final`` if it is there and sound; a corrupt one is set aside (None)."""
+    if not final.exists():
+        return None
+    try:
+        return Run.load(final)
+    except CorruptRun as exc:
+        set_aside(final, exc.reason)
+        return None
+
+
+def verify_store(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Every run folder of a store, fully hashed: id, status ('ok' or 'corrupt') and the
+    reason; corrupt runs are reported, not moved (``get_or_train`` moves them)."""
+    root = results_root(results_dir)
+    rows = []
+    folder = root / "runs"
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not path.is_dir() or path.name.startswith("."):
+            continue
+        try:
+            config = check_run(path, full=True)
+            rows.append(
+                {
+                    "id": path.name,
+                    "status": "ok",
+                    "setting": config.setting,
+                    "objective": config.objective.label,
+                    "seed": config.seed,
+                    "reason": "",
+                }
+            )
+        except CorruptRun as exc:
+            rows.append(
+                {
+                    "id": path.name,
+                    "status": "corrupt",
+                    "setting": None,
+                    "objective": None,
+                    "seed": None,
+                    "reason": exc.reason,
+                }
+            )
+    return pd.DataFrame(rows, columns=["id", "status", "setting", "objective", "seed", "reason"])
 
 
 def get_or_train_grid(
@@ -228,8 +416,8 @@ def get_or_train_grid(
 ) -> dict:
     """``get_or_train`` for every config of a dict (keys are the caller's labels, e.g.
     (objective, seed)); one progress bar over the runs, each run's own bar inside."""
-    from tqdm.auto import tqdm
-
+    results_root(results_dir)
+    resolve_device(device)
     if corpus is None:
         corpus = load_corpus()
     out = {}
@@ -248,7 +436,7 @@ def stack_runs(runs: dict, table) -> pd.DataFrame:
     for key, run in runs.items():
         part = table(run).copy()
         part.insert(0, "seed", run.config.seed)
-        part.insert(0, "objective", run.config.family)
+        part.insert(0, "objective", run.config.objective.arm)
         part.insert(0, "experiment", key[0] if isinstance(key, tuple) else key)
         frames.append(part)
     return pd.concat(frames, ignore_index=True)
@@ -265,7 +453,7 @@ def describe_runs(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
                 "run": key,
                 "id": run.id,
                 "setting": run.config.setting,
-                "objective": run.config.objective,
+                "objective": run.config.objective.label,
                 "seed": run.config.seed,
                 "steps": run.config.max_steps,
                 "train_seconds": run.meta.get("train_seconds"),
@@ -276,20 +464,26 @@ def describe_runs(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 
 
 def list_runs(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """One row per completed run: id, setting, objective, seed, steps, seconds, device."""
+    """One row per completed run: id, setting, objective, seed, steps, seconds, device and
+    status ('ok', or 'corrupt: <reason>' for a run that fails its size checks)."""
     root = Path(results_dir) if results_dir is not None else default_results_dir()
     rows = []
     for marker in sorted((root / "runs").glob(f"*/{MARKER}")):
-        run = Run.load(marker.parent)
+        try:
+            run = Run.load(marker.parent, full=False)
+        except CorruptRun as exc:
+            rows.append({"id": marker.parent.name, "status": f"corrupt: {exc.reason}"})
+            continue
         rows.append(
             {
                 "id": run.id,
                 "setting": run.config.setting,
-                "objective": run.config.objective,
+                "objective": run.config.objective.label,
                 "seed": run.config.seed,
                 "max_steps": run.config.max_steps,
                 "train_seconds": run.meta.get("train_seconds"),
                 "device": run.meta.get("device"),
+                "status": "ok",
             }
         )
     return pd.DataFrame(rows)

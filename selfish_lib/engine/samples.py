@@ -41,7 +41,7 @@ def generate_text(
         raise ValueError(f"invalid language={language!r}: expected 'high' or 'low'")
     length = check_int("length", length, 1)
     low = language == "low"
-    if low and model.config.vocab_size < 2 * tokenizer.vocab_size:
+    if low and model.vocab_size < 2 * tokenizer.vocab_size:
         raise ValueError("invalid language='low': the model has a single alphabet")
     ids = torch.tensor([tokenizer.encode(prompt, low_resource=low)], device=device)
     generator = torch.Generator(device=device).manual_seed(check_int("seed", seed, 0))

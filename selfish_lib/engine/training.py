@@ -1,58 +1,74 @@
 """Training: the validated TrainConfig and the loop that turns it into a model.
 
 The loop is nanoGPT's (AdamW, linear warmup then cosine decay, gradient
-clipping) with what the study needs on top: the objective can be HNS at any
-``layout``; every ``log_interval`` steps the mean training loss of every
-target token is recorded; every ``eval_interval`` steps the whole validation
-split is evaluated; and a checkpoint with every RNG state makes an interrupted
-run resume to exactly the same weights.
+clipping) with what the study needs on top: the objective is any registered
+one (``engine.objectives``: CE, HNS at any layout, ...); every
+``log_interval`` steps the mean training loss of every target token is
+recorded; every ``eval_interval`` steps the whole validation split is
+evaluated; and a checkpoint with every RNG state makes an interrupted run
+resume to exactly the same weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .corpus import CORPUS_SHA256, BlockSampler, Corpus
 from .evaluation import evaluate_split
-from .losses import check_layout, hns_cross_entropy
-from .model import GPT, GPTConfig
+from .model import GPT, ModelConfig
+from .objectives import (
+    CrossEntropy,
+    HardNegatives,
+    LossContext,
+    Objective,
+    check_objective,
+    full_cross_entropy,
+    objective_for_layout,
+    objective_from_dict,
+)
 from .scenarios import ScenarioLog
 from .scenarios import forward as forward_pass
-from .validation import check_choice, check_float, check_int
+from .validation import ParameterError, check_choice, check_float, check_int
 
 CHECKPOINT = "checkpoint.pt"
-LAYOUT_SCHEDULES = ("constant", "linear", "cosine")
+MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
+# The objective's fields before objectives were objects; still accepted by ``flat``.
+LEGACY_OBJECTIVE_FIELDS = ("layout", "layout_schedule", "layout_end")
+FLOAT_FIELDS = (
+    "p_low", "learning_rate", "min_lr", "beta1", "beta2", "weight_decay", "grad_clip"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run's numbers (the device aside).
 
-    ``bilingual`` doubles the vocabulary (a second alphabet, ids + vocab_size);
-    ``p_low`` is the probability that a sampled block is written in it: 0 for a
-    single language, 0.02 for the bilingual simulation, 1 for a model trained on
-    the low-resource language only. ``layout = inf`` is plain cross-entropy.
-    ``layout_schedule`` 'linear' or 'cosine' moves the layout from ``layout`` at
-    the first step to ``layout_end`` at the last (both finite).
+    ``model`` holds the sizes, ``objective`` the loss a step minimises (see
+    ``engine.objectives``). ``bilingual`` doubles the vocabulary (a second alphabet,
+    ids + vocab_size); ``p_low`` is the probability that a sampled block is written
+    in it: 0 for a single language, 0.02 for the bilingual simulation, 1 for a model
+    trained on the low-resource language only.
+
+    Values are normalised to their field's type where they enter (2 -> 2.0 for a
+    float field, 1 -> True for a bool), so one experiment has one config and one id.
     """
 
-    # model
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    bias: bool = True
+    model: ModelConfig = ModelConfig()
+    objective: Objective = CrossEntropy()
     # data
     bilingual: bool = False
     p_low: float = 0.0
@@ -66,10 +82,6 @@ class TrainConfig:
     beta2: float = 0.99
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    # objective
-    layout: float = math.inf
-    layout_schedule: str = "constant"
-    layout_end: float = math.inf
     seed: int = 0
     # what is recorded (changes the stored tables, not the weights)
     eval_interval: int = 250
@@ -80,22 +92,17 @@ class TrainConfig:
     data_sha256: str = CORPUS_SHA256
 
     def __post_init__(self) -> None:
-        GPTConfig(
-            vocab_size=1,
-            block_size=self.block_size,
-            n_layer=self.n_layer,
-            n_head=self.n_head,
-            n_embd=self.n_embd,
-            dropout=self.dropout,
-            bias=self.bias,
-        )  # validates the model sizes
-        check_choice("bias", self.bias, (True, False))
+        if not isinstance(self.model, ModelConfig):
+            raise ParameterError("model", self.model, "a ModelConfig")
+        check_objective(self.objective)
         check_choice("bilingual", self.bilingual, (True, False))
+        object.__setattr__(self, "bilingual", bool(self.bilingual))
         check_float("p_low", self.p_low, 0.0, 1.0)
         if not self.bilingual and self.p_low != 0.0:
-            raise ValueError(
-                f"invalid p_low={self.p_low!r}: expected 0.0 when bilingual=False "
-                "(a second language needs the doubled vocabulary)"
+            raise ParameterError(
+                "p_low",
+                self.p_low,
+                "0.0 when bilingual=False (a second language needs the doubled vocabulary)",
             )
         for name in ("batch_size", "max_steps"):
             check_int(name, getattr(self, name), 1)
@@ -105,20 +112,43 @@ class TrainConfig:
             check_int(name, getattr(self, name), 1)
         check_float("learning_rate", self.learning_rate, 0.0, min_inclusive=False)
         check_float("min_lr", self.min_lr, 0.0, self.learning_rate)
-        check_float("beta1", self.beta1, 0.0, 1.0)
-        check_float("beta2", self.beta2, 0.0, 1.0)
+        # AdamW divides by (1 - beta ** t): a beta of 1 never moves the weights.
+        for name in ("beta1", "beta2"):
+            value = check_float(name, getattr(self, name), 0.0, 1.0)
+            if value >= 1.0:
+                raise ParameterError(name, value, "a real number >= 0.0 and < 1.0")
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("grad_clip", self.grad_clip, 0.0, min_inclusive=False, allow_inf=True)
-        check_layout(self.layout)
-        check_choice("layout_schedule", self.layout_schedule, LAYOUT_SCHEDULES)
-        if self.layout_schedule != "constant":
-            for name in ("layout", "layout_end"):
-                check_float(name, getattr(self, name), 0.0)  # finite: a schedule interpolates
-        elif not math.isinf(self.layout_end):
-            raise ValueError(
-                f"invalid layout_end={self.layout_end!r}: expected inf unless "
-                "layout_schedule is 'linear' or 'cosine'"
+        if not isinstance(self.data_sha256, str) or len(self.data_sha256) != 64:
+            raise ParameterError("data_sha256", self.data_sha256, "a sha256 of 64 hex digits")
+        for name in FLOAT_FIELDS:
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    @classmethod
+    def flat(cls, **fields) -> TrainConfig:
+        """A config from flat fields: the model sizes by name (n_layer=4, ...) and the
+        objective as ``objective=`` or through the HNS fields of earlier versions
+        (``layout``, ``layout_schedule``, ``layout_end``; an infinite constant layout is
+        cross-entropy). Unknown names are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        allowed = names | set(MODEL_FIELDS) | set(LEGACY_OBJECTIVE_FIELDS)
+        unknown = sorted(set(fields) - allowed)
+        if unknown:
+            raise ParameterError(
+                "TrainConfig field", unknown[0], "one of " + ", ".join(sorted(allowed))
             )
+        sizes = {k: fields.pop(k) for k in MODEL_FIELDS if k in fields}
+        if sizes:
+            base = fields.pop("model", ModelConfig())
+            fields["model"] = dataclasses.replace(base, **sizes)
+        legacy = {k: fields.pop(k) for k in LEGACY_OBJECTIVE_FIELDS if k in fields}
+        if legacy:
+            if "objective" in fields:
+                raise ParameterError(
+                    "objective", fields["objective"], "either objective= or layout fields, not both"
+                )
+            fields["objective"] = objective_for_layout(**legacy)
+        return cls(**fields)
 
     @property
     def setting(self) -> str:
@@ -127,68 +157,62 @@ class TrainConfig:
             return "single"
         return "low_only" if self.p_low == 1.0 else "bilingual"
 
-    @property
-    def objective(self) -> str:
-        """'CE', 'HNS(layout=2)' or 'HNS(layout=8→2, cosine)', for labels."""
-        if self.layout_schedule != "constant":
-            return f"HNS(layout={self.layout:g}→{self.layout_end:g}, {self.layout_schedule})"
-        return "CE" if math.isinf(self.layout) else f"HNS(layout={self.layout:g})"
-
-    @property
-    def family(self) -> str:
-        """'CE' or 'HNS' (the objective without its layout)."""
-        return "CE" if math.isinf(self.layout) else "HNS"
-
     def replace(self, **changes) -> TrainConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed (validated again); takes ``flat``'s names."""
+        if not set(changes) & (set(MODEL_FIELDS) | set(LEGACY_OBJECTIVE_FIELDS)):
+            return dataclasses.replace(self, **changes)
+        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if set(changes) & set(LEGACY_OBJECTIVE_FIELDS):
+            current.pop("objective")
+            legacy = {}
+            if isinstance(self.objective, HardNegatives):
+                legacy = dict(
+                    layout=self.objective.layout,
+                    layout_schedule=self.objective.schedule,
+                    layout_end=self.objective.layout_end,
+                )
+            changes = {**legacy, **changes}
+        return TrainConfig.flat(**{**current, **changes})
 
     def to_dict(self) -> dict:
-        """JSON-safe field dict (inf written as the string 'inf')."""
-        return {
-            k: ("inf" if isinstance(v, float) and math.isinf(v) else v)
-            for k, v in dataclasses.asdict(self).items()
-        }
+        """JSON-safe nested form: the model sizes, the objective, the other fields
+        (inf written as the string 'inf')."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("model", "objective"):
+                value = value.to_dict()
+            elif isinstance(value, float) and math.isinf(value):
+                value = "inf"
+            out[f.name] = value
+        return out
+
+    def flat_dict(self) -> dict:
+        """The fields as earlier versions wrote them: model sizes and the HNS layout
+        fields at top level (the run id is computed from this form)."""
+        out = {k: v for k, v in self.to_dict().items() if k not in ("model", "objective")}
+        return {**self.model.to_dict(), **out, **self.objective.canonical()}
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        """Inverse of ``to_dict``; unknown keys are an error."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(
-                f"unknown TrainConfig fields {unknown}: expected a subset of {sorted(names)}"
-            )
-        return cls(**{k: (math.inf if v == "inf" else v) for k, v in data.items()})
-
-    def gpt_config(self, base_vocab_size: int) -> GPTConfig:
-        """The model config for a corpus with ``base_vocab_size`` symbols per alphabet."""
-        return GPTConfig(
-            vocab_size=base_vocab_size * (2 if self.bilingual else 1),
-            block_size=self.block_size,
-            n_layer=self.n_layer,
-            n_head=self.n_head,
-            n_embd=self.n_embd,
-            dropout=self.dropout,
-            bias=self.bias,
-        )
-
-
-def layout_at(step: int, config: TrainConfig) -> float:
-    """The layout used at 0-based ``step``: constant, or interpolated from ``layout`` at
-    step 0 to ``layout_end`` at the last step (linearly, or along half a cosine)."""
-    if config.layout_schedule == "constant":
-        return config.layout
-    t = min(1.0, step / max(1, config.max_steps - 1))
-    if config.layout_schedule == "cosine":
-        t = 0.5 * (1.0 - math.cos(math.pi * t))
-    return config.layout + (config.layout_end - config.layout) * t
+        """Inverse of ``to_dict``; also reads the flat form of earlier versions."""
+        data = {k: (math.inf if v == "inf" else v) for k, v in data.items()}
+        if isinstance(data.get("model"), dict):
+            data["model"] = ModelConfig(**data["model"])
+        if isinstance(data.get("objective"), dict):
+            data["objective"] = objective_from_dict(data["objective"])
+        return cls.flat(**data)
 
 
 def initial_model(config: TrainConfig, base_vocab_size: int) -> GPT:
     """The model a run of ``config`` starts from (the same weights ``train`` draws)."""
     torch.manual_seed(config.seed)
-    return GPT(config.gpt_config(base_vocab_size))
+    return GPT(config.model, vocab_size(config, base_vocab_size))
+
+
+def vocab_size(config: TrainConfig, base_vocab_size: int) -> int:
+    """The model's vocabulary: one alphabet, or two in bilingual runs."""
+    return base_vocab_size * (2 if config.bilingual else 1)
 
 
 def learning_rate(step: int, config: TrainConfig) -> float:
@@ -213,20 +237,34 @@ def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(config.beta1, config.beta2))
 
 
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; other names are checked for availability."""
+    """'auto' picks cuda, then mps, then cpu; 'cpu', 'mps', 'cuda' or 'cuda:N' are
+    checked to exist on this machine (ParameterError naming the device otherwise)."""
+    allowed = "auto, cpu, mps, cuda or cuda:N with N a GPU index of this machine"
+    if not isinstance(device, str):
+        raise ParameterError("device", device, allowed)
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    kind = str(device).split(":")[0]
-    check_choice("device", kind, ("auto", "cpu", "cuda", "mps"))
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"invalid device={device!r}: CUDA is not available on this machine")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"invalid device={device!r}: MPS is not available on this machine")
+    kind, _, index = device.partition(":")
+    if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
+        raise ParameterError("device", device, allowed)
+    if kind == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ParameterError("device", device, "a device of this machine (it has no CUDA)")
+        if index and int(index) >= count:
+            raise ParameterError("device", device, f"cuda:0 to cuda:{count - 1} (this machine)")
+    if kind == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ParameterError("device", device, "a device of this machine (it has no MPS)")
     return torch.device(device)
 
 
@@ -307,46 +345,128 @@ def training_step(
     config: TrainConfig,
     lr: float,
     scenario_log: ScenarioLog | None = None,
-    step_number: int = 0,
-    layout: float | None = None,
+    step: int = 0,
 ) -> StepOutput:
-    """One AdamW step on the batch (x, y) with the config's objective.
+    """One AdamW step on the batch (x, y) with the config's objective at 0-based ``step``.
 
     With a ``scenario_log``, hooks read the gradients the scenario split needs
-    from this same backward pass and the log records the step; the numbers of
-    the step are identical either way. ``layout`` defaults to ``config.layout``
-    (the loop passes the scheduled value).
+    from this same backward pass and the log records the step (as ``step + 1``,
+    the number of steps done); the numbers of the step are identical either way.
     """
-    layout = config.layout if layout is None else layout
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
     logits, capture = forward_pass(model, x, capture=scenario_log is not None)
-    per_pos = hns_cross_entropy(logits, y, layout, reduction="none")
+    context = LossContext(step=step, max_steps=config.max_steps, model=model)
+    per_pos = config.objective.loss(logits, y, context)
     loss = per_pos.mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if capture is not None:
-        scenario_log.before_step(step_number, capture, y, model.embedding)
+        scenario_log.before_step(step + 1, capture, y, model.embedding)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
     if capture is not None:
         scenario_log.after_step(model.embedding, lr, config.weight_decay)
     with torch.no_grad():
         objective = per_pos.detach()
-        if math.isinf(layout):
+        # Every run is also logged with the full-softmax CE, so objectives compare.
+        if isinstance(config.objective, CrossEntropy):
             ce = objective
         else:
-            V = logits.size(-1)
-            ce = F.cross_entropy(logits.detach().view(-1, V), y.view(-1), reduction="none")
-            ce = ce.view(y.shape)
+            ce = full_cross_entropy(logits.detach(), y)
     return StepOutput(loss.detach(), objective, ce, grad_norm)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: the run stopped at a step boundary and, with a work
+    folder, left a checkpoint there that the next call resumes from."""
+
+    def __init__(self, step: int, max_steps: int, checkpoint: Path | None) -> None:
+        self.step, self.max_steps, self.checkpoint = step, max_steps, checkpoint
+        where = (
+            f"checkpoint at step {step} of {max_steps} in {checkpoint}"
+            if checkpoint
+            else (f"stopped at step {step} of {max_steps} (no work folder: nothing kept)")
+        )
+        super().__init__(f"interrupted: {where}")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed from (unreadable, another config, bad step)."""
+
+
 def _save_atomic(obj: dict, path: Path) -> None:
+    """torch.save to a temporary name, then rename; a failed write says which file and why."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+    try:
+        torch.save(obj, tmp)
+    except (OSError, RuntimeError) as exc:
+        tmp.unlink(missing_ok=True)
+        # torch reports a full disk as a RuntimeError from its zip writer.
+        free = shutil.disk_usage(path.parent).free
+        reason = "no space left on the device" if free < (64 << 20) else str(exc).splitlines()[0]
+        raise OSError(f"could not write the checkpoint {path}: {reason}") from None
     os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, config: TrainConfig, device: torch.device) -> dict:
+    """The state saved in ``path``, checked to belong to ``config`` and to be resumable:
+    readable, with every field, the same config, and a step in 1..max_steps. Raises
+    CheckpointError with the reason otherwise."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # truncated, random bytes, empty: torch raises many kinds
+        raise CheckpointError(f"unreadable ({type(exc).__name__})") from None
+    required = ("model", "optimizer", "sampler", "rng_cpu", "step", "elapsed", "config")
+    if not isinstance(state, dict) or any(k not in state for k in required):
+        raise CheckpointError("not a checkpoint of this project (fields missing)")
+    try:
+        saved = TrainConfig.from_dict(state["config"])
+    except (ValueError, TypeError):
+        raise CheckpointError("its config cannot be read") from None
+    if saved != config:
+        raise CheckpointError("it belongs to another config")
+    step = state["step"]
+    if not isinstance(step, int) or not 1 <= step <= config.max_steps:
+        raise CheckpointError(f"its step {step!r} is outside 1..max_steps={config.max_steps}")
+    return state
+
+
+def _restore(state: dict, model, optimizer, sampler, device: torch.device) -> None:
+    """Load a validated checkpoint into fresh objects; CheckpointError if it does not fit."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], device)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"its tensors do not fit this model ({first[:120]})") from None
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """While training, a first Ctrl-C only raises a flag that the loop reads at the next step
+    boundary (so the checkpoint holds a whole step); a second one interrupts at once.
+    Outside the main thread signals cannot be handled and Ctrl-C behaves as usual."""
+    flag = {"raised": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag["raised"]:
+            raise KeyboardInterrupt
+        flag["raised"] = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def train(
@@ -372,18 +492,21 @@ def train(
         )
     dev = resolve_device(device)
     work = Path(work_dir) if work_dir is not None else None
-    V = corpus.vocab_size * (2 if config.bilingual else 1)
+    V = vocab_size(config, corpus.vocab_size)
 
-    model = initial_model(config, corpus.vocab_size).to(dev)
-    optimizer = make_optimizer(model, config)
-    sampler = BlockSampler(
-        corpus.train,
-        config.block_size,
-        config.batch_size,
-        config.seed,
-        corpus.vocab_size,
-        p_low=config.p_low,
-    )
+    def fresh():
+        model = initial_model(config, corpus.vocab_size).to(dev)
+        sampler = BlockSampler(
+            corpus.train,
+            config.model.block_size,
+            config.batch_size,
+            config.seed,
+            corpus.vocab_size,
+            p_low=config.p_low,
+        )
+        return model, make_optimizer(model, config), sampler
+
+    model, optimizer, sampler = fresh()
     tokens = TokenLossLog(V, dev)
     scenario_log = ScenarioLog()
     train_log: list[dict] = []
@@ -394,18 +517,24 @@ def train(
 
     ckpt_path = work / CHECKPOINT if work is not None else None
     if ckpt_path is not None and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if dev.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], dev)
-        step, elapsed = state["step"], state["elapsed"]
-        train_log, window = state["train_log"], state["window"]
-        tokens.load_state_dict(state["train_tokens"])
-        scenario_log.records = state["scenarios"]
-        eval_frames = [pd.DataFrame(state["eval_tokens"])] if state["eval_tokens"] else []
+        try:
+            state = load_checkpoint(ckpt_path, config, dev)
+            _restore(state, model, optimizer, sampler, dev)
+        except CheckpointError as exc:
+            rejected = ckpt_path.with_name("checkpoint.rejected.pt")
+            os.replace(ckpt_path, rejected)
+            print(
+                f"discarded checkpoint {ckpt_path} ({exc}); kept as {rejected.name}, "
+                "training starts again from step 0",
+                file=sys.stderr,
+            )
+            model, optimizer, sampler = fresh()  # a failed load may have half-filled them
+        else:
+            step, elapsed = state["step"], state["elapsed"]
+            train_log, window = state["train_log"], state["window"]
+            tokens.load_state_dict(state["train_tokens"])
+            scenario_log.records = state["scenarios"]
+            eval_frames = [pd.DataFrame(state["eval_tokens"])] if state["eval_tokens"] else []
 
     def evaluate(at: int) -> pd.DataFrame:
         frame = evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
@@ -442,7 +571,7 @@ def train(
     bar = tqdm(
         total=config.max_steps,
         initial=step,
-        desc=config.objective,
+        desc=config.objective.label,
         unit="step",
         disable=not progress,
         mininterval=1.0,
@@ -452,62 +581,66 @@ def train(
     started = time.perf_counter() - elapsed
     at_boundary = True  # False while a step (sampling to logging) is half done
     try:
-        while step < config.max_steps:
-            if stop_after is not None and steps_this_call >= stop_after:
-                return None
-            at_boundary = False
-            lr = learning_rate(step, config)
-            x, y = (t.to(dev) for t in sampler.sample())
-            k = config.scenario_interval
-            logged = k > 0 and (step + 1) % k == 0
-            out = training_step(
-                model,
-                optimizer,
-                x,
-                y,
-                config,
-                lr,
-                scenario_log=scenario_log if logged else None,
-                step_number=step + 1,
-                layout=layout_at(step, config),
-            )
-            tokens.add(y, out.ce, out.objective)
-            loss, grad_norm = out.loss, out.grad_norm
-            ce_pos = out.ce
-            window["loss"] += loss.item()
-            window["ce"] += ce_pos.mean().item()
-            window["n"] += 1
-            step += 1
-            steps_this_call += 1
-            bar.update(1)
-            if step % config.log_interval == 0 or step == config.max_steps:
-                tokens.flush(step)
-                n = window["n"]
-                train_log.append(
-                    {
-                        "step": step,
-                        "lr": lr,
-                        "loss": window["loss"] / n,
-                        "ce": window["ce"] / n,
-                        "grad_norm": float(grad_norm),
-                    }
+        with _deferred_interrupt() as interrupt:
+            while step < config.max_steps:
+                if stop_after is not None and steps_this_call >= stop_after:
+                    return None
+                at_boundary = False
+                lr = learning_rate(step, config)
+                x, y = (t.to(dev) for t in sampler.sample())
+                k = config.scenario_interval
+                logged = k > 0 and (step + 1) % k == 0
+                out = training_step(
+                    model,
+                    optimizer,
+                    x,
+                    y,
+                    config,
+                    lr,
+                    scenario_log=scenario_log if logged else None,
+                    step=step,
                 )
-                bar.set_postfix(loss=f"{window['loss'] / n:.3f}")
-                window = {"loss": 0.0, "ce": 0.0, "n": 0}
-            if step % config.eval_interval == 0 or step == config.max_steps:
-                frame = evaluate(step)
-                val = frame["loss_sum"].sum() / max(1, frame["count"].sum())
-                shown = {"loss": f"{train_log[-1]['loss']:.3f}"} if train_log else {}
-                bar.set_postfix(**shown, val=f"{val:.3f}")
-            elapsed = time.perf_counter() - started
-            if step % config.checkpoint_interval == 0 and step < config.max_steps:
-                checkpoint()
-            at_boundary = True
+                tokens.add(y, out.ce, out.objective)
+                window["loss"] += out.loss.item()
+                window["ce"] += out.ce.mean().item()
+                window["n"] += 1
+                step += 1
+                steps_this_call += 1
+                bar.update(1)
+                if step % config.log_interval == 0 or step == config.max_steps:
+                    tokens.flush(step)
+                    n = window["n"]
+                    train_log.append(
+                        {
+                            "step": step,
+                            "lr": lr,
+                            "loss": window["loss"] / n,
+                            "ce": window["ce"] / n,
+                            "grad_norm": float(out.grad_norm),
+                        }
+                    )
+                    bar.set_postfix(loss=f"{window['loss'] / n:.3f}")
+                    window = {"loss": 0.0, "ce": 0.0, "n": 0}
+                if step % config.eval_interval == 0 or step == config.max_steps:
+                    frame = evaluate(step)
+                    val = frame["loss_sum"].sum() / max(1, frame["count"].sum())
+                    shown = {"loss": f"{train_log[-1]['loss']:.3f}"} if train_log else {}
+                    bar.set_postfix(**shown, val=f"{val:.3f}")
+                elapsed = time.perf_counter() - started
+                at_boundary = True
+                if interrupt["raised"]:  # Ctrl-C during this step: keep it, then stop
+                    checkpoint()
+                    raise TrainingInterrupted(step, config.max_steps, ckpt_path)
+                if step % config.checkpoint_interval == 0 and step < config.max_steps:
+                    checkpoint()
+    except TrainingInterrupted:
+        raise
     except KeyboardInterrupt:
-        # Keep what was done, so that the next call resumes from here; a step
-        # cut in half is not saved (it is redone from the last checkpoint).
-        if at_boundary:
+        # A second Ctrl-C, or one outside the main thread: keep the last whole step if
+        # the loop stood between two steps; a step cut in half is redone on resume.
+        if at_boundary and step > 0:
             checkpoint()
+            raise TrainingInterrupted(step, config.max_steps, ckpt_path) from None
         raise
     finally:
         bar.close()

@@ -1,13 +1,17 @@
-"""The ``selfish`` command: reproduce the report, re-render it, train one run, list runs.
+"""The ``selfish`` command: reproduce the report, re-render it, train one run, list and
+verify the runs of the store.
 
     selfish reproduce --profile smoke --only 01_hypothesis
     selfish report --profile smoke
     selfish train --profile smoke --setting single --layout 2 --seed 0
     selfish runs
+    selfish verify
 
-A bad parameter prints one line to stderr and exits with status 2; a failing
-notebook or a missing file prints what failed and exits with status 1. Any
-other exception is a bug and keeps its traceback.
+A bad parameter, or a path that cannot be used (a file where a folder should be, a
+read-only folder, a full disk), prints one line to stderr naming it and exits with
+status 2; a failing notebook, a missing file or a corrupt run found by ``verify``
+exits with status 1; Ctrl-C exits with status 130 after saying what was kept. Add
+``--debug`` to see the traceback of any of these.
 """
 
 from __future__ import annotations
@@ -16,10 +20,19 @@ import argparse
 import ast
 import re
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-EXIT_FAILURE, EXIT_USAGE = 1, 2
+from ..engine.corpus import load_corpus
+from ..engine.objectives import objective_for_layout
+from ..engine.profiles import PROFILE_NAMES, SETTINGS, get_profile
+from ..engine.runs import get_or_train, list_runs, verify_store
+from ..engine.training import TrainingInterrupted
+from .parameters import check_device
+from .pipeline import NotebookError, render_reports, run_pipeline
+
+EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _parameter(text: str) -> tuple[str, str, object]:
@@ -51,8 +64,6 @@ def _layout(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``selfish`` command."""
-    from ..engine.profiles import PROFILE_NAMES, SETTINGS
-
     profiles = ", ".join(PROFILE_NAMES)
     parser = argparse.ArgumentParser(prog="selfish", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -89,12 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list the completed runs")
     runs.add_argument("--results-dir", default="results", type=Path)
+
+    verify = sub.add_parser("verify", help="check every run of the store against its manifest")
+    verify.add_argument("--results-dir", default="results", type=Path)
+    for command in (rep, report, train, runs, verify):
+        command.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from .pipeline import run_pipeline
-
     extra: dict[str, dict] = {}
     for notebook, name, value in args.param:
         extra.setdefault(notebook, {})[name] = value
@@ -114,32 +128,29 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .pipeline import render_reports
-
     for html in render_reports(args.profile, args.reports_dir):
         print(html)
     return 0
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ..engine.corpus import load_corpus
-    from ..engine.profiles import get_profile
-    from ..engine.runs import get_or_train
-    from .pipeline import check_device
-
-    config = get_profile(args.profile).config(args.setting, layout=args.layout, seed=args.seed)
+    objective = objective_for_layout(args.layout)
+    config = get_profile(args.profile).config(args.setting, objective, seed=args.seed)
     check_device(args.device)
     corpus = load_corpus(args.data_path)
     run = get_or_train(config, corpus=corpus, results_dir=args.results_dir, device=args.device)
-    print(f"run {run.id}  trained in {run.meta.get('train_seconds', float('nan')):.1f} s")
+    what = f"run {run.id} ({config.setting}, {config.objective.label}, seed {config.seed})"
+    seconds = run.meta.get("train_seconds", float("nan"))
+    if run.trained_now:
+        print(f"trained {what} in {seconds:.1f} s")
+    else:
+        print(f"loaded {what} from the store, trained earlier in {seconds:.1f} s")
     metrics = run.metrics(corpus.token_info(bilingual=run.config.bilingual), by=["language"])
     print(metrics.to_string(index=False))
     return 0
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from ..engine.runs import list_runs
-
     table = list_runs(args.results_dir)
     print(
         table.to_string(index=False) if len(table) else f"no completed runs in {args.results_dir}"
@@ -147,7 +158,27 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"reproduce": _reproduce, "report": _report, "train": _train, "runs": _runs}
+def _verify(args: argparse.Namespace) -> int:
+    table = verify_store(args.results_dir)
+    if table.empty:
+        print(f"no runs in {args.results_dir}")
+        return 0
+    print(table.to_string(index=False))
+    bad = int((table["status"] != "ok").sum())
+    print(
+        f"{len(table) - bad} ok, {bad} corrupt"
+        + (" (trained again when next asked for)" if bad else "")
+    )
+    return EXIT_FAILURE if bad else 0
+
+
+COMMANDS = {
+    "reproduce": _reproduce,
+    "report": _report,
+    "train": _train,
+    "runs": _runs,
+    "verify": _verify,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -157,18 +188,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
-    from .pipeline import NotebookError
-
     try:
         return COMMANDS[args.command](args)
+    except TrainingInterrupted as exc:
+        return _fail(args, exc, f"{exc}; run the same command to resume", EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        return _fail(args, exc, "interrupted", EXIT_INTERRUPTED)
     except ValueError as exc:
         # ParameterError and the library's other "invalid x=..." errors (e.g. a device
         # this machine lacks, a corpus file with the wrong checksum).
-        print(f"selfish {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, exc, str(exc), EXIT_USAGE)
     except (NotebookError, FileNotFoundError) as exc:
-        print(f"selfish {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fail(args, exc, str(exc), EXIT_FAILURE)
+    except OSError as exc:  # a folder that is a file, read-only, a full disk
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        reason = exc.strerror or str(exc)
+        return _fail(args, exc, f"cannot use a path{where}: {reason}", EXIT_USAGE)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, message: str, status: int) -> int:
+    """One line on stderr (and the traceback with --debug); the exit status."""
+    if getattr(args, "debug", False):
+        traceback.print_exception(exc)
+    print(f"selfish {args.command}: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

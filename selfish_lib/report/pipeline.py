@@ -13,57 +13,65 @@ folder as working directory, and writes to ``reports/<profile>/``:
 - ``summary.json``: profile, device, seeds, library version and, per notebook,
   status, timestamps, duration and injected parameters, plus ``fragments``.
 
-Parameters are injected into the cell tagged ``parameters``, and only those
-the cell defines: ``profile``, ``device``, ``seeds``, ``results_dir``,
-``data_path``, ``progress`` (False: progress bars inside a headless kernel are
-invisible) and ``report_dir`` (the absolute ``reports/<profile>``).
+Parameters are injected after the cell tagged ``parameters``. Every notebook
+receives the common ones (``report.parameters.COMMON``), whether or not its
+parameters cell defines them: ``profile``, ``device``, ``seeds``,
+``results_dir``, ``data_path``, ``progress`` (False: progress bars inside a
+headless kernel are invisible), ``report_dir`` (the absolute
+``reports/<profile>``) and ``notebook_name`` (its ``NN_name``); then the
+overrides of its own parameters given in ``extra_parameters``. The notebook's
+study object (``report.notebook.open_study``) validates them all.
 
-Fragments: a notebook contributes numbers to ``summary.json`` by calling
-``write_fragment(report_dir, "NN_name", {...})``, which writes
-``<report_dir>/NN_name.summary.json`` (and does nothing when ``report_dir`` is
-None, i.e. when the notebook runs interactively). After each notebook the
-pipeline gathers every fragment of the folder under ``summary["fragments"]``.
+Fragments: a notebook contributes numbers to ``summary.json`` with
+``study.fragment({...})``, which calls ``write_fragment(report_dir, "NN_name",
+{...})`` to write ``<report_dir>/NN_name.summary.json`` (nothing when
+``report_dir`` is None, i.e. when the notebook runs interactively). After each
+notebook the pipeline gathers every fragment of the folder under
+``summary["fragments"]``.
 
 Everything is written under a temporary name and renamed: a failing notebook
 leaves ``NN_name.failed.ipynb`` for inspection and no ``NN_name.ipynb`` or
-``.html``. This module imports papermill, nbconvert and jupytext only when it
-executes or renders, so notebooks can import it cheaply for ``write_fragment``.
+``.html``. Papermill, nbconvert, jupytext, nbformat and jinja2 are imported
+only when a notebook is read, executed or rendered.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import datetime as dt
+import fcntl
 import json
+import logging
 import os
-import re
+import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from .. import __version__
+from ..engine.corpus import resolve_corpus_path
 from ..engine.files import write_atomic, write_json
-from ..engine.validation import ParameterError, check_choice, check_seeds
+from ..engine.profiles import get_profile
+from ..engine.runs import results_root
+from ..engine.training import resolve_device
+from ..engine.validation import ParameterError, check_seeds
+from .charts import EMBED_OPTIONS, javascript_bundle, spec_of_output
+from .parameters import COMMON, NOTEBOOK_NAME, check_device, own_parameters, validate
+from .parameters import check_study as check_study  # re-exported: pipeline.check_study
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-DEVICES = ("auto", "cpu", "cuda", "mps")
 KERNEL = "python3"
 SUMMARY = "summary.json"
 FRAGMENT_SUFFIX = ".summary.json"
 FAILED_SUFFIX = ".failed.ipynb"
-NOTEBOOK_PATTERN = re.compile(r"^\d\d_\w+$")
-COMMON_PARAMETERS = (
-    "profile",
-    "device",
-    "seeds",
-    "results_dir",
-    "data_path",
-    "progress",
-    "report_dir",
-)
+NOTEBOOK_PATTERN = NOTEBOOK_NAME
+COMMON_PARAMETERS = tuple(COMMON)
 
 
 class NotebookError(RuntimeError):
@@ -116,31 +124,7 @@ def read_fragments(report_dir: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-# --- validation -------------------------------------------------------------------------
-
-
-def check_device(device: str) -> str:
-    """Validate ``device`` (auto, cpu, cuda, mps, optionally 'cuda:N') and its availability."""
-    from ..engine.training import resolve_device
-
-    kind = str(device).split(":")[0] if isinstance(device, str) else device
-    check_choice("device", kind, DEVICES)
-    try:
-        resolve_device(device)
-    except ValueError as exc:  # valid name, but not on this machine
-        reason = str(exc).split(": ", 1)[-1]  # drop resolve_device's own "invalid device=..."
-        raise ParameterError("device", device, f"a device available here ({reason})") from None
-    return device
-
-
-def check_study(profile: str, seeds, device: str):
-    """Validate the parameters every notebook shares and return the profile (with the
-    ``seeds`` if given), so that a typo fails before any work with a clear message."""
-    from ..engine.profiles import get_profile
-
-    study = get_profile(profile, seeds)
-    check_device(device)
-    return study
+# --- notebooks and their parameters -------------------------------------------------------
 
 
 def available_notebooks(notebooks_dir: str | os.PathLike | None = None) -> dict[str, Path]:
@@ -177,7 +161,7 @@ def select_notebooks(
 
 def read_notebook(path: str | os.PathLike):
     """The notebook of a py:percent file (or an .ipynb), as an nbformat node."""
-    import jupytext
+    import jupytext  # only to read notebooks: not needed to import this module
 
     return jupytext.read(Path(path))
 
@@ -204,16 +188,36 @@ def notebook_parameters(
 ) -> dict[str, Any]:
     """The parameters to inject into notebook ``name`` whose parameters cell defines ``names``.
 
-    Common values are passed only when the notebook defines them; every
-    override must be one of ``names`` (a typo raises ParameterError).
+    Every common value is passed, and ``notebook_name`` is ``name``. Each
+    override must be one of the notebook's own parameters: defined by its
+    parameters cell (``names``) or listed for it in ``report.parameters``, and
+    not a common one, which comes from ``run_pipeline``'s arguments (a typo
+    raises ParameterError).
     """
-    params = {k: v for k, v in common.items() if k in names}
+    params = {**common, "notebook_name": name}
+    own = [n for n in dict.fromkeys([*names, *own_parameters(name)]) if n not in COMMON]
     for key, value in (overrides or {}).items():
-        if key not in names:
-            allowed = "a parameter of " + name + ": " + (", ".join(names) or "(it defines none)")
+        if key in COMMON:
+            allowed = (
+                "a parameter of the notebook itself: " + (", ".join(own) or "(it has none)")
+                + f"; {key} belongs to the whole reproduction (its own option)"
+            )  # fmt: skip
+            raise ParameterError(f"extra_parameters[{name!r}]", key, allowed)
+        if key not in own:
+            allowed = "a parameter of " + name + ": " + (", ".join(own) or "(it has none)")
             raise ParameterError(f"extra_parameters[{name!r}]", key, allowed)
         params[key] = value
     return params
+
+
+class _CommonParameterFilter(logging.Filter):
+    """Drops papermill's warning that a common parameter is not in a parameters cell:
+    every notebook takes the common parameters, through its study object."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        prefix = "Passed unknown parameter: "
+        return not (message.startswith(prefix) and message[len(prefix) :] in COMMON)
 
 
 # --- execution and rendering ------------------------------------------------------------
@@ -232,6 +236,7 @@ def execute_notebook(
     On an exception in a cell, the partially executed notebook is kept as
     ``<stem>.failed.ipynb`` beside ``output`` and NotebookError is raised.
     """
+    # papermill starts kernels: imported only when a notebook is executed.
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -240,6 +245,9 @@ def execute_notebook(
     running = output.with_name(f".{output.stem}.running.ipynb")
     failed = output.with_name(output.stem + FAILED_SUFFIX)
     bar = {"desc": output.stem, "leave": False, "position": 1} if progress else False
+    quiet = _CommonParameterFilter()
+    papermill_log = logging.getLogger("papermill")
+    papermill_log.addFilter(quiet)
     try:
         papermill.execute_notebook(
             read_notebook(source),
@@ -262,6 +270,8 @@ def execute_notebook(
     except BaseException:
         running.unlink(missing_ok=True)
         raise
+    finally:
+        papermill_log.removeFilter(quiet)
     os.replace(running, output)
     failed.unlink(missing_ok=True)
     return output
@@ -310,8 +320,6 @@ def prepare_for_html(nb) -> tuple[Any, int]:
     runs) and its spec; each widget output becomes a short note. Returns the
     copy and the number of charts.
     """
-    from .charts import spec_of_output
-
     nb = copy.deepcopy(nb)
     nb.metadata.pop("widgets", None)
     n_charts = 0
@@ -337,10 +345,9 @@ def prepare_for_html(nb) -> tuple[Any, int]:
 
 def notebook_to_html(nb, name: str) -> str:
     """Offline HTML of an executed notebook (lab template, no external scripts)."""
+    # nbconvert (and its jinja2 templates) only to render: not needed to import this module.
     import jinja2
     from nbconvert import HTMLExporter
-
-    from .charts import EMBED_OPTIONS, javascript_bundle
 
     nb, n_charts = prepare_for_html(nb)
     footer = ""
@@ -361,7 +368,7 @@ def notebook_to_html(nb, name: str) -> str:
 
 def export_html(ipynb: str | os.PathLike, html: str | os.PathLike | None = None) -> Path:
     """Render an executed ``.ipynb`` to its offline ``.html`` (written atomically)."""
-    import nbformat
+    import nbformat  # only to render: not needed to import this module
 
     ipynb = Path(ipynb)
     target = Path(html) if html is not None else ipynb.with_suffix(".html")
@@ -371,8 +378,6 @@ def export_html(ipynb: str | os.PathLike, html: str | os.PathLike | None = None)
 
 def render_reports(profile: str, reports_dir: str | os.PathLike = "reports") -> list[Path]:
     """Re-render the HTML of every executed notebook in ``reports/<profile>/`` (no execution)."""
-    from ..engine.profiles import get_profile
-
     get_profile(profile)
     folder = Path(reports_dir) / profile
     executed = sorted(
@@ -421,22 +426,21 @@ def run_pipeline(
         results_dir: the run store the notebooks share.
         data_path: the corpus file; None = $SELFISH_DATA, the cache or a download.
         extra_parameters: per-notebook overrides, e.g. ``{"01_hypothesis": {"layout": 1.0}}``;
-            each must be a parameter that notebook defines.
+            each must be a parameter of that notebook's own (not a common one).
         notebooks_dir: where the ``NN_name.py`` notebooks are (default: the repo's notebooks/).
         progress: show a progress bar over notebooks and papermill's over cells.
 
-    Every parameter is validated before anything is executed or written; a
-    failing notebook stops the pipeline with NotebookError.
+    Every parameter, the notebooks' own included, is validated with the notebooks' own
+    validators before any kernel starts or anything is written. Each notebook runs
+    into a staging folder and its files replace the previous report's only when it
+    has succeeded, so a failing notebook leaves the last good report in place (and
+    ``NN_name.failed.ipynb`` beside it). One reproduction at a time writes a reports
+    folder: a second waits for the first (a lock), and ``summary.json`` is merged.
     """
-    from tqdm.auto import tqdm
-
-    from ..engine.corpus import resolve_corpus_path
-    from ..engine.profiles import get_profile
-    from ..engine.training import resolve_device
-
     spec = get_profile(profile)
     check_device(device)
     seeds = None if seeds is None else list(check_seeds("seeds", seeds))
+    store = results_root(results_dir)
     folder = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
     paths = select_notebooks(only, folder)
     extra = dict(extra_parameters or {})
@@ -449,62 +453,149 @@ def run_pipeline(
         chosen = ", ".join(p.stem for p in paths)
         raise ParameterError("extra_parameters", unknown[0], f"a notebook being run: {chosen}")
     corpus_path = resolve_corpus_path(data_path)
-    report_dir = (Path(reports_dir) / profile).resolve()
+    report_dir = check_reports_dir(reports_dir, profile)
     common = {
         "profile": profile,
         "device": device,
         "seeds": seeds,
-        "results_dir": str(Path(results_dir).resolve()),
+        "results_dir": str(store.resolve()),
         "data_path": str(corpus_path.resolve()),
         "progress": False,
         "report_dir": str(report_dir),
+        "notebook_name": None,  # each notebook's own, set by notebook_parameters
     }
     plan = []
     for path in paths:
         names = parameter_names(read_notebook(path))
-        plan.append((path, notebook_parameters(path.stem, names, common, extra.get(path.stem))))
+        params = notebook_parameters(path.stem, names, common, extra.get(path.stem))
+        # The notebook's own validators, before its kernel starts: a typo costs nothing.
+        validate(path.stem, {k: v for k, v in params.items() if k != "report_dir"})
+        plan.append((path, params))
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = report_dir / SUMMARY
-    summary = _load_summary(summary_path)
-    summary.update(
-        profile=profile,
-        device=device,
-        device_resolved=str(resolve_device(device)),
-        seeds=list(seeds) if seeds is not None else list(spec.seeds),
-        library_version=__version__,
-        python=sys.version.split()[0],
-        started=_now(),
-        finished=None,
-    )
-    summary.setdefault("notebooks", {})
     htmls = []
-    bar = tqdm(plan, desc=f"reproduce {profile}", unit="notebook", disable=not progress)
-    for path, params in bar:
-        name = path.stem
-        ipynb, html = report_dir / f"{name}.ipynb", report_dir / f"{name}.html"
-        # Stale outputs of an earlier run must not pass for this run's.
-        for stale in (ipynb, html, report_dir / f"{name}{FRAGMENT_SUFFIX}"):
-            stale.unlink(missing_ok=True)
-        entry = {"status": "running", "started": _now(), "parameters": params}
-        summary["notebooks"][name] = entry
-        began = time.perf_counter()
-        try:
-            execute_notebook(path, ipynb, params, cwd=folder, progress=progress)
-            export_html(ipynb, html)
-        except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [""])[0][:500]
-            entry.update(status="failed", error=f"{type(exc).__name__}: {first_line}")
-            entry["finished"] = _now()
-            entry["seconds"] = round(time.perf_counter() - began, 3)
-            summary["fragments"] = read_fragments(report_dir)
-            write_json(summary_path, summary)
-            raise
-        entry.update(status="ok", finished=_now(), ipynb=ipynb.name, html=html.name)
-        entry["seconds"] = round(time.perf_counter() - began, 3)
-        summary["fragments"] = read_fragments(report_dir)
-        write_json(summary_path, summary)
-        htmls.append(html)
-    summary["finished"] = _now()
-    write_json(summary_path, summary)
+    with _reports_lock(report_dir):
+        summary_path = report_dir / SUMMARY
+        _update_summary(
+            summary_path,
+            profile=profile,
+            device=device,
+            device_resolved=str(resolve_device(device)),
+            seeds=list(seeds) if seeds is not None else list(spec.seeds),
+            library_version=__version__,
+            python=sys.version.split()[0],
+            started=_now(),
+            finished=None,
+        )
+        bar = tqdm(plan, desc=f"reproduce {profile}", unit="notebook", disable=not progress)
+        for path, params in bar:
+            htmls.append(_run_one(path, params, report_dir, folder, progress))
+        _update_summary(summary_path, finished=_now())
     return htmls
+
+
+def check_reports_dir(reports_dir: str | os.PathLike, profile: str) -> Path:
+    """``<reports_dir>/<profile>``, resolved, checked to be a folder this process may write
+    (created if missing) before any work."""
+    allowed = "a folder for the reports (it is created if missing)"
+    if not isinstance(reports_dir, (str, os.PathLike)) or not str(reports_dir).strip():
+        raise ParameterError("reports_dir", reports_dir, allowed)
+    target = (Path(reports_dir) / profile).resolve()
+    existing = target
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ParameterError("reports_dir", str(reports_dir), allowed + f"; {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(
+            "reports_dir", str(reports_dir), allowed + f"; {existing} is read-only"
+        )
+    return target
+
+
+@contextlib.contextmanager
+def _reports_lock(report_dir: Path):
+    """One reproduction at a time writes a reports folder: an advisory lock held while it
+    runs, released by the system however the process ends."""
+    lock = report_dir.parent / f".{report_dir.name}.lock"  # beside the folder, not in it
+    with open(lock, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another reproduction that is writing {report_dir} ...")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _update_summary(path: Path, notebook: tuple[str, dict] | None = None, **fields) -> dict:
+    """Merge ``fields`` (and one notebook's entry) into ``summary.json`` as it is on disk
+    now, gather the fragments, and write it back atomically."""
+    summary = _load_summary(path)
+    summary.update(fields)
+    summary.setdefault("notebooks", {})
+    if notebook is not None:
+        summary["notebooks"][notebook[0]] = notebook[1]
+    summary["fragments"] = read_fragments(path.parent)
+    write_json(path, summary)
+    return summary
+
+
+def _show_report_dir(ipynb: Path, staging: Path, report_dir: Path) -> None:
+    """In the executed notebook's injected-parameters cell, show the report folder the
+    files end up in rather than the staging folder they were written to."""
+    import nbformat  # only to render: not needed to import this module
+
+    nb = nbformat.read(ipynb, as_version=4)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.source = cell.source.replace(json.dumps(str(staging)), json.dumps(str(report_dir)))
+    write_atomic(ipynb, nbformat.writes(nb))
+
+
+def _run_one(path: Path, params: dict, report_dir: Path, cwd: Path, progress: bool) -> Path:
+    """Execute one notebook into a staging folder and, once it has succeeded, move its
+    files (notebook, HTML, fragment, figures, claims) over the previous report's."""
+    name = path.stem
+    staging = report_dir / f".{name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    entry = {"status": "running", "started": _now(), "parameters": params}
+    began = time.perf_counter()
+    summary_path = report_dir / SUMMARY
+    try:
+        staged = execute_notebook(
+            path, staging / f"{name}.ipynb", {**params, "report_dir": str(staging)},
+            cwd=cwd, progress=progress,
+        )  # fmt: skip
+        _show_report_dir(staged, staging, report_dir)
+        export_html(staged, staging / f"{name}.html")
+    except BaseException as exc:
+        failed = staging / f"{name}{FAILED_SUFFIX}"
+        if failed.exists():
+            os.replace(failed, report_dir / failed.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        first_line = (str(exc).strip().splitlines() or [""])[0][:500]
+        entry.update(status="failed", error=f"{type(exc).__name__}: {first_line}")
+        entry.update(finished=_now(), seconds=round(time.perf_counter() - began, 3))
+        _update_summary(summary_path, (name, entry))
+        if isinstance(exc, NotebookError) and exc.kept is not None:
+            kept = report_dir / failed.name  # where the partial notebook now lies
+            raise NotebookError(
+                exc.notebook, exc.cell_index, exc.execution_count, exc.first_line,
+                exc.ename, exc.evalue, kept,
+            ) from None  # fmt: skip
+        raise
+    for source in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = report_dir / source.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    (report_dir / f"{name}{FAILED_SUFFIX}").unlink(missing_ok=True)
+    html = report_dir / f"{name}.html"
+    entry.update(status="ok", finished=_now(), ipynb=f"{name}.ipynb", html=html.name)
+    entry["seconds"] = round(time.perf_counter() - began, 3)
+    _update_summary(summary_path, (name, entry))
+    return html

@@ -11,13 +11,16 @@ is how the tests exercise the callbacks.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import altair as alt
 import ipywidgets as widgets
+from IPython.display import Markdown
 
-if TYPE_CHECKING:
-    from ..study.layout import SweepTables, ToyLogits
+from ..study.layout import CONSTANT, SweepTables, layout_label
+from ..study.toy import ToyLogits, nucleus_margin_text, toy_gradients
+from . import charts
+from .charts.core import live_output
 
 
 def _show(output: widgets.Output, obj: Any) -> None:
@@ -25,8 +28,6 @@ def _show(output: widgets.Output, obj: Any) -> None:
     # Replace the outputs rather than clear_output(): that one defers to the
     # frontend and would keep the old chart when no browser is attached.
     if isinstance(obj, alt.TopLevelMixin):
-        from .charts.core import live_output
-
         output.outputs = (live_output(obj),)
         return
     output.outputs = ()
@@ -102,8 +103,6 @@ def slider_explorer(
 
 def scenario_curve_explorer(curves, token_info, labels: dict, value=None) -> ChartExplorer:
     """A dropdown over symbols that redraws ``charts.scenario_curves`` for the chosen one."""
-    from . import charts
-
     return dropdown_explorer(
         labels,
         lambda token: charts.scenario_curves(curves, token_info, [token]),
@@ -153,11 +152,8 @@ def layout_explorer(
 ) -> ControlsExplorer:
     """The sweep explorer of notebook 06: a slider over the swept layouts and a dropdown
     (constant layout, or the scheduled run) redrawing ``charts.layout_explorer_chart``
-    from the precomputed ``sweep.SweepTables``. The slider is disabled while the
+    from the precomputed ``study.layout.SweepTables``. The slider is disabled while the
     scheduled run is shown, since the schedule fixes its own layouts."""
-    from ..study.layout import CONSTANT, layout_label
-    from . import charts
-
     layouts = tables.layouts
     if layout is None:
         layout = layouts[0]
@@ -197,10 +193,7 @@ def toy_layout_explorer(
 ) -> ChartExplorer:
     """A slider over ``layouts`` (plus ``value`` if it is not one of them) redrawing the
     toy explainer of notebook 06: the logits, the cut, and each logit's gradient under
-    HNS and CE (``sweep.toy_gradients``)."""
-    from ..study.layout import toy_gradients
-    from . import charts
-
+    HNS and CE (``study.toy.toy_gradients``)."""
     values = list(layouts)
     if value is not None and value not in values:  # any layout can be the starting point
         values = sorted([*values, value])
@@ -217,10 +210,6 @@ def nucleus_calculator(
 ) -> ControlsExplorer:
     """Vocabulary size and top-p in, the nucleus margin ln V − ln(1 − p) out (as Markdown,
     with the swept ``layouts`` at or beyond it); a bad input shows its error instead."""
-    from IPython.display import Markdown
-
-    from ..study.layout import nucleus_margin_text
-
     layouts = list(layouts)
     size = widgets.BoundedIntText(
         value=vocab_size, min=2, max=10**9, description="vocabulary size V"

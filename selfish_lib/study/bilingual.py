@@ -12,13 +12,14 @@ alphabets, so 'high' and 'low' are the same text in two alphabets.
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from ..engine.evaluation import METRICS, aggregate, probability_profile
+from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile
 from ..engine.runs import stack_runs
+from .frequency import verdict
+from .readings import LANGUAGE_NAMES, POOLED, Reading, format_interval, interval_of
 from .stats import aggregate_seeds, paired_difference
 
 EXPERIMENTS = ("baseline", "HNS", "low-resource only")
@@ -28,8 +29,8 @@ def experiment_configs(study: Profile, layout: float) -> dict:
     """(experiment, seed) -> TrainConfig for the three experiments over the study's seeds."""
     configs = {}
     for seed in study.seeds:
-        configs[("baseline", seed)] = study.config("bilingual", layout=math.inf, seed=seed)
-        configs[("HNS", seed)] = study.config("bilingual", layout=layout, seed=seed)
+        configs[("baseline", seed)] = study.config("bilingual", CrossEntropy(), seed=seed)
+        configs[("HNS", seed)] = study.config("bilingual", HardNegatives(layout), seed=seed)
         configs[("low-resource only", seed)] = study.config("low_only", seed=seed)
     return configs
 
@@ -39,13 +40,13 @@ def _with_overall(run, token_info: pd.DataFrame, step: int | None = None) -> pd.
     step = int(ev["step"].max()) if step is None else step
     at = ev[ev["step"] == step]
     per_lang = aggregate(at, token_info, by=["language"])
-    overall = aggregate(at, token_info, by=[]).assign(language="both")
+    overall = aggregate(at, token_info, by=[]).assign(language=POOLED)
     return pd.concat([per_lang, overall], ignore_index=True)
 
 
 def language_metrics(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
-    """Per run (experiment, seed) and language ('high', 'low', and 'both' pooled): the
-    final whole-split validation metrics."""
+    """Per run (experiment, seed) and language ('high', 'low', and ``readings.POOLED``,
+    both pooled): the final whole-split validation metrics."""
     return stack_runs(runs, lambda r: _with_overall(r, token_info))
 
 
@@ -97,16 +98,11 @@ def where_the_loss_goes(
     return hist, summary
 
 
-def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> tuple[str, dict]:
+def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> Reading:
     """What the numbers say: HNS minus baseline per language and metric (paired 95%
-    intervals), the mass of easy negatives, and the verdict of every claim.
-
-    Returns Markdown text and a JSON-safe summary.
-    """
-    from .frequency import verdict
-
+    intervals), the mass of easy negatives, and the verdict of every claim."""
     lines, summary = [], {"hns_minus_baseline": {}, "claims": {}}
-    for language in ("low", "high", "both"):
+    for language in ("low", "high", POOLED):
         part = diffs[diffs["language"] == language].set_index("metric")
         cells = []
         for metric in METRICS:
@@ -119,19 +115,17 @@ def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> tu
                 "ci": [d["diff_lo"], d["diff_hi"]],
                 "verdict": word,
             }
-            cells.append(
-                f"{metric} {d['diff']:+.4f} [{d['diff_lo']:+.4f}, {d['diff_hi']:+.4f}] (**{word}**)"
-            )
+            cell = format_interval(*interval_of(d, "diff"), digits=4, sign="+")
+            cells.append(f"{metric} {cell} (**{word}**)")
         if cells:
-            name = {"low": "low-resource", "high": "high-resource", "both": "both languages"}
-            lines.append(f"- **{name[language]}**: " + "; ".join(cells) + ".")
+            lines.append(f"- **{LANGUAGE_NAMES[language]}**: " + "; ".join(cells) + ".")
     m = mass.set_index(["experiment", "language"])
     mass_lines = []
     for language in ("high", "low"):
         if ("baseline", language) in m.index and ("HNS", language) in m.index:
             b, h = m.loc[("baseline", language)], m.loc[("HNS", language)]
             mass_lines.append(
-                f"in the {language}-resource language the easy negatives hold "
+                f"in the {LANGUAGE_NAMES[language]} language the easy negatives hold "
                 f"{b['easy_mass']:.1%} of the probability under CE and {h['easy_mass']:.1%} "
                 f"under HNS"
             )
@@ -156,4 +150,4 @@ def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> tu
             *verdict_lines,
         ]
     )
-    return text, summary
+    return Reading(text, summary)

@@ -9,13 +9,13 @@ the margins of the 'similar' and 'not worse' claims).
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from ..engine.files import write_atomic
+from .readings import LANGUAGE_NAMES, METRIC_NAMES, POOLED, format_interval, interval_of
 from .stats import claim_verdict, mean_ci
 
 # Equivalence margins, stated with every claim that uses one.
@@ -85,9 +85,9 @@ def build_claims(
 
     Args:
         scenario_shares: per-seed scenario sums per group of the single-language runs
-            (the first frame of ``scenarios.per_group_share``).
+            (the first frame of ``gradients.per_group_share``).
         single_validation: per-seed validation metrics per group of the same runs
-            (``comparison.group_validation``).
+            (``frequency.group_validation``).
         bilingual_validation: per-seed metrics per language of the bilingual runs
             (``bilingual.language_metrics``).
         rare_groups: the 'rarest rank groups' of C1, one row each.
@@ -143,11 +143,11 @@ def build_claims(
             "CE has lower overall validation loss than HNS in the bilingual setting.",
             "04_bilingual_simulation",
             "validation loss",
-            "both languages",
+            LANGUAGE_NAMES[POOLED],
             "HNS",
-            _series(bv, experiment="HNS", language="both", value="loss"),
+            _series(bv, experiment="HNS", language=POOLED, value="loss"),
             "CE",
-            _series(bv, experiment="baseline", language="both", value="loss"),
+            _series(bv, experiment="baseline", language=POOLED, value="loss"),
         )
     )
     rows.append(
@@ -166,7 +166,8 @@ def build_claims(
             margin=SIMILAR_LOSS_MARGIN,
         )
     )
-    for metric, name in (("top1", "top-1 accuracy"), ("recall5", "recall@5"), ("mrr", "MRR")):
+    for metric in ("top1", "recall5", "mrr"):
+        name = METRIC_NAMES[metric]
         rows.append(
             claim_row(
                 "C6",
@@ -200,14 +201,17 @@ def build_claims(
 
 
 def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """The claims table with 'mean [low, high]' text cells, for display."""
+    """The claims table with 'mean [low, high]' text cells (``readings.format_interval``,
+    ``digits`` significant digits), for display."""
+    records = claims.to_dict("records")
 
-    def cell(mean: float, lo: float, hi: float, sign: str = "") -> str:
-        if math.isnan(mean):
-            return "n/a"
-        if math.isnan(lo):
-            return f"{mean:{sign}.{digits}g}"
-        return f"{mean:{sign}.{digits}g} [{lo:{sign}.{digits}g}, {hi:{sign}.{digits}g}]"
+    def cells(name: str, suffixes: tuple[str, str, str], sign: str = "") -> list[str]:
+        return [
+            format_interval(
+                *interval_of(r, name, suffixes), digits=digits, sign=sign, significant=True
+            )
+            for r in records
+        ]
 
     out = pd.DataFrame(
         {
@@ -215,20 +219,9 @@ def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
             "statement": claims["statement"],
             "metric": claims["metric"],
             "scope": claims["scope"],
-            "A": claims["A"]
-            + ": "
-            + [
-                cell(*r) for r in zip(claims["A_mean"], claims["A_lo"], claims["A_hi"], strict=True)
-            ],
-            "B": claims["B"]
-            + ": "
-            + [
-                cell(*r) for r in zip(claims["B_mean"], claims["B_lo"], claims["B_hi"], strict=True)
-            ],
-            "A − B": [
-                cell(*r, sign="+")
-                for r in zip(claims["diff"], claims["diff_lo"], claims["diff_hi"], strict=True)
-            ],
+            "A": claims["A"] + ": " + cells("A", ("_mean", "_lo", "_hi")),
+            "B": claims["B"] + ": " + cells("B", ("_mean", "_lo", "_hi")),
+            "A − B": cells("diff", ("", "_lo", "_hi"), sign="+"),
             "seeds": claims["n_seeds"],
             "verdict": claims["verdict"],
         }
@@ -250,6 +243,5 @@ def save_claims(claims: pd.DataFrame, report_dir: str | os.PathLike | None) -> P
     """Write ``claims.json`` (a list of rows, NaN as null) into ``report_dir`` atomically."""
     if report_dir is None:
         return None
-
     records = json.loads(claims.to_json(orient="records"))
     return write_atomic(Path(report_dir) / "claims.json", json.dumps(records, indent=2) + "\n")

@@ -13,14 +13,13 @@ seed (stats.paired_difference).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
 from ..engine.evaluation import METRICS
 from ..engine.runs import stack_runs
-from ..engine.validation import check_int
+from ..engine.validation import ParameterError, check_int
+from .readings import METRIC_NAMES, Reading, format_interval, interval_of
 from .stats import aggregate_seeds, compare, paired_difference
 
 # For each metric, whether a larger value is better.
@@ -69,19 +68,27 @@ def group_validation(runs: dict, token_info: pd.DataFrame, by=("language", "grou
     return stack_runs(runs, lambda r: r.metrics(token_info, by=list(by))).drop(columns="experiment")
 
 
-def validation_table(per_seed: pd.DataFrame, by=("language", "group")) -> pd.DataFrame:
-    """Per group: token count, and for each metric the CE and HNS means with intervals and
-    the paired HNS minus CE difference with its interval and direction."""
+def validation_table(
+    per_seed: pd.DataFrame, by=("language", "group"), arm: str = "HNS", reference: str = "CE"
+) -> pd.DataFrame:
+    """Per group: token count, and for each metric the ``reference`` and ``arm`` means with
+    intervals (columns ``<arm>_<metric>``), the paired arm minus reference difference with
+    its interval (``diff_<metric>``) and the arm's verdict (``verdict_<metric>``). Any two
+    arms of ``per_seed``'s ``objective`` column compare: CE and HNS by default."""
     by = list(by)
+    present = sorted(set(per_seed["objective"]))
+    for name, value in (("arm", arm), ("reference", reference)):
+        if value not in present:
+            raise ParameterError(name, value, "an arm of the runs: " + ", ".join(present))
     agg = aggregate_seeds(per_seed, ["objective", *by], list(METRICS))
     counts = per_seed.groupby(by, observed=True)["count"].first().reset_index()
     table = counts
-    for objective in ("CE", "HNS"):
+    for objective in (reference, arm):
         part = agg[agg["objective"] == objective].drop(columns=["objective", "n_seeds"])
         part = part.rename(columns={c: f"{objective}_{c}" for c in part.columns if c not in by})
         table = table.merge(part, on=by, how="left")
     for metric in METRICS:
-        diff = paired_difference(per_seed, by, metric, "objective", "HNS", "CE")
+        diff = paired_difference(per_seed, by, metric, "objective", arm, reference)
         diff = diff[[*by, "diff", "diff_lo", "diff_hi"]].rename(
             columns={
                 "diff": f"diff_{metric}",
@@ -90,27 +97,26 @@ def validation_table(per_seed: pd.DataFrame, by=("language", "group")) -> pd.Dat
             }
         )
         table = table.merge(diff, on=by, how="left")
-        table[f"hns_{metric}"] = [
+        table[f"verdict_{metric}"] = [
             verdict(metric, lo, hi)
             for lo, hi in zip(table[f"diff_{metric}_lo"], table[f"diff_{metric}_hi"], strict=True)
         ]
     n_seeds = per_seed.groupby("objective")["seed"].nunique()
     table.attrs["n_seeds"] = {k: int(v) for k, v in n_seeds.items()}
+    table.attrs["arm"], table.attrs["reference"] = arm, reference
     return table
 
 
 def readable_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """``validation_table`` as a long, readable table: one row per group and metric, with
     'mean [low, high]' cells for CE, HNS and their difference, and the verdict.
-    Missing values (no validation tokens, or a single seed) show as 'n/a'."""
+    Cells follow ``readings.format_interval``: 'n/a' for a group without validation
+    tokens, the mean and '(1 seed)' without an interval."""
 
-    def cell(mean: float, lo: float, hi: float, sign: str = "") -> str:
-        if mean != mean:  # NaN: no data
-            return "n/a"
-        if lo != lo:  # one seed: no interval
-            return f"{mean:{sign}.{digits}f}"
-        return f"{mean:{sign}.{digits}f} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
+    def cell(rec: dict, name: str, sign: str = "") -> str:
+        return format_interval(*interval_of(rec, name), digits=digits, sign=sign)
 
+    arm, reference = table.attrs.get("arm", "HNS"), table.attrs.get("reference", "CE")
     rows = []
     for rec in table.to_dict("records"):
         for metric in METRICS:
@@ -119,12 +125,10 @@ def readable_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
                     "group": rec["group"],
                     "val tokens": rec["count"],
                     "metric": metric,
-                    "CE": cell(*(rec[f"CE_{metric}{k}"] for k in ("", "_lo", "_hi"))),
-                    "HNS": cell(*(rec[f"HNS_{metric}{k}"] for k in ("", "_lo", "_hi"))),
-                    "HNS − CE": cell(
-                        *(rec[f"diff_{metric}{k}"] for k in ("", "_lo", "_hi")), sign="+"
-                    ),
-                    "HNS is": rec[f"hns_{metric}"],
+                    reference: cell(rec, f"{reference}_{metric}"),
+                    arm: cell(rec, f"{arm}_{metric}"),
+                    f"{arm} − {reference}": cell(rec, f"diff_{metric}", sign="+"),
+                    f"{arm} is": rec[f"verdict_{metric}"],
                 }
             )
     return pd.DataFrame(rows)
@@ -151,15 +155,7 @@ def final_training_loss(curves: pd.DataFrame, last_fraction: float = 0.1) -> pd.
     )
 
 
-@dataclass
-class GroupReading:
-    """Per group verdicts for HNS against CE, as Markdown and as a JSON-safe dict."""
-
-    text: str
-    summary: dict
-
-
-def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> GroupReading:
+def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> Reading:
     """For which groups HNS is better, worse or indistinguishable, on the end-of-training
     loss and on each validation metric (95% paired intervals over seeds)."""
     train_diff = paired_difference(
@@ -190,12 +186,12 @@ def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> GroupReadin
                 m: {
                     "diff": getattr(row, f"diff_{m}"),
                     "ci": [getattr(row, f"diff_{m}_lo"), getattr(row, f"diff_{m}_hi")],
-                    "verdict": getattr(row, f"hns_{m}"),
+                    "verdict": getattr(row, f"verdict_{m}"),
                 }
                 for m in METRICS
             },
         }
-        cells = [t_verdict] + [getattr(row, f"hns_{m}") for m in METRICS]
+        cells = [t_verdict] + [getattr(row, f"verdict_{m}") for m in METRICS]
         lines.append(f"| {g} (n={int(row.count):,}) | " + " | ".join(cells) + " |")
 
     def groups_where(key: str, word: str) -> list[str]:
@@ -206,9 +202,9 @@ def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> GroupReadin
 
     sentences = []
     for key, name in (
-        ("train", "training loss"),
-        ("loss", "validation loss"),
-        ("top1", "top-1 accuracy"),
+        ("train", f"training {METRIC_NAMES['loss']}"),
+        ("loss", f"validation {METRIC_NAMES['loss']}"),
+        ("top1", METRIC_NAMES["top1"]),
     ):
         better, worse = groups_where(key, "better"), groups_where(key, "worse")
         sentences.append(
@@ -226,4 +222,4 @@ def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> GroupReadin
             *sentences,
         ]
     )
-    return GroupReading(text, summary)
+    return Reading(text, summary)

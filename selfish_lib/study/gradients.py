@@ -7,12 +7,11 @@ notebook 02 shows and the reading it ends with.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pandas as pd
 
 from ..engine.runs import stack_runs
 from ..engine.scenarios import SCENARIO_LABELS, SCENARIOS
+from .readings import Reading, format_interval, interval_of
 from .stats import aggregate_seeds, compare, paired_difference
 
 
@@ -39,7 +38,6 @@ def group_shares(totals: pd.DataFrame, token_info: pd.DataFrame) -> pd.DataFrame
 def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
     """Per objective, token and scenario: the summed gradient norm, mean and interval over
     seeds; joined with symbols and ranks. Long format (one row per scenario)."""
-
     totals = stack_runs(runs, lambda r: token_totals(r.scenarios))
     long = totals.melt(
         id_vars=["objective", "seed", "token"],
@@ -55,7 +53,6 @@ def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 
 def per_group_share(runs: dict, token_info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Share of scenario 2.2 per rank group: (per seed, aggregated over seeds with intervals)."""
-
     per_seed = stack_runs(runs, lambda r: group_shares(token_totals(r.scenarios), token_info))
     agg = aggregate_seeds(
         per_seed, ["objective", "language", "group"], ["share_nontarget", "nontarget_over_own"]
@@ -76,7 +73,6 @@ def default_tokens(token_info: pd.DataFrame) -> list[int]:
 def step_curves(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
     """Per objective, logged step, token and scenario: the gradient norm, mean and interval
     over seeds (for the per-token curves)."""
-
     wide = stack_runs(runs, lambda r: r.scenarios)
     long = wide.melt(
         id_vars=["objective", "seed", "step", "token"],
@@ -87,14 +83,6 @@ def step_curves(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
     out = aggregate_seeds(long, ["objective", "step", "token", "scenario"], ["norm"])
     out["scenario_label"] = out["scenario"].map(SCENARIO_LABELS)
     return out
-
-
-@dataclass
-class Reading:
-    """What the numbers say: Markdown text for the notebook and a JSON-safe summary."""
-
-    text: str
-    summary: dict
 
 
 def _verdict(lo: float, hi: float, n: int, threshold: float) -> str:
@@ -111,7 +99,6 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
     """Does scenario 2.2 outweigh scenarios 1 and 2.1 together in the ``rare_groups``
     (the 95% interval of its share lies above one half), and how does HNS change the
     share (paired by seed)? Computed from ``per_group_share``'s two frames."""
-
     high = shares[shares["language"] == "high"].set_index(["objective", "group"])
     diffs = paired_difference(
         per_seed[per_seed["language"] == "high"],
@@ -138,11 +125,12 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
                 "n_seeds": int(row["n_seeds"]),
                 "outweighs_input_and_target": verdict,
             }
+            share = format_interval(*interval_of(row, "share_nontarget"), digits=1, percent=True)
+            n_seeds = int(row["n_seeds"])
+            over = f" over {n_seeds} seeds" if n_seeds > 1 else ""  # one seed: the cell says so
             parts.append(
-                f"under {objective} scenario 2.2 carries {row['share_nontarget']:.1%} of the "
-                f"summed gradient norm (95% CI {row['share_nontarget_lo']:.1%} to "
-                f"{row['share_nontarget_hi']:.1%}, {int(row['n_seeds'])} seeds): "
-                f"outweighs scenarios 1 and 2.1 together: **{verdict}**"
+                f"under {objective} scenario 2.2 carries {share} of the summed gradient norm"
+                f"{over}: outweighs scenarios 1 and 2.1 together: **{verdict}**"
             )
         if group in diffs.index:
             d = diffs.loc[group]
@@ -152,15 +140,17 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
                 "ci": [d["diff_lo"], d["diff_hi"]],
                 "direction": direction,
             }
+            points = (100 * v for v in interval_of(d, "diff"))
             parts.append(
-                f"HNS minus CE: {100 * d['diff']:+.1f} points (95% CI {100 * d['diff_lo']:+.1f} "
-                f"to {100 * d['diff_hi']:+.1f}), HNS is **{direction}**"
+                f"HNS minus CE: {format_interval(*points, digits=1, sign='+')} points, "
+                f"HNS is **{direction}**"
             )
         summary["groups"][group] = entry
         lines.append(f"- **ranks {group}**: " + "; ".join(parts) + ".")
     text = "\n".join(
         [
-            "In the rarest frequency groups of the training split:",
+            "In the rarest frequency groups of the training split (means over seeds with "
+            "their 95% intervals):",
             "",
             *lines,
             "",

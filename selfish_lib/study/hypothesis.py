@@ -12,7 +12,7 @@ three parts, the *scenarios*:
 - ``"target"`` (2.1): the output gradient of the target row (pulled toward h);
 - ``"nontarget"`` (2.2): the output gradient of every other row (pushed away).
 
-The keys and labels are those of ``selfish_lib.scenarios``.
+The keys and labels are those of ``engine.scenarios``.
 
 They are computed with autograd on two separate leaf copies of W (one used for
 the lookup, one for the logits), so no formula is re-derived here; the tests
@@ -162,7 +162,7 @@ def gradient_norms(example: WorkedExample, layout: float) -> pd.DataFrame:
     """Long table of per-row gradient norms: one row per objective, scenario and token.
 
     Columns: objective ('CE' = layout inf, 'HNS' = ``layout``), scenario (a key
-    of ``scenarios.SCENARIOS``), scenario_label, token, label, role, excluded (HNS at
+    of ``engine.scenarios.SCENARIOS``), scenario_label, token, label, role, excluded (HNS at
     ``layout``, for both objectives so the rows can be compared), grad_norm.
     Rows a scenario cannot touch (e.g. scenario 1 off the context row) are
     included with a norm of 0 so every panel shows every token.

@@ -7,17 +7,16 @@ run comes from the run store (``Profile.sweep_config``), so re-executing the
 notebook only reads results.
 
 Each run is an *arm* of the sweep, named by its objective label
-(``TrainConfig.objective``: 'CE', 'HNS(layout=2)', 'HNS(layout=8→2, cosine)').
+(the objective's label: 'CE', 'HNS(layout=2)', 'HNS(layout=8→2, cosine)').
 ``sweep_tables`` computes, once, everything the notebook and its explorer
-draw: per-seed metrics per language ('high', 'low' and 'all', both languages
-pooled), their means with 95% Student-t intervals over seeds, the per rank
+draw: per-seed metrics per language ('high', 'low' and ``readings.POOLED``, both
+languages pooled), their means with 95% Student-t intervals over seeds, the per rank
 group validation metrics, the 2-D PCA of each arm's embeddings for one seed,
 and the sweep table, where every arm is compared with CE by the 95% interval
 of the difference paired by seed.
 
-The module also holds the toy explainer of the layout (a fixed vector of
-logits and a target; gradients from the library's ``hns_cross_entropy`` with
-autograd) and the text of the nucleus-margin calculator.
+The toy explainer and the nucleus-margin calculator of the same notebook, which
+need no run, are in ``toy``.
 """
 
 from __future__ import annotations
@@ -29,25 +28,32 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..engine.evaluation import METRICS
-from ..engine.losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
+from ..engine.losses import check_layout
+from ..engine.objectives import HardNegatives, objective_for_layout
 from ..engine.profiles import Profile
 from ..engine.training import TrainConfig
 from ..engine.validation import ParameterError, check_choice, check_float, check_seeds
 from .frequency import verdict
-from .geometry import pca_2d
+from .projection import pca_2d
+from .readings import POOLED, Reading, format_interval, interval_of
 from .stats import aggregate_seeds, paired_difference
 
 DEFAULT_LAYOUTS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, math.inf)
 SCHEDULE_KINDS = ("linear", "cosine")
 CONSTANT = "constant"
 CE_ARM = "CE"
-# The toy explainer's slider: 0 to 6 by quarters (past its widest gap), then CE.
-TOY_LAYOUTS = tuple(k / 4 for k in range(25)) + (math.inf,)
 # The columns of the sweep table: (language, metric) pairs, in reading order.
-TABLE_VALUES = (("low", "top1"), ("low", "mrr"), ("low", "loss"), ("high", "top1"), ("all", "loss"))
+TABLE_VALUES = (
+    ("low", "top1"),
+    ("low", "mrr"),
+    ("low", "loss"),
+    ("high", "top1"),
+    (POOLED, "loss"),
+)
+# The sweep table's column of the loss pooled over both languages.
+POOLED_LOSS = f"{POOLED}_loss"
 ARM_COLUMNS = ("arm", "label", "schedule", "layout", "layout_end")
 
 
@@ -145,10 +151,11 @@ def sweep_configs(
     layouts = check_layouts(layouts)
     plan = check_schedule(schedule)
     seeds = sweep_seeds(profile, seeds)
-    configs = [profile.sweep_config(layout, seed) for layout in layouts for seed in seeds]
+    objectives = [objective_for_layout(layout) for layout in layouts]
     if plan is not None:
-        configs += [profile.sweep_config(plan.start, seed, plan.kind, plan.end) for seed in seeds]
-    return {(c.objective, c.seed): c for c in configs}
+        objectives.append(HardNegatives(plan.start, plan.kind, plan.end))
+    configs = [profile.sweep_config(obj, seed) for obj in objectives for seed in seeds]
+    return {(c.objective.label, c.seed): c for c in configs}
 
 
 # --- labels --------------------------------------------------------------------------------
@@ -162,17 +169,18 @@ def layout_label(layout: float) -> str:
 def arm_fields(config: Any) -> dict[str, Any]:
     """The arm columns of a run: arm (its objective label), label (short, for axes),
     schedule ('constant', 'linear' or 'cosine'), layout (the start) and layout_end."""
-    schedule = config.layout_schedule
-    if schedule == CONSTANT:
-        label = layout_label(config.layout)
-    else:
-        label = Schedule(schedule, config.layout, config.layout_end).label
+    objective = config.objective
+    if isinstance(objective, HardNegatives):
+        schedule, start, end = objective.schedule, objective.layout, objective.layout_end
+    else:  # cross-entropy: the infinite layout
+        schedule, start, end = CONSTANT, math.inf, math.inf
+    label = layout_label(start) if schedule == CONSTANT else Schedule(schedule, start, end).label
     return {
-        "arm": config.objective,
+        "arm": objective.label,
         "label": label,
         "schedule": schedule,
-        "layout": float(config.layout),
-        "layout_end": float(config.layout_end),
+        "layout": float(start),
+        "layout_end": float(end),
     }
 
 
@@ -191,12 +199,12 @@ def _arm_order(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_seed_metrics(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
-    """One row per run and language ('high', 'low', 'all' = both pooled): the arm
+    """One row per run and language ('high', 'low', ``POOLED`` = both pooled): the arm
     columns, seed, language, count and the final validation metrics."""
     frames = []
     for run in runs.values():
         by_language = run.metrics(token_info, by=["language"])
-        pooled = run.metrics(token_info, by=[]).assign(language="all")
+        pooled = run.metrics(token_info, by=[]).assign(language=POOLED)
         part = pd.concat([by_language, pooled], ignore_index=True)
         for key, value in reversed(arm_fields(run.config).items()):
             part.insert(0, key, value)
@@ -229,7 +237,7 @@ def summarize_seeds(per_seed: pd.DataFrame, by: Sequence[str] = ("language",)) -
 def embedding_projections(
     runs: dict, token_info: pd.DataFrame, seed: int | None = None
 ) -> pd.DataFrame:
-    """The 2-D PCA (``geometry.pca_2d``) of each arm's tied embedding for one seed
+    """The 2-D PCA (``projection.pca_2d``) of each arm's tied embedding for one seed
     (the smallest by default): arm columns, seed, token, display, language, rank, group,
     pc1, pc2."""
     seeds = sorted({run.config.seed for run in runs.values()})
@@ -312,7 +320,7 @@ def readable_sweep_table(table: pd.DataFrame) -> pd.DataFrame:
         "low_mrr": "low-resource MRR (%)",
         "low_loss": "low-resource loss",
         "high_top1": "high-resource top-1 (%)",
-        "all_loss": "overall loss",
+        POOLED_LOSS: "overall loss",
     }
     rows = []
     for rec in table.to_dict("records"):
@@ -320,19 +328,11 @@ def readable_sweep_table(table: pd.DataFrame) -> pd.DataFrame:
         for language, metric in TABLE_VALUES:
             name = f"{language}_{metric}"
             factor, digits = (1.0, 3) if metric == "loss" else (100.0, 2)
-            values = [rec[name + s] * factor for s in ("", "_lo", "_hi")]
-            row[names[name]] = _cell(*values, digits=digits) + VERDICT_MARKS[rec[f"{name}_vs_ce"]]
+            values = (v * factor for v in interval_of(rec, name))
+            cell = format_interval(*values, digits=digits)
+            row[names[name]] = cell + VERDICT_MARKS[rec[f"{name}_vs_ce"]]
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _cell(mean: float, lo: float, hi: float, digits: int = 3, sign: str = "") -> str:
-    """'mean [lo, hi]', 'mean' when the interval is missing (one seed), 'n/a' without data."""
-    if mean != mean:  # NaN
-        return "n/a"
-    if lo != lo:
-        return f"{mean:{sign}.{digits}f}"
-    return f"{mean:{sign}.{digits}f} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
 
 
 @dataclass
@@ -397,22 +397,14 @@ def sweep_tables(runs: dict, token_info: pd.DataFrame, seed: int | None = None) 
 # --- the reading ---------------------------------------------------------------------------
 
 
-@dataclass
-class Reading:
-    """What the numbers say: Markdown text for the notebook and a JSON-safe summary."""
-
-    text: str
-    summary: dict
-
-
 def _judged(rec: dict, name: str, unit: str, factor: float, digits: int) -> str:
-    """'+1.23 points [+0.10, +2.40], better than CE' for a row of the sweep table."""
-    diff = [rec[f"{name}_diff{s}"] * factor for s in ("", "_lo", "_hi")]
+    """'+1.23 [+0.10, +2.40] points, better than CE' for a row of the sweep table."""
+    diff = [v * factor for v in interval_of(rec, f"{name}_diff")]
     word = rec[f"{name}_vs_ce"]
     judgement = "indistinguishable from CE" if word == "indistinguishable" else f"{word} than CE"
-    if diff[1] != diff[1]:  # a single seed: no interval to judge with
+    if math.isnan(diff[1]) or math.isnan(diff[2]):  # a single seed: no interval to judge with
         judgement = "not testable with one seed"
-    return f"{_cell(*diff, digits=digits, sign='+')}{unit}, {judgement}"
+    return f"{format_interval(*diff, digits=digits, sign='+')}{unit}, {judgement}"
 
 
 def _listing(labels: list[str], notes: Sequence[str] | None = None) -> str:
@@ -447,38 +439,38 @@ def sweep_reading(per_seed: pd.DataFrame, table: pd.DataFrame) -> Reading:
         raise ParameterError("table", "CE only", "a sweep with at least one finite layout")
     best = rows[str(hns.loc[hns["low_top1"].idxmax(), "arm"])]
     constant = table[table["schedule"] == CONSTANT]
-    lowest = rows[str(table.loc[table["all_loss"].idxmin(), "arm"])]
-    highest = rows[str(table.loc[table["all_loss"].idxmax(), "arm"])]
+    lowest = rows[str(table.loc[table[POOLED_LOSS].idxmin(), "arm"])]
+    highest = rows[str(table.loc[table[POOLED_LOSS].idxmax(), "arm"])]
     n_seeds = int(table["n_seeds"].min())
 
     def labels_where(column: str, word: str) -> list[str]:
         return [str(v) for v in table.loc[table[column] == word, "label"]]
 
     def loss_notes(labels: list[str]) -> list[str]:
-        diffs = table.set_index("label").loc[labels, "all_loss_diff"]
+        diffs = table.set_index("label").loc[labels, f"{POOLED_LOSS}_diff"]
         return [f"{d:+.3g} nats" for d in diffs]
 
     top1_better = labels_where("low_top1_vs_ce", "better")
     top1_worse = labels_where("low_top1_vs_ce", "worse")
-    loss_better = labels_where("all_loss_vs_ce", "better")
-    loss_worse = labels_where("all_loss_vs_ce", "worse")
+    loss_better = labels_where(f"{POOLED_LOSS}_vs_ce", "better")
+    loss_worse = labels_where(f"{POOLED_LOSS}_vs_ce", "worse")
     constant_hns = constant[constant["arm"] != CE_ARM]
-    trend = _trend(list(constant["all_loss"]))
+    trend = _trend(list(constant[POOLED_LOSS]))
 
     lines = [
         f"Over {n_seeds} seed(s) per arm, 95% intervals; differences are paired by seed.",
         "",
         f"- **Low-resource top-1.** The highest mean is at layout **{best['label']}**: "
-        f"{_cell(*(best['low_top1' + s] * 100 for s in ('', '_lo', '_hi')), digits=2)}% "
-        f"against {_cell(*(ce['low_top1' + s] * 100 for s in ('', '_lo', '_hi')), digits=2)}% "
+        f"{format_interval(*interval_of(best, 'low_top1'), digits=2, percent=True)} "
+        f"against {format_interval(*interval_of(ce, 'low_top1'), digits=2, percent=True)} "
         f"for CE; the difference is "
         f"{_judged(best, 'low_top1', ' points', 100.0, 2)}. This layout was picked "
         "as the best after looking at the sweep, so its interval is optimistic.",
         f"- Layouts whose low-resource top-1 is better than CE: {_listing(top1_better)}; "
         f"worse: {_listing(top1_worse)}; the others are indistinguishable from CE.",
         f"- **Overall loss** (both languages pooled) is lowest at **{lowest['label']}** "
-        f"({lowest['all_loss']:.3f} nats) and highest at **{highest['label']}** "
-        f"({highest['all_loss']:.3f}); CE has {ce['all_loss']:.3f}. From the smallest "
+        f"({lowest[POOLED_LOSS]:.3f} nats) and highest at **{highest['label']}** "
+        f"({highest[POOLED_LOSS]:.3f}); CE has {ce[POOLED_LOSS]:.3f}. From the smallest "
         f"layout to CE it {trend}. Layouts with a lower overall loss than CE: "
         f"{_listing(loss_better, loss_notes(loss_better))}; higher: "
         f"{_listing(loss_worse, loss_notes(loss_worse))}.",
@@ -493,14 +485,14 @@ def sweep_reading(per_seed: pd.DataFrame, table: pd.DataFrame) -> Reading:
             "diff_ci": [best["low_top1_diff_lo"], best["low_top1_diff_hi"]],
             "verdict": best["low_top1_vs_ce"],
         },
-        "ce": {"low_top1": ce["low_top1"], "all_loss": ce["all_loss"]},
+        "ce": {"low_top1": ce["low_top1"], POOLED_LOSS: ce[POOLED_LOSS]},
         "low_top1_better_than_ce": top1_better,
         "low_top1_worse_than_ce": top1_worse,
-        "all_loss_lowest": lowest["label"],
-        "all_loss_highest": highest["label"],
-        "all_loss_trend": trend,
-        "all_loss_better_than_ce": loss_better,
-        "all_loss_worse_than_ce": loss_worse,
+        f"{POOLED_LOSS}_lowest": lowest["label"],
+        f"{POOLED_LOSS}_highest": highest["label"],
+        f"{POOLED_LOSS}_trend": trend,
+        f"{POOLED_LOSS}_better_than_ce": loss_better,
+        f"{POOLED_LOSS}_worse_than_ce": loss_worse,
     }
     scheduled = table[table["schedule"] != CONSTANT]
     if not scheduled.empty and not constant_hns.empty:
@@ -513,14 +505,14 @@ def sweep_reading(per_seed: pd.DataFrame, table: pd.DataFrame) -> Reading:
         word = verdict("top1", vs_best["diff_lo"], vs_best["diff_hi"])
         if vs_best["n_pairs"] < 2:
             word = "not testable with one seed"
-        diff_text = _cell(
-            *(vs_best[k] * 100 for k in ("diff", "diff_lo", "diff_hi")), digits=2, sign="+"
+        diff_text = format_interval(
+            *(100 * v for v in interval_of(vs_best, "diff")), digits=2, sign="+"
         )
         lines.append(
             f"- **Schedule {sched['label']}.** Low-resource top-1 against CE: "
             f"{_judged(sched, 'low_top1', ' points', 100.0, 2)}; against the best constant "
             f"layout ({best_constant['label']}): {diff_text} points, {word}. "
-            f"Overall loss against CE: {_judged(sched, 'all_loss', ' nats', 1.0, 3)}."
+            f"Overall loss against CE: {_judged(sched, POOLED_LOSS, ' nats', 1.0, 3)}."
         )
         summary["schedule"] = {
             "label": sched["label"],
@@ -530,7 +522,7 @@ def sweep_reading(per_seed: pd.DataFrame, table: pd.DataFrame) -> Reading:
             "low_top1_diff_vs_best_constant": vs_best["diff"],
             "diff_ci": [vs_best["diff_lo"], vs_best["diff_hi"]],
             "verdict_vs_best_constant": word,
-            "all_loss_vs_ce": sched["all_loss_vs_ce"],
+            f"{POOLED_LOSS}_vs_ce": sched[f"{POOLED_LOSS}_vs_ce"],
         }
     return Reading("\n".join(lines), summary)
 
@@ -543,109 +535,3 @@ def fragment_table(table: pd.DataFrame) -> list[dict[str, Any]]:
         name = f"{language}_{metric}"
         keep += [name, f"{name}_lo", f"{name}_hi", f"{name}_diff", f"{name}_vs_ce"]
     return table[keep].to_dict("records")
-
-
-# --- the toy explainer -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ToyLogits:
-    """One position: a vector of logits over labelled tokens and the target's index."""
-
-    logits: tuple[float, ...]
-    target: int
-    labels: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        if len(self.logits) < 2:
-            raise ParameterError("logits", self.logits, "at least two logits")
-        if len(self.labels) != len(self.logits):
-            raise ParameterError("labels", self.labels, f"{len(self.logits)} labels")
-        if not (isinstance(self.target, int) and 0 <= self.target < len(self.logits)):
-            raise ParameterError("target", self.target, f"an index < {len(self.logits)}")
-
-
-def toy_example() -> ToyLogits:
-    """Ten symbols after some context, target 'e'. One symbol (' ') is more likely than
-    the target and always stays; the others fall below the target's logit by 0.5 to
-    5.2 units, so lowering the layout from 6 to 0 excludes them one by one."""
-    return ToyLogits(
-        logits=(2.6, 2.0, 1.5, 0.9, 0.4, -0.2, -0.8, -1.5, -2.3, -3.2),
-        target=1,
-        labels=("␣", "e", "a", "o", "t", "h", "k", "z", "Q", "X"),
-    )
-
-
-def toy_gradients(example: ToyLogits, layout: float) -> pd.DataFrame:
-    """Per token of the toy: label, role ('target' or 'other'), logit, gap (logit minus
-    the target's), prob (full softmax), excluded (by HNS at ``layout``), grad (d loss /
-    d logit of ``hns_cross_entropy`` at ``layout``, by autograd) and grad_ce (the same at
-    layout = inf). Excluded tokens get exactly zero; the kept ones get the softmax over
-    the kept tokens minus the one-hot target."""
-    layout = check_layout(layout)
-    target = torch.tensor([example.target])
-
-    def gradient(lay: float) -> torch.Tensor:
-        z = torch.tensor([example.logits], dtype=torch.float64, requires_grad=True)
-        (grad,) = torch.autograd.grad(hns_cross_entropy(z, target, lay), z)
-        return grad[0]
-
-    z = torch.tensor([example.logits], dtype=torch.float64)
-    excluded = ~hns_keep_mask(z, target, layout)[0]
-    roles = ["other"] * len(example.logits)
-    roles[example.target] = "target"
-    return pd.DataFrame(
-        {
-            "token": range(len(example.logits)),
-            "label": list(example.labels),
-            "role": roles,
-            "logit": list(example.logits),
-            "gap": (z[0] - z[0, example.target]).tolist(),
-            "prob": z[0].softmax(-1).tolist(),
-            "excluded": excluded.tolist(),
-            "grad": gradient(layout).tolist(),
-            "grad_ce": gradient(math.inf).tolist(),
-        }
-    )
-
-
-# --- the nucleus margin ------------------------------------------------------------------
-
-
-def nucleus_margin_text(vocab_size: int, top_p: float, layouts: Iterable[float] = ()) -> str:
-    """Markdown: the nucleus margin for ``vocab_size`` and ``top_p`` and, when ``layouts``
-    are given, which of them are at or beyond it. A bad input gives its error message."""
-    try:
-        margin = nucleus_margin(vocab_size, top_p)
-    except ParameterError as exc:
-        return f"**Cannot compute:** {exc}."
-    text = (
-        f"For V = {vocab_size} and top-p = {top_p:g}: ℓ ≥ ln {vocab_size} − ln(1 − {top_p:g}) "
-        f"= **{margin:.3f}**. With a layout at least this large, no token HNS excludes "
-        "can be inside the nucleus."
-    )
-    layouts = list(layouts)
-    if layouts:
-        safe = [layout_label(v) for v in nucleus_safe_layouts(layouts, vocab_size, top_p)]
-        text += f" Swept layouts at or beyond it: {', '.join(safe) if safe else 'none'}."
-    return text
-
-
-def nucleus_safe_layouts(layouts: Iterable[float], vocab_size: int, top_p: float) -> list[float]:
-    """The ``layouts`` at or beyond ``losses.nucleus_margin(vocab_size, top_p)``: those
-    that never exclude a token of the top-p nucleus."""
-    margin = nucleus_margin(vocab_size, top_p)
-    return [v for v in (check_layout(x) for x in layouts) if v >= margin]
-
-
-def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Bool mask of the top-p nucleus of each row of ``probs`` (..., V): sort by
-    probability (largest first; ties in the order ``torch.sort`` gives) and keep the
-    shortest prefix whose mass reaches ``top_p``."""
-    top_p = check_float("top_p", top_p, 0.0, 1.0, min_inclusive=False)
-    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
-    # Mass strictly before each position (an exclusive cumulative sum).
-    before = torch.cat([torch.zeros_like(sorted_p[..., :1]), sorted_p.cumsum(-1)[..., :-1]], -1)
-    keep_sorted = before < top_p  # once the prefix has reached top_p, stop
-    keep = torch.zeros_like(keep_sorted)
-    return keep.scatter(-1, order, keep_sorted)

@@ -1,13 +1,12 @@
 """Altair charts of the study: one builder per figure, one module per chapter.
 
 ``core`` holds the offline renderer (every chart carries its Vega-Lite spec for
-JupyterLab and an SVG for the static HTML report), static copies and the
-shared palettes; the other modules hold the figures of one notebook each.
+JupyterLab and an SVG for the static HTML report), static copies, and the one set
+of palettes and titles; the other modules hold the figures of one notebook each.
 Notebooks use them as ``charts.<name>``.
 """
 
 from .bilingual import (
-    EXPERIMENT_COLORS,
     bilingual_final_metrics,
     bilingual_learning_curves,
     probability_histogram,
@@ -15,18 +14,33 @@ from .bilingual import (
 )
 from .comparison import group_curves, group_differences
 from .core import (
+    DIRECTION_COLORS,
     EMBED_OPTIONS,
     EXCLUDED_COLOR,
+    EXPERIMENT_COLORS,
     FORMATS,
     GROUP_SCHEME,
+    HIGHLIGHT_COLOR,
+    LANGUAGE_COLORS,
+    LANGUAGE_TITLES,
+    METRIC_TITLES,
+    MODEL_COLORS,
     OBJECTIVE_COLORS,
     RENDERER,
     SCENARIO_COLORS,
+    SCHEDULE_COLOR,
+    SWEEP_COLOR,
     THEME,
+    TOY_COLORS,
     VEGALITE_MIME,
     VEGALITE_V5_MIME,
+    VERDICT_COLORS,
     chart_spec,
+    color_scale,
+    experiment_scale,
     javascript_bundle,
+    language_scale,
+    model_scale,
     objective_scale,
     offline_renderer,
     save_chart,
@@ -37,12 +51,8 @@ from .core import (
     use_offline_renderer,
 )
 from .geometry import (
-    LANGUAGE_COLORS,
-    MODEL_COLORS,
     embedding_projections,
-    language_scale,
     metric_comparison,
-    model_scale,
     norms_by_rank,
     paired_differences,
     unigram_probe_scatter,
@@ -58,28 +68,36 @@ from .layout import (
 from .scenarios import nontarget_share_by_group, scenario_curves, scenario_norms_by_rank
 
 __all__ = [
+    "DIRECTION_COLORS",
     "EMBED_OPTIONS",
     "EXCLUDED_COLOR",
+    "EXPERIMENT_COLORS",
     "FORMATS",
     "GROUP_SCHEME",
+    "HIGHLIGHT_COLOR",
     "LANGUAGE_COLORS",
+    "LANGUAGE_TITLES",
+    "METRIC_TITLES",
     "MODEL_COLORS",
     "OBJECTIVE_COLORS",
     "RENDERER",
     "SCENARIO_COLORS",
+    "SCHEDULE_COLOR",
+    "SWEEP_COLOR",
     "THEME",
+    "TOY_COLORS",
     "VEGALITE_MIME",
     "VEGALITE_V5_MIME",
-    "EXPERIMENT_COLORS",
+    "VERDICT_COLORS",
     "bilingual_final_metrics",
     "bilingual_learning_curves",
-    "probability_histogram",
-    "probability_mass",
     "chart_spec",
+    "color_scale",
     "embedding_projections",
+    "experiment_scale",
+    "frequency_by_rank",
     "group_curves",
     "group_differences",
-    "frequency_by_rank",
     "group_shares",
     "javascript_bundle",
     "language_scale",
@@ -89,12 +107,13 @@ __all__ = [
     "layout_metrics_chart",
     "metric_comparison",
     "model_scale",
-    "norms_by_rank",
-    "toy_gradient_chart",
     "nontarget_share_by_group",
+    "norms_by_rank",
     "objective_scale",
     "offline_renderer",
     "paired_differences",
+    "probability_histogram",
+    "probability_mass",
     "rank_group_table",
     "save_chart",
     "save_figure",
@@ -103,6 +122,7 @@ __all__ = [
     "scenario_scale",
     "spec_of_output",
     "to_svg",
+    "toy_gradient_chart",
     "unigram_probe_scatter",
     "use_offline_renderer",
     "worked_example_chart",

@@ -5,21 +5,11 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .comparison import METRIC_TITLES
-from .core import OBJECTIVE_COLORS
+from ...study.readings import POOLED
+from .core import EXPERIMENT_COLORS, LANGUAGE_TITLES, METRIC_TITLES, experiment_scale
 
-# The baseline is CE: it keeps CE's colour; the low-resource-only model gets its own.
-EXPERIMENT_COLORS = {
-    "baseline": OBJECTIVE_COLORS["CE"],
-    "HNS": OBJECTIVE_COLORS["HNS"],
-    "low-resource only": "#8E6BB0",
-}
-LANGUAGE_TITLES = {"high": "high-resource", "low": "low-resource", "both": "both languages"}
-
-
-def experiment_scale() -> alt.Scale:
-    """Colour scale of the three bilingual experiments."""
-    return alt.Scale(domain=list(EXPERIMENT_COLORS), range=list(EXPERIMENT_COLORS.values()))
+# The two alphabets, in the order their panels are drawn.
+_ALPHABETS = [LANGUAGE_TITLES[k] for k in ("high", "low")]
 
 
 def _long_metrics(
@@ -44,7 +34,7 @@ def bilingual_learning_curves(curves: pd.DataFrame) -> alt.FacetChart:
     """Every metric at every evaluation point, per language (rows) and metric (columns),
     the three experiments overlaid with 95% bands. ``curves`` is
     ``bilingual.learning_curves(...)``."""
-    data = _long_metrics(curves[curves["language"] != "both"], ["experiment", "language", "step"])
+    data = _long_metrics(curves[curves["language"] != POOLED], ["experiment", "language", "step"])
     color = alt.Color("experiment:N", scale=experiment_scale(), title="experiment")
     x = alt.X("step:Q", title="training step")
     band = (
@@ -76,7 +66,7 @@ def bilingual_learning_curves(curves: pd.DataFrame) -> alt.FacetChart:
         alt.layer(band, line, data=data)
         .properties(width=190, height=150)
         .facet(
-            row=alt.Row("language_title:N", sort=["high-resource", "low-resource"], title=None),
+            row=alt.Row("language_title:N", sort=_ALPHABETS, title=None),
             column=alt.Column("metric:N", sort=list(METRIC_TITLES.values()), title=None),
         )
         .resolve_scale(y="independent")
@@ -167,11 +157,7 @@ def probability_histogram(hist: pd.DataFrame) -> alt.FacetChart:
     return (
         alt.layer(line, data=data)
         .properties(width=330, height=200)
-        .facet(
-            column=alt.Column(
-                "language_title:N", sort=["high-resource", "low-resource"], title=None
-            )
-        )
+        .facet(column=alt.Column("language_title:N", sort=_ALPHABETS, title=None))
         .properties(
             title=alt.Title(
                 "Where the probability goes",

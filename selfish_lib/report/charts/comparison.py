@@ -6,9 +6,7 @@ import altair as alt
 import pandas as pd
 
 from ...engine.evaluation import METRICS
-from .core import objective_scale
-
-METRIC_TITLES = {"loss": "loss", "top1": "top-1 accuracy", "recall5": "recall@5", "mrr": "MRR"}
+from .core import METRIC_TITLES, VERDICT_COLORS, color_scale, objective_scale
 
 
 def _group_order(groups) -> list[str]:
@@ -19,7 +17,7 @@ def group_curves(
     bands: pd.DataFrame, title: str = "Training loss by frequency group"
 ) -> alt.FacetChart:
     """Smoothed training loss over steps, one panel per rank group, CE and HNS overlaid with
-    a 95% band over seeds. ``bands`` is ``comparison.curve_bands(...)``."""
+    a 95% band over seeds. ``bands`` is ``frequency.curve_bands(...)``."""
     data = bands.copy()
     data["loss_lo"] = data["loss_lo"].fillna(data["loss"])
     data["loss_hi"] = data["loss_hi"].fillna(data["loss"])
@@ -68,7 +66,7 @@ def group_curves(
 
 def group_differences(table: pd.DataFrame) -> alt.FacetChart:
     """HNS minus CE per rank group for each validation metric, with 95% paired intervals
-    and a zero line. ``table`` is ``comparison.validation_table(...)``."""
+    and a zero line. ``table`` is ``frequency.validation_table(...)``."""
     rows = []
     for rec in table.to_dict("records"):
         for metric in METRICS:
@@ -80,7 +78,7 @@ def group_differences(table: pd.DataFrame) -> alt.FacetChart:
                     "diff": rec[f"diff_{metric}"],
                     "lo": rec[f"diff_{metric}_lo"],
                     "hi": rec[f"diff_{metric}_hi"],
-                    "verdict": rec[f"hns_{metric}"],
+                    "verdict": rec[f"verdict_{metric}"],
                 }
             )
     data = pd.DataFrame(rows).dropna(subset=["diff"])
@@ -89,9 +87,7 @@ def group_differences(table: pd.DataFrame) -> alt.FacetChart:
     verdict_color = alt.Color(
         "verdict:N",
         title="HNS vs CE",
-        scale=alt.Scale(
-            domain=["better", "worse", "indistinguishable"], range=["#2E7D32", "#C62828", "#9E9E9E"]
-        ),
+        scale=color_scale(VERDICT_COLORS),
     )
     zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="#333").encode(y=alt.datum(0))
     bars = (

@@ -4,8 +4,9 @@ Every notebook calls ``use_offline_renderer()`` first. Each chart it displays
 then carries two renderings: its Vega-Lite spec (interactive in JupyterLab,
 which bundles Vega-Lite 5, so no network; see ``offline_renderer``) and an
 SVG made by vl-convert (what static viewers and the HTML report fall back to).
-The palettes below are shared by all notebooks so that scenario 1 / 2.1 / 2.2
-and CE / HNS always have the same colours.
+The palettes and titles below are the only ones: every figure takes its colours
+and its names of languages and metrics from here, so that scenario 1 / 2.1 / 2.2,
+CE / HNS and the two languages always look and read the same.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import vl_convert
 from ...engine.files import write_atomic
 from ...engine.scenarios import SCENARIO_LABELS, SCENARIOS
 from ...engine.validation import ParameterError
+from ...study.readings import LANGUAGE_NAMES, METRIC_NAMES
 
 RENDERER = "selfish_offline"
 THEME = "selfish"
@@ -37,23 +39,75 @@ _V5_SCHEMA = "https://vega.github.io/schema/vega-lite/v5.8.0.json"
 EMBED_OPTIONS = {"actions": {"export": True, "source": False, "compiled": False, "editor": False}}
 FORMATS = ("svg", "png", "html", "json")
 
-# Keyed like selfish_lib.scenarios.SCENARIOS: input (1), target (2.1), nontarget (2.2).
+# --- palettes and titles ------------------------------------------------------------
+
+# Keyed like engine.scenarios.SCENARIOS: input (1), target (2.1), nontarget (2.2).
 SCENARIO_COLORS = dict(zip(SCENARIOS, ("#4C78A8", "#54A24B", "#E45756"), strict=True))
 OBJECTIVE_COLORS = {"CE": "#7F7F7F", "HNS": "#F58518"}
+# 'initial' (the weights before training) next to the CE / HNS colours.
+MODEL_COLORS = {"initial": "#B8A26A", **OBJECTIVE_COLORS}
+# The bilingual experiments: the baseline is CE and keeps CE's colour.
+EXPERIMENT_COLORS = {
+    "baseline": OBJECTIVE_COLORS["CE"],
+    "HNS": OBJECTIVE_COLORS["HNS"],
+    "low-resource only": "#8E6BB0",
+}
+# The two alphabets of the bilingual simulation; distinct from the CE / HNS colours.
+LANGUAGE_COLORS = {"high": "#2C7FB8", "low": "#C2185B"}
 # Frequency-rank groups (1-10 ... 61-65), from frequent (dark) to rare (light).
 GROUP_SCHEME = "viridis"
 EXCLUDED_COLOR = "#E45756"
+# HNS against CE ('better' / 'worse'), and the sign of a difference ('lower' / 'higher').
+VERDICT_COLORS = {"better": "#2E7D32", "worse": "#C62828", "indistinguishable": "#9E9E9E"}
+DIRECTION_COLORS = {"lower": "#2C7FB8", "indistinguishable": "#9E9E9E", "higher": "#E6550D"}
+# The layout sweep: the chosen arm, the other layouts of the grid, the scheduled run.
+HIGHLIGHT_COLOR = OBJECTIVE_COLORS["HNS"]
+SWEEP_COLOR = "#4C78A8"
+SCHEDULE_COLOR = "#B279A2"
+# The tokens of the toy explainer.
+TOY_COLORS = {
+    "target": SCENARIO_COLORS["target"],
+    "kept (hard negative)": OBJECTIVE_COLORS["HNS"],
+    "excluded": EXCLUDED_COLOR,
+}
+# Titles of languages (keys 'high', 'low' and the pooled key) and of the validation
+# metrics: the names the study's prose uses.
+LANGUAGE_TITLES = LANGUAGE_NAMES
+METRIC_TITLES = METRIC_NAMES
+
+
+def color_scale(colors: dict[str, str], titles: dict[str, str] | None = None) -> alt.Scale:
+    """Colour scale of a palette: its keys (or, with ``titles``, their titles) as the
+    domain, its colours as the range."""
+    domain = [titles[k] for k in colors] if titles is not None else list(colors)
+    return alt.Scale(domain=domain, range=list(colors.values()))
 
 
 def scenario_scale(labels: bool = False) -> alt.Scale:
-    """Colour scale of the scenario keys (or, with ``labels``, of ``scenarios.SCENARIO_LABELS``)."""
-    domain = [SCENARIO_LABELS[k] for k in SCENARIO_COLORS] if labels else list(SCENARIO_COLORS)
-    return alt.Scale(domain=domain, range=list(SCENARIO_COLORS.values()))
+    """Colour scale of the scenario keys (or, with ``labels``, of their labels,
+    ``engine.scenarios.SCENARIO_LABELS``)."""
+    return color_scale(SCENARIO_COLORS, SCENARIO_LABELS if labels else None)
 
 
 def objective_scale() -> alt.Scale:
     """Colour scale of the objectives 'CE' and 'HNS'."""
-    return alt.Scale(domain=list(OBJECTIVE_COLORS), range=list(OBJECTIVE_COLORS.values()))
+    return color_scale(OBJECTIVE_COLORS)
+
+
+def model_scale() -> alt.Scale:
+    """Colour scale of 'initial', 'CE' and 'HNS'."""
+    return color_scale(MODEL_COLORS)
+
+
+def experiment_scale() -> alt.Scale:
+    """Colour scale of the three bilingual experiments."""
+    return color_scale(EXPERIMENT_COLORS)
+
+
+def language_scale(titles: bool = False) -> alt.Scale:
+    """Colour scale of the languages 'high' and 'low' (or, with ``titles``, of their
+    ``LANGUAGE_TITLES``)."""
+    return color_scale(LANGUAGE_COLORS, LANGUAGE_TITLES if titles else None)
 
 
 @alt.theme.register(THEME, enable=False)

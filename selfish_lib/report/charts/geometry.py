@@ -7,25 +7,11 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from ...study.geometry import OBJECTIVES, PROJECTIONS
-from .core import OBJECTIVE_COLORS
+from ...study.geometry import OBJECTIVES
+from ...study.projection import PROJECTIONS
+from .core import DIRECTION_COLORS, color_scale, language_scale, model_scale
 
-# The two alphabets of the bilingual simulation; distinct from the CE / HNS colours.
-LANGUAGE_COLORS = {"high": "#2C7FB8", "low": "#C2185B"}
-# 'initial' (the weights before training) next to the shared CE / HNS colours.
-MODEL_COLORS = {"initial": "#B8A26A", **OBJECTIVE_COLORS}
 RARE_SHAPES = {"other": "circle", "rarest": "diamond"}
-
-
-def language_scale() -> alt.Scale:
-    """Colour scale of the languages 'high' and 'low'."""
-    return alt.Scale(domain=list(LANGUAGE_COLORS), range=list(LANGUAGE_COLORS.values()))
-
-
-def model_scale() -> alt.Scale:
-    """Colour scale of 'initial', 'CE' and 'HNS'."""
-    return alt.Scale(domain=list(MODEL_COLORS), range=list(MODEL_COLORS.values()))
-
 
 PANEL_WIDTH = 300
 PANEL_HEIGHT = (160, 380)  # the smallest and largest panel height
@@ -103,7 +89,7 @@ def embedding_projections(points: pd.DataFrame, n_rare: int = 5) -> alt.VConcatC
     per model. The panels of a row share their axis domains, with one unit as long on
     both axes. Rows of the
     two languages are coloured, each twin pair is joined by a thin line, and the
-    ``n_rare`` rarest symbols are diamonds. ``points`` is ``geometry.projection_table``."""
+    ``n_rare`` rarest symbols are diamonds. ``points`` is ``projection.projection_table``."""
     data = points.copy()
     data["kind"] = np.where(data["rare"], "rarest", "other")
     order = [o for o in OBJECTIVES if o in set(data["objective"])]
@@ -235,7 +221,7 @@ def metric_comparison(means: pd.DataFrame) -> alt.FacetChart:
 def unigram_probe_scatter(points: pd.DataFrame) -> alt.HConcatChart:
     """True unigram share against the probe's reconstruction softmax(W x), log-log, one
     panel per model, every seed; the diagonal is a perfect reconstruction.
-    ``points`` is ``geometry.probe_points``."""
+    ``points`` is ``probe.probe_points``."""
     order = [o for o in OBJECTIVES if o in set(points["objective"])]
     positive = points[(points["f"] > 0) & (points["f_hat"] > 0)]
     lo = float(min(positive["f"].min(), positive["f_hat"].min()))
@@ -287,12 +273,7 @@ def paired_differences(diffs: pd.DataFrame) -> alt.FacetChart:
     direction. ``diffs`` is ``geometry.summarize(...)[1]``."""
     data = diffs.copy()
     labels = list(dict.fromkeys(data["label"]))
-    directions = {"lower": "#2C7FB8", "indistinguishable": "#9E9E9E", "higher": "#E6550D"}
-    color = alt.Color(
-        "direction:N",
-        scale=alt.Scale(domain=list(directions), range=list(directions.values())),
-        title="HNS − CE",
-    )
+    color = alt.Color("direction:N", scale=color_scale(DIRECTION_COLORS), title="HNS − CE")
     x_scale = alt.Scale(zero=True)
     zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="#333").encode(x=alt.datum(0))
     rule = (

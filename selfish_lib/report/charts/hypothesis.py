@@ -125,7 +125,7 @@ _PANEL_HEIGHT = 220
 def worked_example_chart(norms: pd.DataFrame) -> alt.FacetChart:
     """Per-row gradient norms of the worked example: one panel per scenario, CE vs HNS.
 
-    ``norms`` is ``worked_example.gradient_norms(...)`` (objective, scenario,
+    ``norms`` is ``hypothesis.gradient_norms(...)`` (objective, scenario,
     scenario_label, token, label, role, excluded, grad_norm). Rows HNS excludes
     are shaded and labelled 'excluded'.
     """

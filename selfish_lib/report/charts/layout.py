@@ -4,7 +4,7 @@
 sweep (a constant layout or the scheduled run): accuracy, MRR and loss against
 the layout per language, the chosen arm highlighted; its validation loss per
 frequency-rank group against CE; and the PCA of its embeddings beside CE's.
-Every builder only filters the precomputed ``sweep.SweepTables``, so redrawing
+Every builder only filters the precomputed ``study.layout.SweepTables``, so redrawing
 is instant.
 """
 
@@ -16,26 +16,26 @@ import altair as alt
 import pandas as pd
 
 from ...study.layout import CE_ARM, CONSTANT, SweepTables, layout_label
-from .core import EXCLUDED_COLOR, OBJECTIVE_COLORS, SCENARIO_COLORS
-
-HIGHLIGHT_COLOR = OBJECTIVE_COLORS["HNS"]  # the chosen layout
-SWEEP_COLOR = "#4C78A8"  # the other layouts of the grid
-SCHEDULE_COLOR = "#B279A2"  # the scheduled run
-LANGUAGE_COLORS = {"high-resource": "#4C78A8", "low-resource": "#E45756"}
-LANGUAGE_NAMES = {"high": "high-resource", "low": "low-resource", "all": "both languages"}
-METRIC_NAMES = {
-    "top1": "top-1 accuracy",
-    "mrr": "MRR",
-    "loss": "loss (nats)",
-    "recall5": "recall@5",
-}
-TOY_COLORS = {
-    "target": SCENARIO_COLORS["target"],
-    "kept (hard negative)": OBJECTIVE_COLORS["HNS"],
-    "excluded": EXCLUDED_COLOR,
-}
+from .core import (
+    HIGHLIGHT_COLOR,
+    LANGUAGE_TITLES,
+    METRIC_TITLES,
+    OBJECTIVE_COLORS,
+    SCHEDULE_COLOR,
+    SWEEP_COLOR,
+    TOY_COLORS,
+    color_scale,
+    language_scale,
+)
 
 _PANEL_WIDTH, _PANEL_HEIGHT = 230, 150
+# The languages of the group and embedding panels, low-resource first.
+_LANGUAGE_ORDER = [LANGUAGE_TITLES[k] for k in ("low", "high")]
+
+
+def _metric_title(metric: str) -> str:
+    """'top-1 accuracy', 'loss (nats)': the metric's title, with the unit of the loss."""
+    return f"{METRIC_TITLES[metric]} (nats)" if metric == "loss" else METRIC_TITLES[metric]
 
 
 def _metric_panel(
@@ -65,7 +65,7 @@ def _metric_panel(
         f"{metric}:Q",
         scale=alt.Scale(zero=False),
         axis=alt.Axis(format=axis_fmt),
-        title=METRIC_NAMES[metric],
+        title=_metric_title(metric),
     )
     tooltip = [
         alt.Tooltip("label:N", title="layout"),
@@ -115,7 +115,7 @@ def _metric_panel(
             .encode(y=y, tooltip=tooltip),
         ]
     layers += [line, bars, points]
-    title = f"{LANGUAGE_NAMES[language]} · {METRIC_NAMES[metric]}"
+    title = f"{LANGUAGE_TITLES[language]} · {_metric_title(metric)}"
     return alt.layer(*layers, width=_PANEL_WIDTH, height=_PANEL_HEIGHT, title=title)
 
 
@@ -151,7 +151,7 @@ def layout_group_chart(groups: pd.DataFrame, chosen: str) -> alt.FacetChart:
     per language, means over seeds with 95% intervals. ``groups`` is ``SweepTables.groups``."""
     arms = list(dict.fromkeys([chosen, CE_ARM]))
     data = groups[groups["arm"].isin(arms)].copy()
-    data["language_name"] = data["language"].map(LANGUAGE_NAMES)
+    data["language_name"] = data["language"].map(LANGUAGE_TITLES)
     labels = [str(data.loc[data["arm"] == a, "label"].iloc[0]) for a in arms]
     colors = [HIGHLIGHT_COLOR if a != CE_ARM else OBJECTIVE_COLORS["CE"] for a in arms]
     order = sorted(data["group"].unique(), key=lambda g: int(str(g).split("-")[0]))
@@ -184,9 +184,7 @@ def layout_group_chart(groups: pd.DataFrame, chosen: str) -> alt.FacetChart:
         alt.layer(bars, intervals, data=data)
         .properties(width=alt.Step(16), height=_PANEL_HEIGHT)
         .facet(
-            column=alt.Column(
-                "language_name:N", sort=["low-resource", "high-resource"], title=None
-            ),
+            column=alt.Column("language_name:N", sort=_LANGUAGE_ORDER, title=None),
             title=alt.Title(
                 "Validation loss per frequency-rank group",
                 subtitle="the chosen layout against CE; mean over seeds with 95% intervals",
@@ -200,7 +198,7 @@ def layout_embedding_chart(embeddings: pd.DataFrame, chosen: str) -> alt.FacetCh
     language. ``embeddings`` is ``SweepTables.embeddings``."""
     arms = list(dict.fromkeys([chosen, CE_ARM]))
     data = embeddings[embeddings["arm"].isin(arms)].copy()
-    data["language_name"] = data["language"].map(LANGUAGE_NAMES)
+    data["language_name"] = data["language"].map(LANGUAGE_TITLES)
     data["panel"] = "layout " + data["label"].astype(str)
     panels = [f"layout {data.loc[data['arm'] == a, 'label'].iloc[0]}" for a in arms]
     seed = int(data["seed"].iloc[0])
@@ -213,7 +211,7 @@ def layout_embedding_chart(embeddings: pd.DataFrame, chosen: str) -> alt.FacetCh
             color=alt.Color(
                 "language_name:N",
                 title="language",
-                scale=alt.Scale(domain=list(LANGUAGE_COLORS), range=list(LANGUAGE_COLORS.values())),
+                scale=language_scale(titles=True),
             ),
             tooltip=[
                 alt.Tooltip("display:N", title="symbol"),
@@ -265,7 +263,7 @@ def layout_explorer_chart(
 def toy_gradient_chart(table: pd.DataFrame, layout: float) -> alt.VConcatChart:
     """The toy explainer at ``layout``: the logits with the cut z<sub>target</sub> − ℓ,
     and the gradient of the loss for each logit under HNS (bars) and CE (ticks).
-    ``table`` is ``sweep.toy_gradients(example, layout)``."""
+    ``table`` is ``study.toy.toy_gradients(example, layout)``."""
     data = table.copy()
     data["status"] = [
         "target" if role == "target" else ("excluded" if excl else "kept (hard negative)")
@@ -276,7 +274,7 @@ def toy_gradient_chart(table: pd.DataFrame, layout: float) -> alt.VConcatChart:
     color = alt.Color(
         "status:N",
         title=None,
-        scale=alt.Scale(domain=list(TOY_COLORS), range=list(TOY_COLORS.values())),
+        scale=color_scale(TOY_COLORS),
         legend=alt.Legend(orient="top"),
     )
     tooltip = [
@@ -288,7 +286,7 @@ def toy_gradient_chart(table: pd.DataFrame, layout: float) -> alt.VConcatChart:
         alt.Tooltip("grad:Q", format="+.4f", title="gradient, HNS"),
         alt.Tooltip("grad_ce:Q", format="+.4f", title="gradient, CE"),
     ]
-    shown = "∞ (CE)" if math.isinf(layout) else f"{layout:g}"
+    shown = layout_label(layout)
     logits = (
         alt.Chart(data)
         .mark_bar()

@@ -10,7 +10,7 @@ from .core import OBJECTIVE_COLORS, _clip_for_log, _rank_order, objective_scale,
 
 def scenario_norms_by_rank(tokens: pd.DataFrame) -> alt.FacetChart:
     """Summed gradient norm of each scenario per symbol, symbols in rank order (log scale),
-    one panel per objective. ``tokens`` is ``scenarios.per_token_summary(...)``."""
+    one panel per objective. ``tokens`` is ``gradients.per_token_summary(...)``."""
     data = _clip_for_log(tokens[tokens["norm"] > 0], "norm")
     order = _rank_order(tokens.drop_duplicates("token"), "display")
     x = alt.X(
@@ -60,7 +60,7 @@ def scenario_norms_by_rank(tokens: pd.DataFrame) -> alt.FacetChart:
 
 def nontarget_share_by_group(per_seed: pd.DataFrame, shares: pd.DataFrame) -> alt.LayerChart:
     """Share of scenario 2.2 in each rank group: seeds as points, means with 95% intervals,
-    a reference line at one half. Inputs are ``scenarios.per_group_share(...)``."""
+    a reference line at one half. Inputs are ``gradients.per_group_share(...)``."""
     per_seed = per_seed[per_seed["language"] == "high"]
     shares = shares[shares["language"] == "high"]
     groups = sorted(shares["group"].unique(), key=lambda g: int(g.split("-")[0]))
@@ -136,7 +136,7 @@ def nontarget_share_by_group(per_seed: pd.DataFrame, shares: pd.DataFrame) -> al
 def scenario_curves(curves: pd.DataFrame, token_info: pd.DataFrame, tokens) -> alt.FacetChart:
     """Each scenario's gradient norm over training for the given tokens (rows) and both
     objectives (columns), mean over seeds with a 95% band, log scale.
-    ``curves`` is ``scenarios.step_curves(...)``."""
+    ``curves`` is ``gradients.step_curves(...)``."""
     tokens = list(tokens)
     info = token_info.set_index("token")
     data = curves[curves["token"].isin(tokens) & (curves["norm"] > 0)].copy()

@@ -1,0 +1,247 @@
+"""Objectives are data: a registered, validated, hashable description of a training loss.
+
+An objective says what a training step minimises. It is a small frozen dataclass with
+
+- ``name``: its key in the registry (``"ce"``, ``"hns"``), the name ``make_objective`` takes;
+- ``arm``: the short name a comparison table uses for it (``"CE"``, ``"HNS"``);
+- ``label``: a unique, readable description for charts (``"HNS(layout=2)"``);
+- ``canonical()``: the values that enter the run id (``engine.runs.config_hash``);
+- ``loss(logits, targets, context)``: the per-position values the step averages.
+
+Evaluation never goes through the objective: every run is scored with the plain
+softmax of its logits, so any two objectives are compared on the same numbers.
+A new objective is one class with ``@register``; the run store, the profiles and
+the chapters take it without a change elsewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .losses import check_layout, hns_cross_entropy
+from .validation import ParameterError, check_choice
+
+LAYOUT_SCHEDULES = ("constant", "linear", "cosine")
+REGISTRY: dict[str, type[Objective]] = {}
+
+
+@dataclass(frozen=True)
+class LossContext:
+    """What a loss may need besides the logits: where training is, and the model."""
+
+    step: int = 0  # 0-based index of the step being taken
+    max_steps: int = 1
+    model: Any = None  # the model being trained (for objectives that regularise its weights)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Base of every objective: subclasses set ``name`` and ``arm`` and define ``loss``."""
+
+    name: ClassVar[str] = ""
+    arm: ClassVar[str] = ""
+
+    @property
+    def label(self) -> str:
+        """A unique readable name: the arm and its hyperparameters."""
+        params = ", ".join(f"{k}={_short(v)}" for k, v in self.params().items())
+        return f"{self.arm}({params})" if params else self.arm
+
+    def params(self) -> dict[str, Any]:
+        """The hyperparameters, by field name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def canonical(self) -> dict[str, Any]:
+        """The values that identify this objective in a run id."""
+        return {"objective": {"name": self.name, **_json_values(self.params())}}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (inf written as 'inf'); ``objective_from_dict`` inverts it."""
+        return {"name": self.name, **_json_values(self.params())}
+
+    def loss(
+        self, logits: torch.Tensor, targets: torch.Tensor, context: LossContext
+    ) -> torch.Tensor:
+        """Per-position loss values, shaped like ``targets``."""
+        raise NotImplementedError
+
+
+def register(cls: type[Objective]) -> type[Objective]:
+    """Class decorator: make ``cls`` available by its ``name`` (once)."""
+    if not cls.name or not cls.arm:
+        raise ValueError(f"objective class {cls.__name__} needs a name and an arm")
+    known = REGISTRY.get(cls.name)
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        raise ValueError(f"objective name {cls.name!r} is taken by {known.__name__}")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def make_objective(name: str, **params: Any) -> Objective:
+    """The registered objective ``name`` with ``params`` (validated by the class)."""
+    cls = REGISTRY.get(name)
+    if cls is None:
+        check_choice("objective", name, sorted(REGISTRY))
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        allowed = "hyperparameters among " + (", ".join(sorted(fields)) or "(none)")
+        raise ParameterError(f"{name} objective", unknown[0], allowed)
+    return cls(**{k: (math.inf if v == "inf" else v) for k, v in params.items()})
+
+
+def objective_from_dict(data: dict[str, Any]) -> Objective:
+    """Inverse of ``Objective.to_dict``."""
+    if not isinstance(data, dict) or "name" not in data:
+        raise ParameterError("objective", data, "a mapping with a 'name' key")
+    params = dict(data)
+    return make_objective(params.pop("name"), **params)
+
+
+@register
+@dataclass(frozen=True)
+class CrossEntropy(Objective):
+    """Plain cross-entropy over the whole vocabulary."""
+
+    name: ClassVar[str] = "ce"
+    arm: ClassVar[str] = "CE"
+
+    def canonical(self) -> dict[str, Any]:
+        # Runs trained before objectives were objects left every objective field at its
+        # default for CE, so CE contributes nothing and those run ids are unchanged.
+        return {}
+
+    def loss(self, logits, targets, context):
+        return hns_cross_entropy(logits, targets, math.inf, reduction="none")
+
+
+@register
+@dataclass(frozen=True)
+class HardNegatives(Objective):
+    """HNS: cross-entropy over the hard negatives only (logits >= target - layout).
+
+    ``schedule`` 'linear' or 'cosine' moves the layout from ``layout`` at the first step
+    to ``layout_end`` at the last (both finite); 'constant' keeps ``layout`` (and
+    ``layout_end`` stays inf). The layout is finite: an infinite one is plain
+    cross-entropy, which is ``CrossEntropy`` (one experiment, one run id).
+    """
+
+    layout: float = 2.0
+    schedule: str = "constant"
+    layout_end: float = math.inf
+
+    name: ClassVar[str] = "hns"
+    arm: ClassVar[str] = "HNS"
+
+    def __post_init__(self) -> None:
+        check_choice("layout_schedule", self.schedule, LAYOUT_SCHEDULES)
+        if self.schedule == "constant":
+            object.__setattr__(self, "layout", check_layout(self.layout, finite=True))
+            if not (_is_number(self.layout_end) and math.isinf(self.layout_end)):
+                allowed = "inf unless layout_schedule is 'linear' or 'cosine'"
+                raise ParameterError("layout_end", self.layout_end, allowed)
+            object.__setattr__(self, "layout_end", math.inf)
+        else:  # a schedule interpolates: both ends finite
+            for field in ("layout", "layout_end"):
+                value = getattr(self, field)
+                allowed = f"a finite real number >= 0 (layout_schedule={self.schedule!r})"
+                if not _is_number(value) or not math.isfinite(value) or value < 0:
+                    raise ParameterError(field, value, allowed)
+                object.__setattr__(self, field, float(value))
+
+    @property
+    def label(self) -> str:
+        if self.schedule != "constant":
+            return f"HNS(layout={self.layout:g}→{self.layout_end:g}, {self.schedule})"
+        return f"HNS(layout={self.layout:g})"
+
+    def canonical(self) -> dict[str, Any]:
+        # The field names runs were hashed with before objectives were objects: the
+        # constant HNS and the scheduled runs keep their ids.
+        out: dict[str, Any] = {"layout": self.layout}
+        if self.schedule != "constant":
+            out.update(layout_schedule=self.schedule, layout_end=self.layout_end)
+        return _json_values(out)
+
+    def layout_at(self, step: int, max_steps: int) -> float:
+        """The layout at 0-based ``step``: constant, or interpolated from ``layout`` at
+        step 0 to ``layout_end`` at the last step (linearly, or along half a cosine)."""
+        if self.schedule == "constant":
+            return self.layout
+        t = min(1.0, step / max(1, max_steps - 1))
+        if self.schedule == "cosine":
+            t = 0.5 * (1.0 - math.cos(math.pi * t))
+        return self.layout + (self.layout_end - self.layout) * t
+
+    def loss(self, logits, targets, context):
+        layout = self.layout_at(context.step, context.max_steps)
+        return hns_cross_entropy(logits, targets, layout, reduction="none")
+
+
+def objective_for_layout(
+    layout: float = math.inf, layout_schedule: str = "constant", layout_end: float = math.inf
+) -> Objective:
+    """The objective a layout describes: CE for a constant infinite layout (the layout
+    sweep's CE arm, and the flat config fields of earlier versions), HNS otherwise."""
+    if layout_schedule == "constant" and _is_number(layout) and layout == math.inf:
+        if not (_is_number(layout_end) and layout_end == math.inf):
+            allowed = "inf unless layout_schedule is 'linear' or 'cosine'"
+            raise ParameterError("layout_end", layout_end, allowed)
+        return CrossEntropy()
+    return HardNegatives(layout=layout, schedule=layout_schedule, layout_end=layout_end)
+
+
+def full_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-position cross-entropy of the full softmax (what every run is also logged with)."""
+    V = logits.size(-1)
+    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="none").view(
+        targets.shape
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _json_values(values: dict[str, Any]) -> dict[str, Any]:
+    """Floats as floats (2 and 2.0 are one value) and infinities as 'inf'."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, float) and math.isinf(value):
+            value = "inf" if value > 0 else "-inf"
+        out[key] = value
+    return out
+
+
+def check_objective(value: Any) -> Objective:
+    """Return ``value`` if it is an Objective instance; raise ParameterError otherwise."""
+    if not isinstance(value, Objective) or type(value) is Objective:
+        allowed = "an objective such as CrossEntropy() or HardNegatives(layout=2.0)"
+        raise ParameterError("objective", value, allowed)
+    return value
+
+
+__all__ = [
+    "LAYOUT_SCHEDULES",
+    "REGISTRY",
+    "CrossEntropy",
+    "HardNegatives",
+    "LossContext",
+    "Objective",
+    "check_objective",
+    "full_cross_entropy",
+    "make_objective",
+    "objective_for_layout",
+    "objective_from_dict",
+    "register",
+]

@@ -1,0 +1,249 @@
+"""Notebook parameters: one validator per parameter, in one table, checked before any work.
+
+Every notebook takes the ``COMMON`` parameters: the pipeline injects them into
+each notebook, and a notebook run by hand gets the defaults below unless its
+parameters cell sets them. Its own parameters (defaults in its parameters
+cell) are listed under its name in ``NOTEBOOKS``.
+
+A validator is called as ``validator(name, value, checked)`` and returns the
+value the notebook goes on with (layout 2 -> 2.0, a schedule tuple -> a
+``Schedule``), or raises ParameterError naming the parameter, the value and
+what is allowed. ``checked`` is the ``Parameters`` being filled: the values
+validated before (the common ones first, then the notebook's in table order,
+so 06's ``layout`` is checked against its ``layouts``) and, loaded on first
+use, the corpus that a few checks depend on (05's ``perplexity`` and
+``n_rare``).
+
+``validate(notebook, values)`` runs them all. The study object of a notebook
+(``report.notebook.open_study``) calls it on the notebook's namespace; the
+pipeline can call it on a notebook's parameters before starting a kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..engine.corpus import Corpus, load_corpus
+from ..engine.losses import check_layout
+from ..engine.profiles import PROFILE_NAMES, Profile, get_profile
+from ..engine.training import resolve_device
+from ..engine.validation import ParameterError, check_choice, check_float, check_int, check_seeds
+from ..study import layout, projection
+
+Validator = Callable[[str, Any, "Parameters"], Any]
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+NOTEBOOK_NAME = re.compile(r"^\d\d_\w+$")  # NN_name, the stem of notebooks/NN_name.py
+
+
+class Parameters(Mapping):
+    """Validated notebook parameters by name, plus the corpus their checks may need.
+
+    The corpus is loaded from the ``data_path`` parameter when a check (or the
+    notebook) first asks for it, and then kept, so a notebook loads it once.
+    """
+
+    def __init__(self, notebook: str | None, values: Mapping[str, Any] | None = None) -> None:
+        self.notebook = notebook
+        self.values: dict[str, Any] = dict(values or {})
+        self._corpus: Corpus | None = None
+        self._token_info: dict[bool, pd.DataFrame] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        return self.values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __repr__(self) -> str:
+        return f"Parameters({self.notebook!r}, {self.values!r})"
+
+    @property
+    def corpus(self) -> Corpus:
+        """The corpus of the ``data_path`` parameter (loaded once)."""
+        if self._corpus is None:
+            self._corpus = load_corpus(self.values.get("data_path"))
+        return self._corpus
+
+    def token_info(self, bilingual: bool = False) -> pd.DataFrame:
+        """``corpus.token_info(bilingual=...)``, computed once per alphabet setting."""
+        if bilingual not in self._token_info:
+            self._token_info[bilingual] = self.corpus.token_info(bilingual=bilingual)
+        return self._token_info[bilingual]
+
+
+# --- validators ------------------------------------------------------------------------
+
+
+def check_device(device: str) -> str:
+    """Validate ``device`` (auto, cpu, cuda, mps, optionally 'cuda:N') and its availability."""
+    kind = str(device).split(":")[0] if isinstance(device, str) else device
+    check_choice("device", kind, DEVICES)
+    try:
+        resolve_device(device)
+    except ValueError as exc:  # valid name, but not on this machine
+        reason = str(exc).split(": ", 1)[-1]  # drop resolve_device's own "invalid device=..."
+        raise ParameterError("device", device, f"a device available here ({reason})") from None
+    return device
+
+
+def check_study(profile: str, seeds, device: str) -> Profile:
+    """Validate the profile, seeds and device and return the profile (with the
+    ``seeds`` if given), so that a typo fails before any work with a clear message."""
+    study = get_profile(profile, seeds)
+    check_device(device)
+    return study
+
+
+def _path(optional: bool) -> Validator:
+    allowed = "a path (str or os.PathLike)" + (" or None" if optional else "")
+
+    def check(name: str, value: Any, checked: Parameters) -> Path | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            raise ParameterError(name, value, allowed)
+        return Path(value)
+
+    return check
+
+
+def _flag(name: str, value: Any, checked: Parameters) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(name, value, "True or False")
+    return value
+
+
+def _notebook_name(name: str, value: Any, checked: Parameters) -> str | None:
+    if value is not None and not (isinstance(value, str) and NOTEBOOK_NAME.match(value)):
+        raise ParameterError(name, value, "None or a notebook name such as '01_hypothesis'")
+    return value
+
+
+def _seeds(name: str, value: Any, checked: Parameters) -> tuple[int, ...] | None:
+    return None if value is None else check_seeds(name, value)
+
+
+def _integer(minimum: int) -> Validator:
+    return lambda name, value, checked: check_int(name, value, minimum)
+
+
+def _positive(maximum: float | None = None) -> Validator:
+    return lambda name, value, checked: check_float(name, value, 0.0, maximum, min_inclusive=False)
+
+
+def _open_unit(name: str, value: Any, checked: Parameters) -> float:
+    """Strictly between 0 and 1 (a nucleus that leaves something out)."""
+    allowed = "a real number strictly between 0 and 1"
+    try:
+        value = check_float(name, value, 0.0, 1.0, min_inclusive=False)
+    except ParameterError:
+        raise ParameterError(name, value, allowed) from None
+    if value >= 1.0:
+        raise ParameterError(name, value, allowed)
+    return value
+
+
+def _layout(name: str, value: Any, checked: Parameters) -> float:
+    """A layout >= 0, or inf (plain cross-entropy)."""
+    return check_layout(value)
+
+
+def _hns_layout(name: str, value: Any, checked: Parameters) -> float:
+    """A finite layout: the HNS arm compared with CE."""
+    return check_layout(value, finite=True)
+
+
+def _layouts(name: str, value: Any, checked: Parameters) -> tuple[float, ...]:
+    return layout.check_layouts(value)
+
+
+def _schedule(name: str, value: Any, checked: Parameters) -> layout.Schedule | None:
+    return layout.check_schedule(value)
+
+
+def _shown_layout(name: str, value: Any, checked: Parameters) -> float:
+    return layout.check_shown_layout(value, checked.get("layouts", layout.DEFAULT_LAYOUTS))
+
+
+def _perplexity(name: str, value: Any, checked: Parameters) -> float:
+    return projection.check_perplexity(value, len(checked.token_info(bilingual=True)))
+
+
+def _n_rare(name: str, value: Any, checked: Parameters) -> int:
+    projection.rarest_base_tokens(checked.token_info(bilingual=True), value)
+    return value
+
+
+# --- the table ----------------------------------------------------------------------------
+
+# name -> (default, validator), in the order they are checked.
+COMMON: dict[str, tuple[Any, Validator]] = {
+    "profile": ("smoke", lambda name, value, checked: check_choice(name, value, PROFILE_NAMES)),
+    "seeds": (None, _seeds),  # None: the profile's
+    "device": ("auto", lambda name, value, checked: check_device(value)),
+    "results_dir": ("../results", _path(optional=False)),  # the run store the notebooks share
+    "data_path": (None, _path(optional=True)),  # None: $SELFISH_DATA, the cache or a download
+    "progress": (True, _flag),  # progress bars while training
+    "report_dir": (None, _path(optional=True)),  # set by the pipeline: figures and fragments
+    "notebook_name": (None, _notebook_name),  # set by the pipeline: NN_name
+}
+
+# notebook -> {parameter -> validator}: the parameters its parameters cell defines, in the
+# order they are checked (one may depend on those before it).
+NOTEBOOKS: dict[str, dict[str, Validator]] = {
+    "01_hypothesis": {"layout": _layout},
+    "02_gradient_scenarios": {"layout": _hns_layout},
+    "03_hns_training": {"layout": _hns_layout, "smoothing": _integer(1)},
+    "04_bilingual_simulation": {
+        "layout": _hns_layout,
+        "temperature": _positive(),
+        "top_p": _positive(1.0),
+        "sample_length": _integer(1),
+    },
+    "05_embedding_geometry": {  # the checks against the corpus last: a typo fails sooner
+        "layout": _hns_layout,
+        "projection_seed": _integer(0),
+        "perplexity": _perplexity,
+        "n_rare": _n_rare,
+    },
+    "06_layout_explorer": {
+        "layouts": _layouts,
+        "schedule": _schedule,
+        "layout": _shown_layout,
+        "top_p": _open_unit,
+    },
+}
+
+
+def own_parameters(notebook: str | None) -> tuple[str, ...]:
+    """The parameters notebook ``notebook`` has besides the common ones (none if unknown)."""
+    return tuple(NOTEBOOKS.get(notebook, {})) if notebook is not None else ()
+
+
+def validate(notebook: str | None, values: Mapping[str, Any]) -> Parameters:
+    """Validate the parameters of ``notebook`` found in ``values`` (e.g. its namespace).
+
+    Every common parameter is checked, its default standing in when ``values``
+    lacks it; then each of the notebook's own that ``values`` has (a notebook
+    missing from ``NOTEBOOKS``, or None, has only the common ones). The first
+    bad value raises ParameterError. Returns the validated values, with
+    ``notebook_name`` set to ``notebook``.
+    """
+    checked = Parameters(notebook)
+    values = {**values, "notebook_name": notebook}
+    for name, (default, check) in COMMON.items():
+        checked.values[name] = check(name, values.get(name, default), checked)
+    for name, check in NOTEBOOKS.get(notebook, {}).items() if notebook is not None else ():
+        if name in values:
+            checked.values[name] = check(name, values[name], checked)
+    return checked
