@@ -16,6 +16,7 @@ from selfish_lib.engine.profiles import get_profile
 from selfish_lib.engine.runs import get_or_train, get_or_train_grid, verify_store
 from selfish_lib.engine.training import TrainConfig, resolve_device
 from selfish_lib.engine.validation import ParameterError
+from selfish_lib.report.cli import main as cli
 
 LOGITS = torch.zeros(2, 3, 5)
 TARGETS = torch.zeros(2, 3, dtype=torch.long)
@@ -179,3 +180,80 @@ def test_store_refuses_bad_input_and_writes_nothing(case, tmp_path, tiny_corpus,
         call()
     assert err.value.name == name
     assert sorted(os.listdir(tmp_path)) == before  # no run folder, no store
+
+
+# --- the command line: exit status 2, one line naming the parameter and the value ----
+
+CLI_CASES = [
+    ("reproduce profile", ["reproduce", "--profile", "huge"], "profile", "huge"),
+    ("reproduce device cpu:1", ["reproduce", "--device", "cpu:1"], "device", "cpu:1"),
+    ("reproduce device cpu:abc", ["reproduce", "--device", "cpu:abc"], "device", "cpu:abc"),
+    ("reproduce device tpu", ["reproduce", "--device", "tpu"], "device", "tpu"),
+    ("reproduce seeds negative", ["reproduce", "--seeds", "-1"], "seeds", "-1"),
+    ("reproduce seeds repeated", ["reproduce", "--seeds", "1", "1"], "seeds", "[1, 1]"),
+    ("reproduce seeds text", ["reproduce", "--seeds", "a"], "--seeds", "'a'"),
+    ("reproduce only unknown", ["reproduce", "--only", "99"], "only", "99"),
+    ("reproduce results empty", ["reproduce", "--results-dir", ""], "results_dir", "''"),
+    ("reproduce results a file", ["reproduce", "--results-dir", "{file}"], "results_dir", "a_file"),
+    ("reproduce reports a file", ["reproduce", "--reports-dir", "{file}"], "reports_dir", "a_file"),
+    ("reproduce reports empty", ["reproduce", "--reports-dir", ""], "reports_dir", "''"),
+    ("param bad value", ["reproduce", "--only", "01", "--param", "01_hypothesis:layout=abc"],
+     "layout", "abc"),
+    ("param negative layout", ["reproduce", "--only", "03", "--param", "03_hns_training:layout=-1"],
+     "layout", "-1"),
+    ("param smoothing", ["reproduce", "--only", "03", "--param", "03_hns_training:smoothing=0"],
+     "smoothing", "0"),
+    ("param owned profile", ["reproduce", "--only", "01", "--param", "01_hypothesis:profile=paper"],
+     "extra_parameters", "profile"),
+    ("param owned seeds", ["reproduce", "--only", "01", "--param", "01_hypothesis:seeds=[1]"],
+     "extra_parameters", "seeds"),
+    ("param owned results", ["reproduce", "--only", "01", "--param",
+                             "01_hypothesis:results_dir=x"], "extra_parameters", "results_dir"),
+    ("param unknown name", ["reproduce", "--only", "01", "--param", "01_hypothesis:nope=1"],
+     "extra_parameters", "nope"),
+    ("param unknown notebook", ["reproduce", "--only", "01", "--param", "99_x:layout=1"],
+     "extra_parameters", "99_x"),
+    ("param no colon", ["reproduce", "--param", "layout"], "--param", "layout"),
+    ("param top_p", ["reproduce", "--only", "06", "--param", "06_layout_explorer:top_p=1.5"],
+     "top_p", "1.5"),
+    ("param layouts", ["reproduce", "--only", "06", "--param", "06_layout_explorer:layouts=[-1]"],
+     "layouts", "-1"),
+    ("train layout negative", ["train", "--layout", "-1"], "layout", "-1"),
+    ("train layout -inf", ["train", "--layout=-inf"], "layout", "-inf"),
+    ("train layout text", ["train", "--layout", "abc"], "layout", "abc"),
+    ("train setting", ["train", "--setting", "tri"], "setting", "tri"),
+    ("train seed negative", ["train", "--seed", "-1"], "seed", "-1"),
+    ("train profile", ["train", "--profile", "huge"], "profile", "huge"),
+    ("train device", ["train", "--device", "cpu:abc"], "device", "cpu:abc"),
+    ("train results a file", ["train", "--results-dir", "{file}"], "results_dir", "a_file"),
+    ("train results empty", ["train", "--results-dir", ""], "results_dir", "''"),
+    ("runs results a file", ["runs", "--results-dir", "{file}"], "results_dir", "a_file"),
+    ("verify results a file", ["verify", "--results-dir", "{file}"], "results_dir", "a_file"),
+    ("report profile", ["report", "--profile", "huge"], "profile", "huge"),
+    ("unknown command", ["serve"], "COMMAND", "serve"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "name", "shown"), [c[1:] for c in CLI_CASES],
+                         ids=[c[0] for c in CLI_CASES])  # fmt: skip
+def test_cli_refuses_bad_input_with_one_line_and_status_2(
+    argv, name, shown, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    afile = tmp_path / "a_file"
+    afile.write_text("not a folder")
+    argv = [a.replace("{file}", str(afile)) for a in argv]
+    defaults = []
+    if argv[0] in ("reproduce", "train") and "--results-dir" not in argv:
+        defaults += ["--results-dir", str(tmp_path / "results")]
+    if argv[0] == "reproduce" and "--reports-dir" not in argv:
+        defaults += ["--reports-dir", str(tmp_path / "reports")]
+    before = sorted(os.listdir(tmp_path))
+    status = cli([*argv, *defaults])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err
+    last = lines[-1]
+    assert name in last and shown in last, err
+    assert sorted(os.listdir(tmp_path)) == before  # no run, no report, no folder

@@ -12,6 +12,7 @@ import shutil
 import pytest
 import torch
 
+import selfish_lib.engine.training as training
 from selfish_lib.engine.runs import (
     CORRUPT_DIR,
     CorruptRun,
@@ -179,3 +180,14 @@ def test_a_store_run_with_a_bad_checkpoint_completes(tiny_corpus, tmp_path):
     (partial / CHECKPOINT).write_bytes(b"not a checkpoint")
     run = get_or_train(config, corpus=tiny_corpus, results_dir=tmp_path, progress=False)
     assert run.config == config and check_run(run.path, full=True) == config
+
+
+def test_a_full_disk_at_a_checkpoint_says_so(tiny_corpus, tmp_path, monkeypatch):
+    def no_space(obj, path):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64")
+
+    monkeypatch.setattr(training.torch, "save", no_space)
+    monkeypatch.setattr(training.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 0))
+    with pytest.raises(OSError, match=r"could not write the checkpoint .*no space left"):
+        train(tiny(tiny_corpus), tiny_corpus, tmp_path / "work", progress=False)
+    assert not list((tmp_path / "work").glob("*.tmp"))  # nothing half-written left

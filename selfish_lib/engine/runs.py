@@ -466,7 +466,7 @@ def describe_runs(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 def list_runs(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per completed run: id, setting, objective, seed, steps, seconds, device and
     status ('ok', or 'corrupt: <reason>' for a run that fails its size checks)."""
-    root = Path(results_dir) if results_dir is not None else default_results_dir()
+    root = results_root(results_dir)
     rows = []
     for marker in sorted((root / "runs").glob(f"*/{MARKER}")):
         try:

@@ -22,7 +22,6 @@ import re
 import sys
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 from ..engine.corpus import load_corpus
 from ..engine.objectives import objective_for_layout
@@ -73,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     rep.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the profile's)")
     rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. 01_hypothesis or 01")
-    rep.add_argument("--reports-dir", default="reports", type=Path)
-    rep.add_argument("--results-dir", default="results", type=Path)
-    rep.add_argument("--data-path", type=Path, help="the corpus (default $SELFISH_DATA/cache)")
+    rep.add_argument("--reports-dir", default="reports")
+    rep.add_argument("--results-dir", default="results")
+    rep.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
     rep.add_argument(
         "--param",
         type=_parameter,
@@ -87,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="re-render the HTML of reports/<profile>/")
     report.add_argument("--profile", default="paper", help=f"one of {profiles}")
-    report.add_argument("--reports-dir", default="reports", type=Path)
+    report.add_argument("--reports-dir", default="reports")
 
     train = sub.add_parser("train", help="train (or load) one run and print its metrics")
     train.add_argument("--profile", default="smoke", help=f"one of {profiles} (default smoke)")
@@ -95,14 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layout", type=_layout, default=float("inf"), help="FLOAT or inf")
     train.add_argument("--seed", type=int, default=None, help="default: the profile's first")
     train.add_argument("--device", default="auto")
-    train.add_argument("--results-dir", default="results", type=Path)
-    train.add_argument("--data-path", type=Path)
+    train.add_argument("--results-dir", default="results")
+    train.add_argument("--data-path")
 
     runs = sub.add_parser("runs", help="list the completed runs")
-    runs.add_argument("--results-dir", default="results", type=Path)
+    runs.add_argument("--results-dir", default="results")
 
     verify = sub.add_parser("verify", help="check every run of the store against its manifest")
-    verify.add_argument("--results-dir", default="results", type=Path)
+    verify.add_argument("--results-dir", default="results")
     for command in (rep, report, train, runs, verify):
         command.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
