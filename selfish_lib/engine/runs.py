@@ -41,7 +41,8 @@ from .validation import ParameterError
 
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
-NUMERICS_VERSION = 1
+# 2: CPU training with a fixed thread count (training.CPU_TRAINING_THREADS).
+NUMERICS_VERSION = 2
 ENV_VAR = "SELFISH_RESULTS"
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"

@@ -469,6 +469,26 @@ def _deferred_interrupt():
         signal.signal(signal.SIGINT, previous)
 
 
+# CPU kernels split their sums between threads, and the split changes the last bits of
+# the numbers: training on the CPU always uses this many threads, so that a run's
+# numbers do not depend on the machine's cores or on how many runs train at once.
+CPU_TRAINING_THREADS = 1
+
+
+@contextlib.contextmanager
+def cpu_training_threads(device: torch.device):
+    """Run the block with ``CPU_TRAINING_THREADS`` intra-op threads on the CPU."""
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(CPU_TRAINING_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def train(
     config: TrainConfig,
     corpus: Corpus,
@@ -484,7 +504,20 @@ def train(
     ``checkpoint_interval`` steps (and on Ctrl-C) and a run that finds one
     resumes from it. ``stop_after`` ends the call after that many steps without
     finishing (returns None), as an interruption would; it exists for tests.
+    On the CPU the run uses ``CPU_TRAINING_THREADS`` threads (see there).
     """
+    with cpu_training_threads(resolve_device(device)):
+        return _train(config, corpus, work_dir, device, progress, stop_after)
+
+
+def _train(
+    config: TrainConfig,
+    corpus: Corpus,
+    work_dir: str | os.PathLike | None,
+    device: str,
+    progress: bool,
+    stop_after: int | None,
+) -> TrainResult | None:
     if config.data_sha256 != corpus.sha256:
         raise ValueError(
             f"invalid corpus: its sha256 {corpus.sha256} differs from the config's "

@@ -20,16 +20,19 @@ import argparse
 import ast
 import re
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 
 from ..engine.corpus import load_corpus
+from ..engine.executors import default_jobs
 from ..engine.objectives import objective_for_layout
 from ..engine.profiles import PROFILE_NAMES, SETTINGS, get_profile
 from ..engine.runs import get_or_train, list_runs, verify_store
-from ..engine.training import TrainingInterrupted
+from ..engine.training import TrainingInterrupted, resolve_device
 from .parameters import check_device
-from .pipeline import NotebookError, render_reports, run_pipeline
+from .pipeline import NotebookError, prepare, render_reports, run_pipeline
+from .plan import calibrate, format_duration, plan_table
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -61,6 +64,20 @@ def _layout(text: str) -> float:
         ) from None
 
 
+def _jobs(text: str) -> str | int:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"invalid --jobs {text!r}: expected auto or an integer >= 1"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``selfish`` command."""
     profiles = ", ".join(PROFILE_NAMES)
@@ -84,6 +101,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a notebook's own parameter, e.g. 01_hypothesis:layout=1.0",
     )
 
+    rep.add_argument(
+        "--jobs",
+        type=_jobs,
+        default="auto",
+        help="runs trained at once in worker processes (default auto: one per CPU core, "
+        "or one per GPU)",
+    )
+
+    plan = sub.add_parser("plan", help="list every run the notebooks need, with status and time")
+    plan.add_argument("--profile", default="paper", help=f"one of {profiles} (default paper)")
+    plan.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    plan.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the profile's)")
+    plan.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. 01_hypothesis or 01")
+    plan.add_argument("--results-dir", default="results")
+    plan.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
+    plan.add_argument(
+        "--param", type=_parameter, action="append", default=[], metavar="NB:NAME=VALUE",
+        help="override a notebook's own parameter, e.g. 03_hns_training:layout=4.0",
+    )  # fmt: skip
+    plan.add_argument("--no-estimate", action="store_true", help="skip the timing calibration")
+
     report = sub.add_parser("report", help="re-render the HTML of reports/<profile>/")
     report.add_argument("--profile", default="paper", help=f"one of {profiles}")
     report.add_argument("--reports-dir", default="reports")
@@ -102,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="check every run of the store against its manifest")
     verify.add_argument("--results-dir", default="results")
-    for command in (rep, report, train, runs, verify):
+    for command in (rep, plan, report, train, runs, verify):
         command.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -120,9 +158,42 @@ def _reproduce(args: argparse.Namespace) -> int:
         results_dir=args.results_dir,
         data_path=args.data_path,
         extra_parameters=extra,
+        jobs=default_jobs(args.device) if args.jobs == "auto" else args.jobs,
     )
     for html in htmls:
         print(html)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    extra: dict[str, dict] = {}
+    for notebook, name, value in args.param:
+        extra.setdefault(notebook, {})[name] = value
+    prepared = prepare(
+        profile=args.profile, device=args.device, seeds=args.seeds, only=args.only,
+        results_dir=args.results_dir, data_path=args.data_path, extra_parameters=extra,
+        reports_dir=tempfile.gettempdir(),  # the plan writes no report
+    )  # fmt: skip
+    configs = prepared.configs()
+    if not configs:
+        print("the selected notebooks train no run")
+        return 0
+    timings = None
+    if not args.no_estimate:
+        corpus = load_corpus(prepared.corpus_path)
+        print(f"calibrating on {resolve_device(args.device)} ...", file=sys.stderr, flush=True)
+        timings = calibrate(configs, corpus, args.device)
+    table = plan_table(prepared.grids, prepared.store, timings)
+    shown = table.drop(columns="config").assign(estimate=[format_duration(v) for v in
+                                                          table["estimate_s"]])  # fmt: skip
+    print(shown.drop(columns="estimate_s").to_string(index=False))
+    counts = table["status"].map(lambda v: v.split(" ")[0]).value_counts()
+    summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "partial", "missing"))
+    line = f"{len(table)} runs: {summary}"
+    if timings is not None:
+        total = float(table["estimate_s"].fillna(0).sum())
+        line += f"; about {format_duration(total)} of training left on one worker"
+    print(line)
     return 0
 
 
@@ -173,6 +244,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "reproduce": _reproduce,
+    "plan": _plan,
     "report": _report,
     "train": _train,
     "runs": _runs,

@@ -49,6 +49,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,16 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..engine.corpus import resolve_corpus_path
+from ..engine.executors import train_all
 from ..engine.files import write_atomic, write_json
 from ..engine.profiles import get_profile
-from ..engine.runs import results_root
+from ..engine.runs import config_hash, results_root
 from ..engine.training import resolve_device
-from ..engine.validation import ParameterError, check_seeds
+from ..engine.validation import ParameterError, check_int, check_seeds
 from .charts import EMBED_OPTIONS, javascript_bundle, spec_of_output
-from .parameters import COMMON, NOTEBOOK_NAME, check_device, own_parameters, validate
+from .parameters import COMMON, NOTEBOOK_NAME, check_device, own_parameters
 from .parameters import check_study as check_study  # re-exported: pipeline.check_study
+from .plan import declared_runs, notebook_parameters_for_plan, run_status
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL = "python3"
@@ -164,6 +167,14 @@ def read_notebook(path: str | os.PathLike):
     import jupytext  # only to read notebooks: not needed to import this module
 
     return jupytext.read(Path(path))
+
+
+def parameters_source(nb) -> str:
+    """The source of the cell tagged ``parameters`` ('' if none)."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            return cell.source
+    return ""
 
 
 def parameter_names(nb) -> list[str]:
@@ -402,7 +413,30 @@ def _load_summary(path: Path) -> dict:
         return {}
 
 
-def run_pipeline(
+@dataclass
+class Prepared:
+    """A reproduction checked and planned, before anything is executed or written."""
+
+    profile: str
+    device: str
+    seeds: list[int] | None
+    store: Path
+    corpus_path: Path
+    report_dir: Path
+    notebooks: list[tuple[Path, dict[str, Any]]]  # (source, injected parameters)
+    grids: dict[str, dict[str, dict]]  # notebook -> part -> key -> TrainConfig
+
+    def configs(self) -> list:
+        """Every distinct run of the plan, in the order the notebooks read them."""
+        seen: dict[str, Any] = {}
+        for grids in self.grids.values():
+            for configs in grids.values():
+                for config in configs.values():
+                    seen.setdefault(config_hash(config), config)
+        return list(seen.values())
+
+
+def prepare(
     profile: str = "paper",
     device: str = "auto",
     seeds: Sequence[int] | None = None,
@@ -413,31 +447,10 @@ def run_pipeline(
     extra_parameters: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     notebooks_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-) -> list[Path]:
-    """Execute the notebooks for ``profile`` and write the report; return the HTML paths.
-
-    Args:
-        profile: smoke, paper or large.
-        device: auto, cpu, cuda or mps (checked to be available).
-        seeds: seeds to run over; None = the profile's.
-        only: notebook names (or 'NN' prefixes) to run; None = all.
-        reports_dir: the report goes to ``<reports_dir>/<profile>/``.
-        results_dir: the run store the notebooks share.
-        data_path: the corpus file; None = $SELFISH_DATA, the cache or a download.
-        extra_parameters: per-notebook overrides, e.g. ``{"01_hypothesis": {"layout": 1.0}}``;
-            each must be a parameter of that notebook's own (not a common one).
-        notebooks_dir: where the ``NN_name.py`` notebooks are (default: the repo's notebooks/).
-        progress: show a progress bar over notebooks and papermill's over cells.
-
-    Every parameter, the notebooks' own included, is validated with the notebooks' own
-    validators before any kernel starts or anything is written. Each notebook runs
-    into a staging folder and its files replace the previous report's only when it
-    has succeeded, so a failing notebook leaves the last good report in place (and
-    ``NN_name.failed.ipynb`` beside it). One reproduction at a time writes a reports
-    folder: a second waits for the first (a lock), and ``summary.json`` is merged.
-    """
-    spec = get_profile(profile)
+) -> Prepared:
+    """Validate a reproduction (every parameter, the notebooks' own with their own
+    validators) and list the runs its notebooks read; nothing is executed or written."""
+    get_profile(profile)
     check_device(device)
     seeds = None if seeds is None else list(check_seeds("seeds", seeds))
     store = results_root(results_dir)
@@ -464,15 +477,74 @@ def run_pipeline(
         "report_dir": str(report_dir),
         "notebook_name": None,  # each notebook's own, set by notebook_parameters
     }
-    plan = []
+    notebooks, grids = [], {}
     for path in paths:
-        names = parameter_names(read_notebook(path))
-        params = notebook_parameters(path.stem, names, common, extra.get(path.stem))
+        nb = read_notebook(path)
+        params = notebook_parameters(path.stem, parameter_names(nb), common, extra.get(path.stem))
         # The notebook's own validators, before its kernel starts: a typo costs nothing.
-        validate(path.stem, {k: v for k, v in params.items() if k != "report_dir"})
-        plan.append((path, params))
+        checked = notebook_parameters_for_plan(
+            parameters_source(nb), path.stem, {k: v for k, v in params.items() if k != "report_dir"}
+        )
+        notebooks.append((path, params))
+        grids[path.stem] = declared_runs(path.stem, checked)
+    return Prepared(profile, device, seeds, store, corpus_path, report_dir, notebooks, grids)
 
+
+def run_pipeline(
+    profile: str = "paper",
+    device: str = "auto",
+    seeds: Sequence[int] | None = None,
+    only: Iterable[str] | None = None,
+    reports_dir: str | os.PathLike = "reports",
+    results_dir: str | os.PathLike = "results",
+    data_path: str | os.PathLike | None = None,
+    extra_parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    notebooks_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    jobs: int = 1,
+) -> list[Path]:
+    """Train the runs the notebooks need, then execute the notebooks for ``profile`` and
+    write the report; return the HTML paths.
+
+    Args:
+        profile: smoke, paper or large.
+        device: auto, cpu, cuda or mps (checked to be available).
+        seeds: seeds to run over; None = the profile's.
+        only: notebook names (or 'NN' prefixes) to run; None = all.
+        reports_dir: the report goes to ``<reports_dir>/<profile>/``.
+        results_dir: the run store the notebooks share.
+        data_path: the corpus file; None = $SELFISH_DATA, the cache or a download.
+        extra_parameters: per-notebook overrides, e.g. ``{"01_hypothesis": {"layout": 1.0}}``;
+            each must be a parameter of that notebook's own (not a common one).
+        notebooks_dir: where the ``NN_name.py`` notebooks are (default: the repo's notebooks/).
+        progress: show a progress bar over runs and notebooks, and papermill's over cells.
+        jobs: worker processes that train the plan's runs at once (1: in this process).
+
+    Every parameter, the notebooks' own included, is validated with the notebooks' own
+    validators before any kernel starts or anything is written. The runs the notebooks
+    declare (``report.plan``) are trained first; the notebooks then only read the store.
+    Each notebook runs into a staging folder and its files replace the previous
+    report's only when it has succeeded, so a failing notebook leaves the last good
+    report in place (and ``NN_name.failed.ipynb`` beside it). One reproduction at a
+    time writes a reports folder: a second waits for the first (a lock), and
+    ``summary.json`` is merged.
+    """
+    prepared = prepare(
+        profile, device, seeds, only, reports_dir, results_dir, data_path, extra_parameters,
+        notebooks_dir=notebooks_dir,
+    )  # fmt: skip
+    jobs = check_int("jobs", jobs, 1)
+    configs = prepared.configs()
+    if configs:
+        missing = sum(run_status(c, prepared.store) != "done" for c in configs)
+        print(f"plan: {len(configs)} runs, {missing} to train, then "
+              f"{len(prepared.notebooks)} notebooks", flush=True)  # fmt: skip
+        train_all(configs, results_dir=prepared.store, data_path=prepared.corpus_path,
+                  device=device, jobs=jobs, progress=progress)  # fmt: skip
+    report_dir = prepared.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
     htmls = []
     with _reports_lock(report_dir):
         summary_path = report_dir / SUMMARY
@@ -481,12 +553,15 @@ def run_pipeline(
             profile=profile,
             device=device,
             device_resolved=str(resolve_device(device)),
-            seeds=list(seeds) if seeds is not None else list(spec.seeds),
+            seeds=list(prepared.seeds)
+            if prepared.seeds is not None
+            else list(get_profile(profile).seeds),
             library_version=__version__,
             python=sys.version.split()[0],
             started=_now(),
             finished=None,
         )
+        plan = prepared.notebooks
         bar = tqdm(plan, desc=f"reproduce {profile}", unit="notebook", disable=not progress)
         for path, params in bar:
             htmls.append(_run_one(path, params, report_dir, folder, progress))

@@ -1,0 +1,146 @@
+"""Executors: train many runs of the store, one after another or several at once.
+
+Every executor ends in the same place: ``runs.get_or_train`` of each config, into one
+run store, whose lock and atomic rename let any number of processes share it (a run
+is trained once, whoever asks first). What differs is only where the work happens:
+
+- ``serial``: in this process, one run after another;
+- ``processes``: ``jobs`` worker processes on this machine, the CPU threads split
+  between them (on a machine with several GPUs, one GPU per worker).
+
+A run's numbers do not depend on the executor: the same config gives the same
+weights and tables whichever process trains it (tests compare the two).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import multiprocessing
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .corpus import Corpus, load_corpus
+from .runs import get_or_train, results_root
+from .training import TrainConfig, resolve_device
+from .validation import ParameterError, check_int
+
+EXECUTORS = ("serial", "processes")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What an executor reports for one config: its id and whether this call trained it."""
+
+    id: str
+    trained_now: bool
+    seconds: float | None
+
+
+def default_jobs(device: str = "auto") -> int:
+    """Worker processes that make the most of this machine: one per GPU on a CUDA device,
+    else one per CPU core (each worker with one thread: small models train faster as
+    separate processes than as threads of one)."""
+    if resolve_device(device).type == "cuda":
+        return max(1, torch.cuda.device_count())
+    return max(1, os.cpu_count() or 1)
+
+
+def train_all(
+    configs: Sequence[TrainConfig],
+    *,
+    results_dir: str | os.PathLike | None = None,
+    data_path: str | os.PathLike | None = None,
+    corpus: Corpus | None = None,
+    device: str = "auto",
+    jobs: int = 1,
+    progress: bool = True,
+) -> list[Trained]:
+    """Train (or load) every config into the store; ``jobs`` > 1 uses worker processes.
+
+    Duplicates are trained once. Returns one ``Trained`` per distinct config, in order.
+    """
+    jobs = check_int("jobs", jobs, 1)
+    results_root(results_dir)
+    resolve_device(device)
+    distinct = list(dict.fromkeys(configs))
+    if jobs == 1 or len(distinct) <= 1:
+        corpus = corpus if corpus is not None else load_corpus(data_path)
+        out = []
+        for config in tqdm(distinct, desc="runs", unit="run", disable=not progress):
+            run = get_or_train(
+                config, corpus=corpus, results_dir=results_dir, device=device, progress=progress
+            )
+            out.append(Trained(run.id, run.trained_now, run.wall_seconds))
+        return out
+    return _train_in_processes(distinct, results_dir, data_path, device, jobs, progress)
+
+
+def _worker_setup(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _worker_train(
+    config: TrainConfig, results_dir: str | None, data_path: str | None, device: str
+) -> Trained:
+    corpus = _worker_corpus(data_path)
+    run = get_or_train(config, corpus=corpus, results_dir=results_dir, device=device,
+                       progress=False)  # fmt: skip
+    return Trained(run.id, run.trained_now, run.wall_seconds)
+
+
+_CORPORA: dict[str | None, Corpus] = {}
+
+
+def _worker_corpus(data_path: str | None) -> Corpus:
+    """The corpus, loaded once per worker process."""
+    if data_path not in _CORPORA:
+        _CORPORA[data_path] = load_corpus(data_path)
+    return _CORPORA[data_path]
+
+
+def _train_in_processes(
+    configs: list[TrainConfig],
+    results_dir: str | os.PathLike | None,
+    data_path: str | os.PathLike | None,
+    device: str,
+    jobs: int,
+    progress: bool,
+) -> list[Trained]:
+    kind = resolve_device(device).type
+    if kind == "mps":
+        raise ParameterError("device", device, "cpu or cuda for more than one job")
+    gpus = torch.cuda.device_count() if kind == "cuda" else 0
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # Fresh interpreters: a forked copy of a process that has started torch's threads
+    # (or CUDA) can deadlock.
+    context = multiprocessing.get_context("spawn")
+    store = None if results_dir is None else str(Path(results_dir))
+    data = None if data_path is None else str(Path(data_path))
+    results: dict[int, Trained] = {}
+    with futures.ProcessPoolExecutor(
+        max_workers=jobs, mp_context=context, initializer=_worker_setup, initargs=(threads,)
+    ) as pool:
+        pending = {
+            pool.submit(
+                _worker_train, config, store, data, f"cuda:{i % gpus}" if gpus else device
+            ): i
+            for i, config in enumerate(configs)
+        }
+        bar = tqdm(total=len(pending), desc=f"runs ({jobs} jobs)", unit="run",
+                   disable=not progress)  # fmt: skip
+        try:
+            for done in futures.as_completed(pending):
+                results[pending[done]] = done.result()
+                bar.update(1)
+        except BaseException:
+            for job in pending:
+                job.cancel()
+            raise
+        finally:
+            bar.close()
+    return [results[i] for i in range(len(configs))]

@@ -1,0 +1,217 @@
+"""The plan: every run the notebooks need, declared once, listed before any training.
+
+Each notebook's runs are declared here, as a function of its validated parameters.
+The notebook asks its study object for them (``study.planned_runs()``), and
+``selfish plan`` and ``selfish reproduce`` call the same functions without executing
+the notebook, so the list that is trained first is the list that is read later:
+there is no second list to keep in sync.
+
+A plan row says, per distinct run: its id, the notebooks that read it, setting,
+objective, seed, steps, status in the store (done, partial at step k, or missing)
+and an estimate of its training time on this device, from a short calibration
+(a few timed steps and one timed evaluation per model shape).
+"""
+
+from __future__ import annotations
+
+import builtins
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..engine.corpus import BlockSampler, Corpus
+from ..engine.evaluation import evaluate_split
+from ..engine.objectives import CrossEntropy, HardNegatives
+from ..engine.profiles import Profile, get_profile
+from ..engine.runs import MARKER, config_hash, results_root
+from ..engine.training import (
+    CHECKPOINT,
+    TrainConfig,
+    initial_model,
+    learning_rate,
+    make_optimizer,
+    resolve_device,
+    training_step,
+)
+from ..study import bilingual
+from ..study import layout as sweep
+from .parameters import Parameters, validate
+
+Grids = dict[str, dict[Any, TrainConfig]]
+
+
+def profile_of(params: Mapping[str, Any]) -> Profile:
+    """The profile a notebook's validated parameters describe (with their seeds)."""
+    return get_profile(params["profile"], params.get("seeds"))
+
+
+def comparison(params: Mapping[str, Any], setting: str) -> dict[Any, TrainConfig]:
+    """CE against HNS at the notebook's ``layout``, every seed of the profile."""
+    objectives = [CrossEntropy(), HardNegatives(params["layout"])]
+    return profile_of(params).grid(setting, objectives)
+
+
+def _bilingual_runs(params: Mapping[str, Any]) -> Grids:
+    profile = profile_of(params)
+    return {
+        "runs": bilingual.experiment_configs(profile, params["layout"]),
+        "single": comparison(params, "single"),
+    }
+
+
+def _sweep_runs(params: Mapping[str, Any]) -> Grids:
+    profile = profile_of(params)
+    seeds = sweep.sweep_seeds(profile, params.get("seeds"))
+    return {"runs": sweep.sweep_configs(profile, params["layouts"], params["schedule"], seeds)}
+
+
+# notebook -> its validated parameters -> {part: {key: TrainConfig}}
+DECLARED: dict[str, Callable[[Mapping[str, Any]], Grids]] = {
+    "01_hypothesis": lambda params: {},
+    "02_gradient_scenarios": lambda params: {"runs": comparison(params, "single")},
+    "03_hns_training": lambda params: {"runs": comparison(params, "single")},
+    "04_bilingual_simulation": _bilingual_runs,
+    "05_embedding_geometry": lambda params: {"runs": comparison(params, "bilingual")},
+    "06_layout_explorer": _sweep_runs,
+}
+
+
+def declared_runs(notebook: str | None, params: Mapping[str, Any]) -> Grids:
+    """The runs ``notebook`` reads, by part ('runs' and, for some, more): {} if it
+    declares none (or is not one of the repository's notebooks)."""
+    declare = DECLARED.get(notebook or "")
+    return declare(params) if declare is not None else {}
+
+
+def parameter_defaults(source: str) -> dict[str, Any]:
+    """The values a notebook's parameters cell assigns (its source is executed alone)."""
+    namespace: dict[str, Any] = {"__builtins__": builtins}
+    exec(compile(source, "<parameters cell>", "exec"), namespace)  # noqa: S102 (our own cell)
+    return {k: v for k, v in namespace.items() if k != "__builtins__"}
+
+
+def notebook_parameters_for_plan(
+    source: str, notebook: str, values: Mapping[str, Any]
+) -> Parameters:
+    """A notebook's parameters as its kernel would see them: the parameters cell's
+    defaults, then ``values`` (the pipeline's injections and overrides), validated."""
+    return validate(notebook, {**parameter_defaults(source), **values})
+
+
+def run_status(config: TrainConfig, results_dir: str | Path | None = None) -> str:
+    """'done', 'partial at step k' or 'missing' (a store folder that is not complete
+    counts as missing: it is set aside and trained again when asked for)."""
+    runs = results_root(results_dir) / "runs"
+    key = config_hash(config)
+    if (runs / key / MARKER).exists():
+        return "done"
+    checkpoint = runs / f".{key}.partial" / CHECKPOINT
+    if checkpoint.exists():
+        try:
+            step = torch.load(checkpoint, map_location="cpu", weights_only=False)["step"]
+        except Exception:  # an unreadable checkpoint is discarded when training resumes
+            return "missing"
+        return f"partial at step {step}"
+    return "missing"
+
+
+def _shape(config: TrainConfig) -> tuple:
+    """What the time of a step depends on (the objective and seed aside)."""
+    return (config.model, config.batch_size, config.bilingual)
+
+
+def calibrate(
+    configs: Iterable[TrainConfig], corpus: Corpus, device: str = "auto", steps: int = 5
+) -> dict[tuple, tuple[float, float]]:
+    """Per model shape: (seconds per training step, seconds per whole-split evaluation),
+    measured on this device with ``steps`` timed steps after one untimed step."""
+    dev = resolve_device(device)
+    out: dict[tuple, tuple[float, float]] = {}
+    for config in configs:
+        shape = _shape(config)
+        if shape in out:
+            continue
+        model = initial_model(config, corpus.vocab_size).to(dev)
+        optimizer = make_optimizer(model, config)
+        sampler = BlockSampler(corpus.train, config.model.block_size, config.batch_size,
+                               config.seed, corpus.vocab_size, p_low=config.p_low)  # fmt: skip
+        timings = []
+        for step in range(steps + 1):
+            x, y = (t.to(dev) for t in sampler.sample())
+            began = time.perf_counter()
+            training_step(model, optimizer, x, y, config, learning_rate(step, config), step=step)
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            timings.append(time.perf_counter() - began)
+        began = time.perf_counter()
+        evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
+        out[shape] = (sorted(timings[1:])[len(timings[1:]) // 2], time.perf_counter() - began)
+    return out
+
+
+def estimate_seconds(
+    config: TrainConfig, timing: tuple[float, float], done_steps: int = 0
+) -> float:
+    """Training time left for ``config``: its remaining steps and evaluations."""
+    per_step, per_eval = timing
+    left = config.max_steps - done_steps
+    evals = math.ceil(config.max_steps / config.eval_interval) + 1
+    evals_left = evals * left / config.max_steps
+    return left * per_step + evals_left * per_eval
+
+
+def plan_table(
+    notebook_grids: Mapping[str, Grids],
+    results_dir: str | Path | None,
+    timings: Mapping[tuple, tuple[float, float]] | None = None,
+) -> pd.DataFrame:
+    """One row per distinct run of the notebooks' grids, in first-seen order."""
+    rows: dict[str, dict] = {}
+    for notebook, grids in notebook_grids.items():
+        for configs in grids.values():
+            for config in configs.values():
+                key = config_hash(config)
+                if key in rows:
+                    if notebook not in rows[key]["notebooks"]:
+                        rows[key]["notebooks"].append(notebook)
+                    continue
+                status = run_status(config, results_dir)
+                done = 0
+                if status.startswith("partial"):
+                    done = int(status.rsplit(" ", 1)[1])
+                elif status == "done":
+                    done = config.max_steps
+                estimate = None
+                if timings is not None and status != "done":
+                    estimate = estimate_seconds(config, timings[_shape(config)], done)
+                rows[key] = {
+                    "id": key,
+                    "notebooks": [notebook],
+                    "setting": config.setting,
+                    "objective": config.objective.label,
+                    "seed": config.seed,
+                    "steps": config.max_steps,
+                    "status": status,
+                    "estimate_s": 0.0 if status == "done" else estimate,
+                    "config": config,
+                }
+    table = pd.DataFrame(list(rows.values()))
+    if not table.empty:
+        table["notebooks"] = [", ".join(n[:2] for n in names) for names in table["notebooks"]]
+    return table
+
+
+def format_duration(seconds: float | None) -> str:
+    """'45 s', '12 min', '2.3 h' ('?' when unknown)."""
+    if seconds is None or not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
