@@ -47,10 +47,13 @@ lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-sync: $(STAMP) ## (re)generate the .ipynb pairs of notebooks/*.py
+# notebooks/jupytext.toml pairs each NN_name.py with NN_name.ipynb: `jupytext --sync`
+# takes the newer of the two as the source, and JupyterLab (started here or at the
+# repository root) writes the .py each time it saves the .ipynb.
+sync: $(STAMP) ## (re)generate the .ipynb pairs of notebooks/*.py (or write Lab edits back)
 	$(BIN)/jupytext --sync notebooks/*.py
 
-lab: sync ## open the notebooks in JupyterLab
+lab: sync ## open the notebooks in JupyterLab (saving a notebook updates its .py)
 	$(BIN)/jupyter lab notebooks/
 
 reproduce: $(STAMP) ## execute every notebook for PROFILE into reports/PROFILE/
@@ -62,7 +65,21 @@ report: $(STAMP) ## re-render the HTML of reports/PROFILE/ without re-executing
 bench: $(STAMP) ## run the benchmarks in bench/ (prints tables)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+# An .ipynb newer than its .py (or without one) may hold an edit the .py lacks:
+# clean names each such notebook and stops before removing anything.
 clean: ## remove reports, generated notebook pairs and caches (keeps trained runs)
+	@kept=0; for nb in notebooks/*.ipynb; do \
+	  [ -e "$$nb" ] || continue; py="$${nb%.ipynb}.py"; \
+	  if [ ! -e "$$py" ]; then \
+	    echo "make clean: $$nb has no $$py: not a generated pair, not deleted" >&2; kept=1; \
+	  elif [ "$$nb" -nt "$$py" ]; then \
+	    echo "make clean: $$nb is newer than $$py, not deleted" >&2; kept=1; \
+	  fi; \
+	done; \
+	if [ $$kept = 1 ]; then \
+	  echo "make clean: stopped; 'make sync' writes such edits into the .py, or delete the .ipynb by hand" >&2; \
+	  exit 1; \
+	fi
 	rm -rf reports .pytest_cache .ruff_cache
 	rm -f notebooks/*.ipynb
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 01 · The hypothesis: selfish tokens
 #
@@ -151,7 +159,8 @@ study.fragment(
     },
 )
 Markdown(
-    f"""
+    study.conclusion(
+        f"""
 - The {top["symbols"]} most frequent symbols (ranks {top["first_rank"]}-{top["last_rank"]})
   hold **{top["share"]:.1%}** of the {freq["count"].sum():,} training tokens; the rarest
   group ({rarest_group["group"]}, {rarest_group["symbols"]} symbols) holds
@@ -169,4 +178,5 @@ Markdown(
 
 Whether this protects rare symbols in a trained model is what the next notebooks measure.
 """
+    )
 )

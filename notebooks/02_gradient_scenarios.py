@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 02 · Where does each embedding row's gradient come from?
 #
@@ -37,7 +45,7 @@ study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %%
 info = study.token_info()
-runs = study.comparison_runs("single")
+runs = study.planned_runs()
 
 # %% [markdown]
 # ## Each scenario, token by token
@@ -89,4 +97,4 @@ study.figure(charts.scenario_curves(curves, info, defaults), "scenario_curves")
 # %%
 reading = sc.reading(per_seed, shares, rare_groups=("51-60", "61-65"))
 study.fragment(reading.summary)
-Markdown(reading.text)
+Markdown(study.conclusion(reading))

@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 03 · Does HNS help the rare tokens, and what does it cost the frequent ones?
 #
@@ -46,7 +54,7 @@ study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %%
 info = study.token_info()
-runs = study.comparison_runs("single")
+runs = study.planned_runs()
 
 # %% [markdown]
 # ## Training loss by frequency group
@@ -83,4 +91,4 @@ reading = cmp.group_reading(cmp.final_training_loss(curves), table)
 study.fragment(
     {"layout": layout, "seeds": list(study.seeds), "smoothing": smoothing, **reading.summary},
 )
-Markdown(reading.text)
+Markdown(study.conclusion(reading))

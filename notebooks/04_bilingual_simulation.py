@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 04 · Does HNS help a low-resource language?
 #
@@ -44,7 +52,7 @@ study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %%
 corpus, info = study.corpus, study.token_info(bilingual=True)
-runs = study.runs(bilingual.experiment_configs(study.profile, layout))
+runs = study.planned_runs()
 
 # %% [markdown]
 # ## Learning curves
@@ -128,12 +136,12 @@ Markdown(as_markdown(samples, lambda key: f"{key[0]}, {key[1]}-resource alphabet
 # margin; 'at least as good' (C7) means it lies above minus a stated margin.
 
 # %%
-single = study.comparison_runs("single", show=False)
+single = study.planned_runs("single", show=False)
 single_info = study.token_info()
 shares, _ = gradients.per_group_share(single, single_info)
 validation = frequency.group_validation(single, single_info)
 table_of_claims = claims.build_claims(shares, validation, per_seed)
-claims.save_claims(table_of_claims, study.report_dir)
+claims.save_claims(table_of_claims, study.report_dir, profile=study.profile.name)
 claims.styled(table_of_claims)
 
 # %% [markdown]
@@ -142,4 +150,4 @@ claims.styled(table_of_claims)
 # %%
 reading = bilingual.reading(diffs, mass, table_of_claims)
 study.fragment({"layout": layout, **reading.summary})
-Markdown(reading.text)
+Markdown(study.conclusion(reading))

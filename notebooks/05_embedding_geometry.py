@@ -1,3 +1,11 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 05 · Embedding geometry: does HNS bring the two languages closer?
 #
@@ -46,7 +54,7 @@ study = open_study(globals())  # checks every parameter first: a typo fails here
 
 # %%
 corpus, info = study.corpus, study.token_info(bilingual=True)
-runs = study.comparison_runs("bilingual")
+runs = study.planned_runs()
 weights = geometry.model_weights(runs, corpus.vocab_size)
 
 # %% [markdown]
@@ -187,4 +195,4 @@ study.figure(charts.paired_differences(diffs), "paired_differences")
 # %%
 reading = geometry.reading(per_seed, means, diffs, corpus.vocab_size, n_rare)
 study.fragment({"layout": layout, "n_rare": n_rare, **reading.summary})
-Markdown(reading.text)
+Markdown(study.conclusion(reading))

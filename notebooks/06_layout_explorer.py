@@ -1,7 +1,15 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
 # %% [markdown]
 # # 06 · How large should the layout be?
 #
-seeds = None  # a list of seeds, or None for the sweep seeds of the profile
+# **Question.** HNS has a single knob, the layout ℓ: the margin, in logit
 # units, below the target's logit at which a token stops being pushed away.
 # A small ℓ protects many tokens from the non-target push, including rare
 # ones; a large ℓ approaches plain cross-entropy (CE, ℓ = ∞). Which layout
@@ -25,7 +33,7 @@ seeds = None  # a list of seeds, or None for the sweep seeds of the profile
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
 device = "auto"  # auto, cpu, cuda, cuda:N or mps
-seeds = None  # a list of seeds, or None for those of the profile
+seeds = None  # a list of seeds, or None for the sweep seeds of the profile
 layouts = [0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, float("inf")]  # the grid (inf: CE)
 schedule = ("cosine", 8.0, 2.0)  # (kind, start, end) of the scheduled run, or None
 layout = 2.0  # the layout the static figures show (one of the grid)
@@ -122,7 +130,7 @@ Markdown(toy.nucleus_margin_text(vocab_size, top_p, layouts))
 
 # %%
 sweep_seeds = sw.sweep_seeds(study.profile, study.params["seeds"])
-runs = study.runs(sw.sweep_configs(study.profile, layouts, schedule, sweep_seeds))
+runs = study.planned_runs()
 
 # %% [markdown]
 # ## Accuracy and loss against the layout
@@ -186,10 +194,12 @@ fragment_path = study.fragment(
 
 # %%
 Markdown(
-    f"""
+    study.conclusion(
+        f"""
 Profile `{profile}`: {study.profile.sweep["steps"]:,} training steps per run.
 
 {reading.text}
 - **Nucleus.** {toy.nucleus_margin_text(vocab_size, top_p, layouts)}
 """
+    )
 )

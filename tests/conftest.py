@@ -1,10 +1,12 @@
 """Shared fixtures: the real corpus (from SELFISH_DATA, the cache or its URL),
-a small synthetic corpus with a skewed symbol distribution, and isolated
-results folders."""
+a small synthetic corpus with a skewed symbol distribution, isolated results
+folders, and the smoke reproduction (every notebook executed once per session,
+shared by the notebook and browser tests)."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,34 @@ def results_dir(tmp_path):
     path = tmp_path / "results"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_reproduction(tmp_path_factory) -> Path:
+    """Every notebook executed through the pipeline in the smoke profile, once per session
+    (a few minutes): returns the folder holding ``reports/smoke/`` and ``results/``."""
+    from selfish_lib.report import pipeline
+
+    root = tmp_path_factory.mktemp("reproduce")
+    htmls = pipeline.run_pipeline(
+        profile="smoke",
+        device="cpu",
+        reports_dir=root / "reports",
+        results_dir=root / "results",
+        progress=False,
+    )
+    names = sorted(pipeline.available_notebooks())
+    assert htmls == [root / "reports" / "smoke" / f"{name}.html" for name in names]
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_report(smoke_reproduction) -> Path:
+    """The smoke report folder: NN_name.ipynb and .html, figures/, summary.json."""
+    return smoke_reproduction / "reports" / "smoke"
+
+
+@pytest.fixture(scope="session")
+def smoke_results(smoke_reproduction) -> Path:
+    """The run store the smoke reproduction trained into (its runs are complete)."""
+    return smoke_reproduction / "results"

@@ -187,3 +187,123 @@ def test_a_failing_conversion_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="crashed"):
         charts.save_chart(chart, tmp_path / "fig", ("svg", "png"))
     assert [p.name for p in tmp_path.iterdir()] == ["fig.svg"]  # complete, and nothing else
+
+
+# --- layouts that must not collide (smoke report review) ----------------------------------------
+
+
+def axis_labels(svg: str) -> list[list[dict]]:
+    """Per axis of a rendered SVG: its visible labels, with their anchor, x and lines."""
+    import re
+
+    axes = []
+    for group in re.findall(r'<g class="mark-text role-axis-label".*?</g>', svg, re.S):
+        labels = []
+        for attrs, body in re.findall(r"<text([^>]*)>(.*?)</text>", group, re.S):
+            if 'opacity="0"' in attrs:
+                continue
+            x = float(re.search(r"translate\(([-\d.e]+)", attrs).group(1))
+            anchor = re.search(r'text-anchor="(\w+)"', attrs).group(1)
+            size = float(re.search(r'font-size="([\d.]+)px"', attrs).group(1))
+            lines = re.findall(r"<tspan[^>]*>(.*?)</tspan>", body) or [body]
+            labels.append({"x": x, "anchor": anchor, "size": size, "lines": lines})
+        axes.append(labels)
+    return axes
+
+
+def extent(label: dict) -> tuple[float, float]:
+    """Left and right of a label, its widest line at 0.6 em per character (wider than
+    Helvetica's digits and letters, so a pass means room to spare)."""
+    width = 0.6 * label["size"] * max(len(line) for line in label["lines"])
+    start = {"start": 0.0, "middle": -width / 2, "end": -width}[label["anchor"]]
+    return label["x"] + start, label["x"] + start + width
+
+
+def assert_no_overlap(labels: list[dict]) -> None:
+    spans = sorted(extent(label) for label in labels)
+    for (_, right), (left, _) in zip(spans, spans[1:], strict=False):
+        assert right <= left, [label["lines"] for label in labels]
+
+
+def rank_group_bands(groups: list[str]) -> pd.DataFrame:
+    rows = []
+    for group in groups:
+        for objective in ("CE", "HNS"):
+            for step in (5, 10, 15):
+                rows.append(
+                    {
+                        "objective": objective,
+                        "language": "high",
+                        "group": group,
+                        "step": step,
+                        "loss": 4.0,
+                        "loss_lo": 3.5,
+                        "loss_hi": 4.5,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_training_curves_draw_one_cell_per_group_and_no_axis_under_an_empty_slot():
+    import vl_convert as vlc
+
+    groups = ["1-10", "11-20", "21-30", "31-40", "41-50", "51-60", "61-65"]  # 7: 4 + 3
+    spec = charts.chart_spec(charts.group_curves(rank_group_bands(groups)))
+    assert spec["facet"]["field"] == "group" and spec["facet"]["sort"] == groups
+    assert spec["columns"] == 4
+    assert spec["resolve"]["axis"]["x"] == "independent"  # each cell its own x axis
+    svg = vlc.vegalite_to_svg(spec)
+    assert svg.count(">training step</text>") == len(groups)  # one per cell, none spare
+    # fewer groups than a row holds: a single row, as many columns as groups
+    two = charts.chart_spec(charts.group_curves(rank_group_bands(["1-10", "61-65"])))
+    assert two["columns"] == 2 and two["facet"]["sort"] == ["1-10", "61-65"]
+
+
+def final_metrics_table() -> pd.DataFrame:
+    rows = []
+    for experiment in ("baseline", "HNS", "low-resource only"):
+        for language in ("high", "low", "both"):
+            row = {"experiment": experiment, "language": language}
+            for metric, value in (("loss", 4.0), ("top1", 0.1), ("recall5", 0.3), ("mrr", 0.2)):
+                row |= {metric: value, f"{metric}_lo": 0.0, f"{metric}_hi": 2 * value}
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_final_metrics_put_each_language_on_two_short_lines_that_do_not_touch():
+    import vl_convert as vlc
+
+    spec = charts.chart_spec(charts.bilingual_final_metrics(final_metrics_table()))
+    (x_axis,) = {json.dumps(layer["encoding"]["x"]["axis"]) for layer in layers(spec)}
+    assert json.loads(x_axis)["labelExpr"] == charts.bilingual.WRAP_LABEL
+    axes = axis_labels(vlc.vegalite_to_svg(spec))
+    x_axes = [a for a in axes if a and a[0]["lines"][0] == "high-"]
+    assert len(x_axes) == 4  # one per metric panel
+    for labels in x_axes:
+        lines = [label["lines"] for label in labels]
+        assert lines == [["high-", "resource"], ["low-", "resource"], ["both", "languages"]]
+        assert_no_overlap(labels)
+
+
+def test_paired_differences_thin_their_ticks_so_labels_do_not_run_together():
+    import vl_convert as vlc
+
+    diffs = pd.DataFrame(
+        [
+            {"label": "rarest-to-rest centroid distance (low)", "diff": 0.0245,
+             "diff_lo": 0.0077, "diff_hi": 0.0412, "n_pairs": 2, "direction": "higher"},
+            {"label": "mean pairwise cosine", "diff": 0.0064, "diff_lo": -0.0114,
+             "diff_hi": 0.0229, "n_pairs": 2, "direction": "indistinguishable"},
+            {"label": "Spearman(norm, rank), low", "diff": -0.21, "diff_lo": -1.03,
+             "diff_hi": 0.61, "n_pairs": 2, "direction": "indistinguishable"},
+        ]
+    )  # fmt: skip
+    spec = charts.chart_spec(charts.paired_differences(diffs))
+    point = layers(spec)[-1]
+    axis = point["encoding"]["x"]["axis"]
+    assert axis["tickCount"] == charts.geometry.DIFF_TICKS and axis["labelOverlap"] == "greedy"
+    axes = [a for a in axis_labels(vlc.vegalite_to_svg(spec)) if a]
+    assert len(axes) == len(diffs)
+    for labels in axes:
+        assert 3 <= len(labels) <= 2 * charts.geometry.DIFF_TICKS
+        assert_no_overlap(labels)

@@ -156,3 +156,41 @@ def test_bilingual_experiments_and_final_table():
     assert set(table["experiment"]) == {"baseline", "HNS"}
     both = diffs[(diffs["language"] == "both") & (diffs["metric"] == "loss")].iloc[0]
     assert both["diff"] == pytest.approx(0.1)
+
+
+def test_two_seed_intervals_of_accuracies_stay_in_their_range():
+    two = bilingual_rows(0.01)
+    two = two[two["seed"] < 2].copy()
+    # a spread low-resource top-1: the raw t interval over two seeds reaches below 0
+    low = two["language"] == "low"
+    two.loc[low & (two["seed"] == 0), "top1"] = 0.01
+    two.loc[low & (two["seed"] == 1) & (two["experiment"] == "HNS"), "top1"] = 0.4
+    table = claims.build_claims(
+        scenario_rows()[lambda f: f["seed"] < 2],
+        single_rows(1.5, 1.7, 3.9, 3.5)[lambda f: f["seed"] < 2],
+        two,
+    )
+    row = table[(table["claim"] == "C6") & (table["metric"] == "top-1 accuracy")].iloc[0]
+    assert row["A_lo"] == 0.0 and row["B_lo"] == 0.0 and row["intervals_clipped"]
+    assert -1.0 <= row["diff_lo"] <= row["diff_hi"] <= 1.0
+    assert row["verdict"] == "inconclusive"
+    for rec in table.to_dict("records"):
+        if rec["metric"] in ("top-1 accuracy", "recall@5", "MRR"):
+            assert rec["A_lo"] >= 0.0 and rec["A_hi"] <= 1.0
+            assert rec["B_lo"] >= 0.0 and rec["B_hi"] <= 1.0
+        if rec["metric"] in ("validation loss", "summed gradient norm"):
+            assert rec["A_lo"] >= 0.0 and rec["B_lo"] >= 0.0
+    assert "clipped" in claims.styled(table).caption
+
+
+@pytest.mark.parametrize("profile, marked", [("smoke", True), ("paper", False)])
+def test_saved_claims_record_the_profile_and_whether_it_only_checks_the_pipeline(
+    tmp_path, profile, marked
+):
+    table = claims.build_claims(
+        scenario_rows(), single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01)
+    )
+    data = json.loads(claims.save_claims(table, tmp_path, profile=profile).read_text())
+    assert {r["profile"] for r in data} == {profile}
+    assert {r["pipeline_check_only"] for r in data} == {marked}
+    assert [r["verdict"] for r in data] == table["verdict"].tolist()  # computed all the same

@@ -16,6 +16,7 @@ from selfish_lib.engine.objectives import CrossEntropy, HardNegatives
 from selfish_lib.engine.validation import ParameterError
 from selfish_lib.report import notebook, parameters, pipeline
 from selfish_lib.report.notebook import NotebookStudy, notebook_name, open_study
+from selfish_lib.report.plan import declared_runs
 from selfish_lib.study.layout import Schedule
 
 NOTEBOOKS = pipeline.available_notebooks()
@@ -186,11 +187,59 @@ def test_a_schedule_parameter_becomes_a_schedule():
 
 
 def test_fragment_writes_the_notebooks_summary_file(opened, tmp_path):
-    study, _ = opened
+    study, _ = opened  # the smoke profile: the fragment says its numbers check the pipeline
     path = study.fragment({"layout": math.inf, "n": 3})
     assert path == tmp_path / "03_hns_training.summary.json"
-    assert json.loads(path.read_text()) == {"layout": "inf", "n": 3}
-    assert pipeline.read_fragments(tmp_path) == {"03_hns_training": {"layout": "inf", "n": 3}}
+    written = {"profile": "smoke", "layout": "inf", "n": 3, "pipeline_check_only": True}
+    assert json.loads(path.read_text()) == written
+    assert pipeline.read_fragments(tmp_path) == {"03_hns_training": written}
+
+
+def test_a_fragment_of_another_profile_is_written_as_given(tmp_path):
+    study = open_study(namespace_of("03_hns_training", profile="paper", report_dir=tmp_path))
+    path = study.fragment({"layout": 2.0})
+    assert json.loads(path.read_text()) == {"layout": 2.0}
+
+
+# --- the smoke profile says what its numbers are ------------------------------------------------
+
+
+def opened_showing(monkeypatch, **values) -> tuple[NotebookStudy, list]:
+    """A study opened from a namespace without training, and what open_study displayed."""
+    shown: list = []
+    monkeypatch.setattr(notebook, "display", shown.append)
+    return open_study(namespace_of("03_hns_training", **values)), shown
+
+
+def test_the_smoke_profile_opens_with_a_banner(monkeypatch):
+    study, shown = opened_showing(monkeypatch)
+    assert study.profile.name == "smoke" and study.pipeline_check_only
+    (banner,) = shown
+    assert isinstance(banner, notebook.Markdown)
+    assert banner.data.startswith("> ") and "Smoke profile" in banner.data
+    assert "only check that the pipeline runs" in banner.data and "not results" in banner.data
+
+
+@pytest.mark.parametrize("profile", ["paper", "large"])
+def test_other_profiles_open_without_a_banner(monkeypatch, profile):
+    study, shown = opened_showing(monkeypatch, profile=profile)
+    assert shown == [] and not study.pipeline_check_only
+    assert notebook.banner(profile) is None
+    assert notebook.banner("smoke") is not None
+
+
+def test_the_conclusion_carries_the_note_only_in_the_smoke_profile(monkeypatch):
+    from selfish_lib.study.readings import PIPELINE_CHECK_NOTE, Reading
+
+    reading = Reading("- HNS is **better** for ranks 61-65.", {"verdict": "better"})
+    smoke, _ = opened_showing(monkeypatch)
+    text = smoke.conclusion(reading)
+    assert text.startswith(f"> *{PIPELINE_CHECK_NOTE}*") and text.endswith(reading.text)
+    assert smoke.conclusion("plain text").endswith("plain text")
+    paper, _ = opened_showing(monkeypatch, profile="paper")
+    assert paper.conclusion(reading) == reading.text
+    with pytest.raises(ParameterError, match="reading"):
+        paper.conclusion(3)
 
 
 def test_without_a_report_dir_nothing_is_written(tmp_path):
@@ -215,7 +264,7 @@ def test_figures_keep_the_report_names(opened, tmp_path):
         study.figure(chart, "../escape")
 
 
-def test_comparison_runs_train_ce_against_hns_at_the_notebooks_layout(opened, monkeypatch):
+def test_planned_runs_train_ce_against_hns_at_the_notebooks_layout(opened, monkeypatch):
     study, _ = opened
     calls, shown = [], []
 
@@ -226,7 +275,7 @@ def test_comparison_runs_train_ce_against_hns_at_the_notebooks_layout(opened, mo
     monkeypatch.setattr(notebook, "get_or_train_grid", fake_grid)
     monkeypatch.setattr(notebook, "describe_runs", lambda runs, info: (sorted(runs), len(info)))
     monkeypatch.setattr(notebook, "display", shown.append)
-    runs = study.comparison_runs("single")
+    runs = study.planned_runs()
     ((configs, kwargs),) = calls
     assert set(runs) == {(arm, seed) for arm in ("CE", "HNS") for seed in study.seeds}
     assert configs[("CE", 0)].objective == CrossEntropy()
@@ -234,8 +283,9 @@ def test_comparison_runs_train_ce_against_hns_at_the_notebooks_layout(opened, mo
     assert kwargs["corpus"] is study.corpus and kwargs["device"] == "cpu"
     assert kwargs["results_dir"] == study.results_dir and kwargs["progress"] is True
     assert shown == [(sorted(runs), 65)]  # one row per run, single-language token table
-    study.comparison_runs("bilingual", layout=4.0, show=False)
-    assert calls[-1][0][("HNS", 0)].objective == HardNegatives(4.0) and len(shown) == 1
+    assert configs == declared_runs("03_hns_training", study.params)["runs"]  # the plan's
+    with pytest.raises(ParameterError, match="part='single'"):
+        study.planned_runs("single")
 
 
 @pytest.mark.parametrize("name", sorted(NOTEBOOKS))

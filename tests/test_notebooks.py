@@ -16,18 +16,9 @@ from selfish_lib.study import hypothesis as we
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reproduce")
-    htmls = pipeline.run_pipeline(
-        profile="smoke",
-        device="cpu",
-        reports_dir=root / "reports",
-        results_dir=root / "results",
-        progress=False,
-    )
-    names = sorted(pipeline.available_notebooks())
-    assert htmls == [root / "reports" / "smoke" / f"{name}.html" for name in names]
-    return root / "reports" / "smoke"
+def report(smoke_report):
+    """The smoke reports folder (tests/conftest.py builds it once per session)."""
+    return smoke_report
 
 
 NOTEBOOKS = sorted(pipeline.available_notebooks())

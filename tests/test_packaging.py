@@ -73,13 +73,17 @@ def test_dev_extra_has_the_test_tools():
 
 
 def test_jupytext_pairs_notebooks_with_py_percent():
-    text = (ROOT / "jupytext.toml").read_text(encoding="utf-8")
+    # Beside the notebooks, so that the command line and JupyterLab rooted at the
+    # repository or at notebooks/ all find it (tests/test_lab_roundtrip.py).
+    text = (ROOT / "notebooks" / "jupytext.toml").read_text(encoding="utf-8")
     if tomllib is not None:
-        formats = tomllib.loads(text)["formats"]
+        config = tomllib.loads(text)
     else:  # pragma: no cover
-        formats = re.search(r'^formats\s*=\s*"([^"]*)"', text, re.M).group(1)
-    pairs = {f.strip() for f in formats.split(",")}
-    assert pairs == {"notebooks///ipynb", "notebooks///py:percent"}
+        config = dict(re.findall(r'^(\w+)\s*=\s*"([^"]*)"', text, re.M))
+    pairs = {f.strip() for f in config["formats"].split(",")}
+    assert pairs == {"ipynb", "py:percent"}
+    kept = config["notebook_metadata_filter"].split(",")
+    assert "kernelspec" in kept and "-all" in kept
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")

@@ -228,7 +228,9 @@ def test_the_summary_records_both_notebooks_and_the_fragment(executed):
     assert ok["status"] == "ok" and ok["seconds"] > 0 and ok["html"] == "01_ok.html"
     assert ok["parameters"]["layout"] == 0.5
     assert failed["status"] == "failed" and "boom in smoke" in failed["error"]
-    assert summary["fragments"] == {"01_ok": {"profile": "smoke", "layout": 0.5, "name": "01_ok"}}
+    assert summary["fragments"] == {
+        "01_ok": {"profile": "smoke", "layout": 0.5, "name": "01_ok", "pipeline_check_only": True}
+    }
     assert summary["finished"] is None  # the run did not complete
 
 

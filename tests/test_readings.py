@@ -195,3 +195,62 @@ def test_the_pooled_language_has_one_key_and_one_name():
     assert (POOLED, "loss") in layout.TABLE_VALUES
     assert layout.POOLED_LOSS.startswith(POOLED)
     assert list(readings.METRIC_NAMES) == list(frequency.METRICS)
+
+
+# --- what goes with the numbers: clipping and the smoke profile --------------------------------
+
+
+def test_only_the_smoke_profile_is_a_pipeline_check():
+    assert readings.pipeline_check_only("smoke")
+    assert not readings.pipeline_check_only("paper")
+    assert not readings.pipeline_check_only("large")
+    assert "only check that the pipeline runs" in readings.PIPELINE_CHECK_NOTE
+    assert "not results" in readings.PIPELINE_CHECK_NOTE
+
+
+def test_a_reading_says_when_its_intervals_were_clipped():
+    # two seeds whose top-1 accuracies are small and spread: the raw t interval leaves [0, 1]
+    rows = []
+    for seed, (ce, hns) in enumerate(((0.01, 0.3), (0.2, 0.02))):
+        for objective, top1 in (("CE", ce), ("HNS", hns)):
+            rows.append(
+                {
+                    "objective": objective,
+                    "seed": seed,
+                    "language": "high",
+                    "group": "61-65",
+                    "count": 40,
+                    "loss": 4.0 + seed,
+                    "top1": top1,
+                    "recall5": 2 * top1,
+                    "mrr": top1,
+                }
+            )
+    per_seed = pd.DataFrame(rows)
+    train_final = per_seed[["objective", "seed", "language", "group", "loss"]]
+    table = frequency.validation_table(per_seed)
+    assert table["CE_top1_lo"].iloc[0] == 0.0 and table["CE_top1_clipped"].iloc[0]
+    assert table["diff_top1_lo"].iloc[0] == -1.0 and table["diff_top1_hi"].iloc[0] == 1.0
+    out = frequency.group_reading(train_final, table)
+    assert out.text.endswith(readings.CLIPPED_NOTE) and out.summary["intervals_clipped"] is True
+    assert out.summary["validation"]["61-65"]["top1"]["ci"] == [-1.0, 1.0]
+    # the same seeds, close together: nothing clipped, nothing said
+    calm = per_seed.assign(top1=per_seed["top1"].clip(0.3, 0.31), mrr=0.5, recall5=0.5)
+    calm = calm.assign(loss=4.0 + 0.01 * calm["seed"])
+    quiet = frequency.group_reading(
+        calm[["objective", "seed", "language", "group", "loss"]], frequency.validation_table(calm)
+    )
+    assert readings.CLIPPED_NOTE not in quiet.text and quiet.summary["intervals_clipped"] is False
+
+
+def test_the_bilingual_reading_states_clipped_differences():
+    diffs = pd.DataFrame(
+        [
+            {"language": "low", "metric": "top1", "diff": 0.01, "diff_lo": -1.0, "diff_hi": 1.0,
+             "diff_clipped": True},
+        ]
+    )  # fmt: skip
+    mass = pd.DataFrame([{"experiment": "baseline", "language": "low", "easy_mass": 0.1}])
+    claims = pd.DataFrame(columns=["claim", "scope", "metric", "verdict"])
+    out = bilingual.reading(diffs, mass, claims)
+    assert readings.CLIPPED_NOTE in out.text and out.summary["intervals_clipped"] is True

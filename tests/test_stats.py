@@ -125,3 +125,105 @@ def test_claim_verdict_rejects_bad_arguments():
         claim_verdict(0.0, 1.0, "bigger")
     with pytest.raises(ValueError, match="margin"):
         claim_verdict(0.0, 1.0, "similar", -1.0)
+
+
+# --- intervals of bounded quantities ------------------------------------------------------------
+
+
+def test_two_seeds_give_a_raw_t_interval_outside_zero_one():
+    # the case of the smoke report: 12.7 standard errors either side of a small accuracy
+    _, lo, hi, _ = mean_ci([0.10, 0.12])
+    assert lo < 0.0 < hi < 1.0
+    _, lo, hi, _ = mean_ci([0.95, 0.99])
+    assert lo > 0.0 and hi > 1.0
+
+
+def test_clip_interval_clips_to_the_range_and_says_so():
+    from selfish_lib.study.stats import clip_interval
+
+    assert clip_interval(-0.139, 0.4, 0.0, 1.0) == (0.0, 0.4, True)
+    assert clip_interval(0.2, 1.089, 0.0, 1.0) == (0.2, 1.0, True)
+    assert clip_interval(0.2, 0.4, 0.0, 1.0) == (0.2, 0.4, False)
+    lo, hi, clipped = clip_interval(math.nan, math.nan, 0.0, 1.0)  # one seed: nothing to clip
+    assert math.isnan(lo) and math.isnan(hi) and clipped is False
+    lo, hi, clipped = clip_interval([-1.0, 0.5], [0.5, 3.0], [0.0, -1.0], [1.0, 1.0])
+    assert lo.tolist() == [0.0, 0.5] and hi.tolist() == [0.5, 1.0]
+    assert clipped.tolist() == [True, True]
+    with pytest.raises(ValueError, match="low"):
+        clip_interval(0.0, 1.0, 1.0, 0.0)
+
+
+def test_a_difference_of_two_bounded_values_has_its_own_range():
+    from selfish_lib.study.stats import RANGES, difference_range
+
+    assert difference_range(RANGES["top1"]) == (-1.0, 1.0)
+    assert difference_range(RANGES["loss"]) == (-math.inf, math.inf)
+
+
+def two_seed_metrics() -> pd.DataFrame:
+    """Two seeds per objective whose raw t intervals leave every metric's range."""
+    return pd.DataFrame(
+        {
+            "objective": ["CE", "CE", "HNS", "HNS"],
+            "seed": [0, 1, 0, 1],
+            "loss": [0.1, 2.0, 0.1, 3.0],
+            "top1": [0.01, 0.2, 0.9, 0.05],
+            "recall5": [0.95, 0.99, 0.97, 0.99],
+            "mrr": [0.0, 0.6, 0.7, 0.0],
+            "v": [0.01, 0.2, 0.9, 0.05],  # not a bounded quantity: left as it is
+        }
+    )
+
+
+def test_aggregate_seeds_clips_bounded_metrics_and_records_it():
+    frame = two_seed_metrics()
+    raw = aggregate_seeds(frame, ["objective"], ["top1", "recall5"], bounds={})
+    assert raw["top1_lo"].min() < 0.0 and raw["recall5_hi"].max() > 1.0  # what t alone gives
+    assert "top1_clipped" not in raw
+    out = aggregate_seeds(frame, ["objective"], ["loss", "top1", "recall5", "mrr", "v"])
+    for metric in ("top1", "recall5", "mrr"):
+        assert out[f"{metric}_lo"].min() >= 0.0 and out[f"{metric}_hi"].max() <= 1.0
+        assert out[f"{metric}_clipped"].all()
+    assert out["loss_lo"].min() == 0.0 and out["loss_clipped"].all()
+    assert "v_clipped" not in out and out["v_lo"].min() < 0.0  # no range known: not clipped
+    # the means are untouched, and so are intervals inside the range
+    assert out["top1"].tolist() == pytest.approx([0.105, 0.475])
+    wide = aggregate_seeds(frame.assign(top1=[0.5, 0.51, 0.5, 0.51]), ["objective"], ["top1"])
+    assert not wide["top1_clipped"].any() and wide["top1_lo"].min() > 0.4
+    custom = aggregate_seeds(frame, ["objective"], ["v"], bounds={"v": (0.0, 1.0)})
+    assert custom["v_lo"].min() == 0.0 and custom["v_clipped"].all()
+
+
+def test_paired_differences_of_bounded_metrics_lie_in_minus_one_one():
+    frame = two_seed_metrics()
+    top1 = paired_difference(frame, [], "top1", "objective", "HNS", "CE").iloc[0]
+    assert (top1["diff_lo"], top1["diff_hi"]) == (-1.0, 1.0) and top1["diff_clipped"]
+    assert top1["diff"] == pytest.approx(0.37)
+    loss = paired_difference(frame, [], "loss", "objective", "HNS", "CE").iloc[0]
+    assert loss["diff_lo"] < -1.0 and not loss["diff_clipped"]  # losses: no bound on A - B
+    bounded = paired_difference(frame, [], "loss", "objective", "HNS", "CE", bounds=(0.0, 4.0))
+    assert bounded["diff_lo"].iloc[0] == -4.0 and bounded["diff_clipped"].iloc[0]
+
+
+def test_geometry_metrics_are_clipped_to_their_own_ranges():
+    from selfish_lib.study import geometry
+
+    per_seed = pd.DataFrame(
+        {
+            "objective": ["CE", "CE", "HNS", "HNS"],
+            "seed": [0, 1, 0, 1],
+            "isotropy": [0.99, 0.5, 0.2, 0.98],
+            "mean_cosine": [0.9, -0.9, -0.9, 0.9],
+            "probe_kl": [0.01, 1.0, 0.02, 2.0],
+        }
+    )
+    means, diffs = geometry.summarize(per_seed)
+    m = means.set_index(["objective", "metric"])
+    assert m.loc[("CE", "isotropy"), "value_lo"] == 0.0
+    assert m.loc[("CE", "isotropy"), "value_hi"] == 1.0
+    assert m.loc[("CE", "mean_cosine"), "value_lo"] == -1.0
+    assert m.loc[("CE", "probe_kl"), "value_lo"] == 0.0 and m["value_clipped"].all()
+    d = diffs.set_index("metric")
+    assert (d.loc["isotropy", "diff_lo"], d.loc["isotropy", "diff_hi"]) == (-1.0, 1.0)
+    assert (d.loc["mean_cosine", "diff_lo"], d.loc["mean_cosine", "diff_hi"]) == (-2.0, 2.0)
+    assert d.loc["probe_kl", "diff_lo"] < -2.0 and not d.loc["probe_kl", "diff_clipped"]

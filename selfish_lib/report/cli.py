@@ -30,29 +30,78 @@ from ..engine.objectives import objective_for_layout
 from ..engine.profiles import PROFILE_NAMES, SETTINGS, get_profile
 from ..engine.runs import get_or_train, list_runs, verify_store
 from ..engine.training import TrainingInterrupted, resolve_device
+from ..engine.validation import ParameterError
 from .parameters import check_device
-from .pipeline import NotebookError, prepare, render_reports, run_pipeline
+from .pipeline import NotebookError, prepare, render_reports, run_pipeline, select_notebooks
 from .plan import calibrate, format_duration, plan_table
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
-def _parameter(text: str) -> tuple[str, str, object]:
-    """Parse ``NOTEBOOK:NAME=VALUE`` (VALUE a Python literal, else a string)."""
-    try:
-        where, value = text.split("=", 1)
-        notebook, name = where.split(":", 1)
-    except ValueError:
+def _parameter(text: str, value: str | None = None) -> tuple[str | None, str, object]:
+    """Parse ``[NOTEBOOK:]NAME=VALUE``, or ``[NOTEBOOK:]NAME`` with ``value`` given apart
+    (``-p NAME VALUE``, as papermill takes it). VALUE is a Python literal, else a string;
+    NOTEBOOK (a name such as 03_hns_training, or its number 03) is None when not given."""
+    shown = text if value is None else f"{text} {value}"
+    if value is None:
+        where, equals, value = text.partition("=")
+    else:
+        where, equals = text, "="
+    notebook, colon, name = where.rpartition(":")
+    if not equals or not name.isidentifier() or (colon and not notebook):
         raise argparse.ArgumentTypeError(
-            f"invalid --param {text!r}: expected NOTEBOOK:NAME=VALUE, e.g. 01_hypothesis:layout=1.0"
-        ) from None
+            f"invalid --param {shown!r}: expected [NOTEBOOK:]NAME=VALUE or [NOTEBOOK:]NAME VALUE,"
+            " e.g. layout=1.0 with one notebook selected, 01_hypothesis:layout=1.0 with several"
+        )
     # `inf` is no Python literal, but 1e999 is one that evaluates to it, also in a list.
     literal = re.sub(r"(?<![\w.])inf\b", "1e999", value.strip(), flags=re.IGNORECASE)
     try:
         parsed = ast.literal_eval(literal)
     except (ValueError, SyntaxError):
         parsed = value
-    return notebook, name, parsed
+    return notebook or None, name, parsed
+
+
+class _ParameterAction(argparse.Action):
+    """``-p NAME=VALUE`` or ``-p NAME VALUE`` (NAME optionally ``NOTEBOOK:NAME``), each
+    appended as the ``(notebook, name, value)`` of ``_parameter``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(values) > 2:
+            raise argparse.ArgumentError(
+                self, f"expected NAME=VALUE or NAME VALUE, got {' '.join(values)!r}"
+            )
+        try:
+            parsed = _parameter(*values)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentError(self, str(exc)) from None
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), parsed])
+
+
+def _extra_parameters(params: Sequence[tuple], only: Sequence[str] | None) -> dict[str, dict]:
+    """The per-notebook overrides of ``--param`` for the notebooks ``only`` selects.
+
+    A parameter without a notebook goes to the one notebook selected; with several
+    selected it is an error naming them. A notebook given by its number (03) is named
+    in full; one not selected is left for the pipeline to refuse.
+    """
+    chosen = [path.stem for path in select_notebooks(only)]
+    every = [path.stem for path in select_notebooks(None)]
+    extra: dict[str, dict] = {}
+    for notebook, name, value in params:
+        if notebook is None:
+            if len(chosen) != 1:
+                raise ParameterError(
+                    "--param", name,
+                    f"NOTEBOOK:{name}=VALUE while several notebooks run, NOTEBOOK one of "
+                    + ", ".join(chosen) + " (or select one with --only)",
+                )  # fmt: skip
+            notebook = chosen[0]
+        else:
+            named = [stem for stem in every if notebook in (stem, stem[:2])]
+            notebook = named[0] if len(named) == 1 else notebook
+        extra.setdefault(notebook, {})[name] = value
+    return extra
 
 
 def _layout(text: str) -> float:
@@ -93,12 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--results-dir", default="results")
     rep.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
     rep.add_argument(
+        "-p",
         "--param",
-        type=_parameter,
-        action="append",
+        action=_ParameterAction,
+        nargs="+",
         default=[],
-        metavar="NB:NAME=VALUE",
-        help="override a notebook's own parameter, e.g. 01_hypothesis:layout=1.0",
+        metavar=("[NB:]NAME[=VALUE]", "VALUE"),
+        help="override a notebook's own parameter: -p layout=1.0 or -p layout 1.0 with one "
+        "notebook selected (--only 01), 01_hypothesis:layout=1.0 or 01:layout=1.0 with several",
     )
 
     rep.add_argument(
@@ -117,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--results-dir", default="results")
     plan.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
     plan.add_argument(
-        "--param", type=_parameter, action="append", default=[], metavar="NB:NAME=VALUE",
+        "-p", "--param", action=_ParameterAction, nargs="+", default=[],
+        metavar="[NB:]NAME=VALUE",
         help="override a notebook's own parameter, e.g. 03_hns_training:layout=4.0",
     )  # fmt: skip
     plan.add_argument("--no-estimate", action="store_true", help="skip the timing calibration")
@@ -146,9 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    extra: dict[str, dict] = {}
-    for notebook, name, value in args.param:
-        extra.setdefault(notebook, {})[name] = value
+    extra = _extra_parameters(args.param, args.only)
     htmls = run_pipeline(
         profile=args.profile,
         device=args.device,
@@ -166,9 +216,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    extra: dict[str, dict] = {}
-    for notebook, name, value in args.param:
-        extra.setdefault(notebook, {})[name] = value
+    extra = _extra_parameters(args.param, args.only)
     prepared = prepare(
         profile=args.profile, device=args.device, seeds=args.seeds, only=args.only,
         results_dir=args.results_dir, data_path=args.data_path, extra_parameters=extra,

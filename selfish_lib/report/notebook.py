@@ -18,6 +18,13 @@ JupyterLab it is read from the notebook path ipykernel keeps in
 checked. The name prefixes the figures (``03_training_curves``) and names the
 summary fragment (``03_hns_training.summary.json``).
 
+In a profile whose numbers only check the pipeline (the smoke profile,
+``readings.pipeline_check_only``), ``open_study`` displays a banner saying so at
+the top of the notebook (``banner``), every fragment records the profile and
+``"pipeline_check_only": true``, and ``study.conclusion`` puts the same note
+before the notebook's closing reading: its verdicts are computed like any others,
+and marked as what they are.
+
 This module also hands the notebooks what every one of them displays with:
 IPython's ``Markdown`` and ``display``, ``charts`` and ``widgets``.
 """
@@ -35,16 +42,25 @@ import torch
 from IPython.display import Markdown, display
 
 from ..engine.corpus import Corpus
-from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile, get_profile
 from ..engine.runs import describe_runs, get_or_train_grid
 from ..engine.training import resolve_device
 from ..engine.validation import ParameterError
+from ..study.readings import PIPELINE_CHECK_NOTE, Reading, pipeline_check_only
 from . import charts, widgets
 from .parameters import NOTEBOOK_NAME, Parameters, validate
 from .pipeline import write_fragment
+from .plan import declared_runs
 
 FIGURE_NAME = re.compile(r"^\w+$")
+
+
+def banner(profile: str) -> Markdown | None:
+    """The banner a notebook opens with in ``profile``: a Markdown blockquote saying that
+    its numbers only check the pipeline, for the smoke profile; None for the others."""
+    if not pipeline_check_only(profile):
+        return None
+    return Markdown(f"> ⚠️ **{PIPELINE_CHECK_NOTE}**")
 
 
 def notebook_name(namespace: Mapping[str, Any]) -> str | None:
@@ -111,17 +127,17 @@ class NotebookStudy:
             display(describe_runs(runs, self.token_info(bilingual)))
         return runs
 
-    def comparison_runs(
-        self, setting: str = "single", layout: float | None = None, *, show: bool = True
-    ) -> dict:
-        """The runs ('CE', seed) and ('HNS', seed) of ``setting`` for every seed: plain
-        cross-entropy against HNS at ``layout`` (default: the notebook's ``layout``)."""
-        if layout is None:
-            if "layout" not in self.params:
-                raise ParameterError("layout", None, "a layout: this notebook has no parameter")
-            layout = self.params["layout"]
-        configs = self.profile.grid(setting, [CrossEntropy(), HardNegatives(layout)])
-        return self.runs(configs, show=show)
+    def planned_runs(self, part: str = "runs", *, show: bool = True) -> dict:
+        """The runs this notebook declares in ``report.plan`` (its ``part``, 'runs' unless
+        it declares more), for its parameters: the list ``selfish plan`` shows and
+        ``selfish reproduce`` trains before the notebook runs, so here they load."""
+        grids = declared_runs(self.name, self.params)
+        if part not in grids:
+            allowed = f"a part {self.name or 'this notebook'} declares: " + (
+                ", ".join(grids) or "(none: report.plan.DECLARED has no runs for it)"
+            )
+            raise ParameterError("part", part, allowed)
+        return self.runs(grids[part], show=show)
 
     def figure(self, chart: alt.TopLevelMixin, name: str) -> alt.TopLevelMixin:
         """Save ``chart`` as the report figure ``<NN>_<name>`` (``figures/03_training_curves.svg``
@@ -133,12 +149,33 @@ class NotebookStudy:
             charts.save_figure(chart, self.report_dir, f"{number}_{name}")
         return chart
 
+    @property
+    def pipeline_check_only(self) -> bool:
+        """Whether this profile's numbers only check the pipeline (the smoke profile)."""
+        return pipeline_check_only(self.profile.name)
+
     def fragment(self, data: Mapping[str, Any]) -> Path | None:
         """Write ``data`` as ``<report_dir>/<NN_name>.summary.json`` for the pipeline's summary;
-        returns the path, or None when there is no report_dir (an interactive run)."""
+        returns the path, or None when there is no report_dir (an interactive run).
+
+        In a profile that only checks the pipeline, the fragment also records the
+        ``profile`` (unless ``data`` has one) and ``"pipeline_check_only": true``.
+        """
         if self.report_dir is None:
             return None
+        if self.pipeline_check_only:
+            data = {"profile": self.profile.name, **data, "pipeline_check_only": True}
         return write_fragment(self.report_dir, self._require_name(), data)
+
+    def conclusion(self, reading: Reading | str) -> str:
+        """The Markdown a notebook ends with: ``reading``'s text (or ``reading`` itself),
+        after a one-line note in a profile whose numbers only check the pipeline."""
+        text = reading.text if isinstance(reading, Reading) else reading
+        if not isinstance(text, str):
+            raise ParameterError("reading", reading, "a Reading or a Markdown string")
+        if self.pipeline_check_only:
+            return f"> *{PIPELINE_CHECK_NOTE}*\n\n{text}"
+        return text
 
     def _require_name(self) -> str:
         if self.name is None:
@@ -153,17 +190,24 @@ def open_study(namespace: MutableMapping[str, Any]) -> NotebookStudy:
 
     Validates every parameter first (ParameterError names the first bad one),
     then writes the validated values into ``namespace``, enables the offline
-    chart renderer, resolves the device and loads the corpus.
+    chart renderer, resolves the device and loads the corpus; in the smoke
+    profile it then displays the ``banner`` that says its numbers only check
+    the pipeline.
     """
     params = validate(notebook_name(namespace), namespace)
     namespace.update(params)
     charts.use_offline_renderer()
-    return NotebookStudy(params)
+    study = NotebookStudy(params)
+    shown = banner(study.profile.name)
+    if shown is not None:
+        display(shown)
+    return study
 
 
 __all__ = [
     "Markdown",
     "NotebookStudy",
+    "banner",
     "charts",
     "display",
     "notebook_name",

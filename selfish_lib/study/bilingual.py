@@ -19,8 +19,15 @@ from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile
 from ..engine.runs import stack_runs
 from .frequency import verdict
-from .readings import LANGUAGE_NAMES, POOLED, Reading, format_interval, interval_of
-from .stats import aggregate_seeds, paired_difference
+from .readings import (
+    LANGUAGE_NAMES,
+    POOLED,
+    Reading,
+    clipping_note,
+    format_interval,
+    interval_of,
+)
+from .stats import aggregate_seeds, any_clipped, paired_difference
 
 EXPERIMENTS = ("baseline", "HNS", "low-resource only")
 
@@ -64,12 +71,14 @@ def learning_curves(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 def final_table(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(table, differences)``: per experiment and language each metric's mean and 95%
     interval; and per language and metric, HNS minus baseline with its interval (paired
-    by seed)."""
+    by seed). Intervals are clipped to the metric's range (``<metric>_clipped``,
+    ``diff_clipped``)."""
     table = aggregate_seeds(per_seed, ["experiment", "language"], list(METRICS))
     diffs = []
     for metric in METRICS:
         d = paired_difference(per_seed, ["language"], metric, "experiment", "HNS", "baseline")
-        diffs.append(d[["language", "diff", "diff_lo", "diff_hi"]].assign(metric=metric))
+        columns = ["language", "diff", "diff_lo", "diff_hi", "diff_clipped"]
+        diffs.append(d[columns].assign(metric=metric))
     return table, pd.concat(diffs, ignore_index=True)
 
 
@@ -101,7 +110,8 @@ def where_the_loss_goes(
 def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> Reading:
     """What the numbers say: HNS minus baseline per language and metric (paired 95%
     intervals), the mass of easy negatives, and the verdict of every claim."""
-    lines, summary = [], {"hns_minus_baseline": {}, "claims": {}}
+    clipped = any_clipped(diffs)
+    lines, summary = [], {"hns_minus_baseline": {}, "claims": {}, "intervals_clipped": clipped}
     for language in ("low", "high", POOLED):
         part = diffs[diffs["language"] == language].set_index("metric")
         cells = []
@@ -140,6 +150,7 @@ def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> Re
             "*better* means lower loss or higher accuracy):",
             "",
             *lines,
+            *clipping_note(clipped),
             "",
             "Easy negatives are the tokens below the HNS margin, which HNS never pushes down: "
             + "; ".join(mass_lines)

@@ -3,7 +3,13 @@
 
 Every claim compares two per-seed quantities A and B, paired by seed; the difference
 is oriented as the claim states it (see ``stats.claim_verdict`` for the rules and
-the margins of the 'similar' and 'not worse' claims).
+the margins of the 'similar' and 'not worse' claims). Intervals are clipped to the
+range of the claim's quantity (``stats.RANGES``; a difference to ``stats.difference_range``
+of it) and ``intervals_clipped`` says where.
+
+In a profile that only checks the pipeline (``readings.pipeline_check_only``: the smoke
+profile), the verdicts are computed all the same; ``save_claims`` marks every row of
+``claims.json`` with the profile and ``pipeline_check_only``.
 """
 
 from __future__ import annotations
@@ -15,8 +21,16 @@ from pathlib import Path
 import pandas as pd
 
 from ..engine.files import write_atomic
-from .readings import LANGUAGE_NAMES, METRIC_NAMES, POOLED, format_interval, interval_of
-from .stats import claim_verdict, mean_ci
+from .readings import (
+    CLIPPED_NOTE,
+    LANGUAGE_NAMES,
+    METRIC_NAMES,
+    POOLED,
+    format_interval,
+    interval_of,
+    pipeline_check_only,
+)
+from .stats import RANGES, UNBOUNDED, claim_verdict, clip_interval, difference_range, mean_ci
 
 # Equivalence margins, stated with every claim that uses one.
 SIMILAR_LOSS_MARGIN = 0.05  # nats per token
@@ -44,13 +58,19 @@ def claim_row(
     b: pd.Series,
     kind: str = "greater",
     margin: float = 0.0,
+    bounds: tuple[float, float] = UNBOUNDED,
 ) -> dict:
     """One row of the claims table: A and B over seeds, the paired difference A - B with its
-    95% interval, and the verdict for ``kind`` ('greater': the claim says A - B > 0)."""
-    a_mean, a_lo, a_hi, n_a = mean_ci(a.to_numpy(dtype=float))
-    b_mean, b_lo, b_hi, n_b = mean_ci(b.to_numpy(dtype=float))
+    95% interval, and the verdict for ``kind`` ('greater': the claim says A - B > 0).
+    ``bounds`` is the range of A and B: their intervals are clipped to it, the difference's
+    to ``difference_range(bounds)``, and ``intervals_clipped`` says whether any was."""
+    a_mean, a_lo, a_hi, _ = mean_ci(a.to_numpy(dtype=float))
+    b_mean, b_lo, b_hi, _ = mean_ci(b.to_numpy(dtype=float))
     paired = pd.concat({"a": a, "b": b}, axis=1, join="inner").dropna()
     d_mean, d_lo, d_hi, n = mean_ci((paired["a"] - paired["b"]).to_numpy())
+    a_lo, a_hi, a_clipped = clip_interval(a_lo, a_hi, *bounds)
+    b_lo, b_hi, b_clipped = clip_interval(b_lo, b_hi, *bounds)
+    d_lo, d_hi, d_clipped = clip_interval(d_lo, d_hi, *difference_range(bounds))
     return {
         "claim": claim,
         "statement": statement,
@@ -72,6 +92,7 @@ def claim_row(
         "test": kind,
         "margin": margin,
         "verdict": claim_verdict(d_lo, d_hi, kind, margin),
+        "intervals_clipped": a_clipped or b_clipped or d_clipped,
     }
 
 
@@ -107,6 +128,7 @@ def build_claims(
                 _series(sh, objective="CE", group=group, value="nontarget"),
                 "1 input + 2.1 target",
                 _series(sh, objective="CE", group=group, value="own"),
+                bounds=RANGES["norm"],
             )
         )
     sv = single_validation
@@ -121,6 +143,7 @@ def build_claims(
             _series(sv, objective="HNS", group="1-10", value="loss"),
             "CE",
             _series(sv, objective="CE", group="1-10", value="loss"),
+            bounds=RANGES["loss"],
         )
     )
     rows.append(
@@ -134,6 +157,7 @@ def build_claims(
             _series(sv, objective="CE", group="41-50", value="loss"),
             "HNS",
             _series(sv, objective="HNS", group="41-50", value="loss"),
+            bounds=RANGES["loss"],
         )
     )
     bv = bilingual_validation
@@ -148,6 +172,7 @@ def build_claims(
             _series(bv, experiment="HNS", language=POOLED, value="loss"),
             "CE",
             _series(bv, experiment="baseline", language=POOLED, value="loss"),
+            bounds=RANGES["loss"],
         )
     )
     rows.append(
@@ -164,6 +189,7 @@ def build_claims(
             _series(bv, experiment="baseline", language="low", value="loss"),
             kind="similar",
             margin=SIMILAR_LOSS_MARGIN,
+            bounds=RANGES["loss"],
         )
     )
     for metric in ("top1", "recall5", "mrr"):
@@ -179,6 +205,7 @@ def build_claims(
                 _series(bv, experiment="HNS", language="low", value=metric),
                 "CE",
                 _series(bv, experiment="baseline", language="low", value=metric),
+                bounds=RANGES[metric],
             )
         )
     rows.append(
@@ -195,6 +222,7 @@ def build_claims(
             _series(bv, experiment="baseline", language="high", value="top1"),
             kind="not_worse",
             margin=NOT_WORSE_ACCURACY_MARGIN,
+            bounds=RANGES["top1"],
         )
     )
     return pd.DataFrame(rows)
@@ -230,18 +258,32 @@ def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 
 
 def styled(claims: pd.DataFrame):
-    """``readable_claims`` as a pandas Styler with the verdicts coloured."""
+    """``readable_claims`` as a pandas Styler with the verdicts coloured; its caption says
+    so when an interval was clipped to its quantity's range."""
     colours = {"supported": "#2E7D32", "contradicted": "#C62828", "inconclusive": "#757575"}
 
     def colour(verdict: str) -> str:
         return f"color: {colours.get(verdict, 'inherit')}; font-weight: bold"
 
-    return readable_claims(claims).style.map(colour, subset=["verdict"]).hide(axis="index")
+    style = readable_claims(claims).style.map(colour, subset=["verdict"]).hide(axis="index")
+    if "intervals_clipped" in claims and claims["intervals_clipped"].any():
+        style = style.set_caption(CLIPPED_NOTE)
+    return style
 
 
-def save_claims(claims: pd.DataFrame, report_dir: str | os.PathLike | None) -> Path | None:
-    """Write ``claims.json`` (a list of rows, NaN as null) into ``report_dir`` atomically."""
+def save_claims(
+    claims: pd.DataFrame, report_dir: str | os.PathLike | None, profile: str | None = None
+) -> Path | None:
+    """Write ``claims.json`` (a list of rows, NaN as null) into ``report_dir`` atomically.
+
+    With the ``profile`` the claims were computed in, every row also records it and
+    ``pipeline_check_only``: true for a profile whose numbers only check the pipeline
+    (the smoke profile), whose verdicts are not results.
+    """
     if report_dir is None:
         return None
     records = json.loads(claims.to_json(orient="records"))
+    if profile is not None:
+        marks = {"profile": profile, "pipeline_check_only": pipeline_check_only(profile)}
+        records = [{**record, **marks} for record in records]
     return write_atomic(Path(report_dir) / "claims.json", json.dumps(records, indent=2) + "\n")

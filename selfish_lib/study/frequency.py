@@ -8,7 +8,7 @@ absent from a window are skipped), smoothed with a trailing moving average.
 
 Validation numbers are whole-split metrics per group (ratios of sums, see
 evaluation.aggregate); intervals are over seeds and differences are paired by
-seed (stats.paired_difference).
+seed (stats.paired_difference), each clipped to its metric's range (stats.RANGES).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pandas as pd
 from ..engine.evaluation import METRICS
 from ..engine.runs import stack_runs
 from ..engine.validation import ParameterError, check_int
-from .readings import METRIC_NAMES, Reading, format_interval, interval_of
-from .stats import aggregate_seeds, compare, paired_difference
+from .readings import METRIC_NAMES, Reading, clipping_note, format_interval, interval_of
+from .stats import aggregate_seeds, any_clipped, compare, paired_difference
 
 # For each metric, whether a larger value is better.
 HIGHER_IS_BETTER = {"loss": False, "top1": True, "recall5": True, "mrr": True}
@@ -57,10 +57,8 @@ def group_training_curves(
 
 def curve_bands(curves: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% interval over seeds of ``group_training_curves`` (for bands); a loss is
-    never negative, so the lower bound of the band is clipped at 0."""
-    bands = aggregate_seeds(curves, ["objective", "language", "group", "step"], ["loss"])
-    bands["loss_lo"] = bands["loss_lo"].clip(lower=0.0)
-    return bands
+    never negative, so the lower bound of the band is clipped at 0 (``loss_clipped``)."""
+    return aggregate_seeds(curves, ["objective", "language", "group", "step"], ["loss"])
 
 
 def group_validation(runs: dict, token_info: pd.DataFrame, by=("language", "group")):
@@ -74,7 +72,9 @@ def validation_table(
     """Per group: token count, and for each metric the ``reference`` and ``arm`` means with
     intervals (columns ``<arm>_<metric>``), the paired arm minus reference difference with
     its interval (``diff_<metric>``) and the arm's verdict (``verdict_<metric>``). Any two
-    arms of ``per_seed``'s ``objective`` column compare: CE and HNS by default."""
+    arms of ``per_seed``'s ``objective`` column compare: CE and HNS by default. Intervals
+    are clipped to the metric's range; ``<arm>_<metric>_clipped`` and
+    ``diff_<metric>_clipped`` say where."""
     by = list(by)
     present = sorted(set(per_seed["objective"]))
     for name, value in (("arm", arm), ("reference", reference)):
@@ -89,12 +89,9 @@ def validation_table(
         table = table.merge(part, on=by, how="left")
     for metric in METRICS:
         diff = paired_difference(per_seed, by, metric, "objective", arm, reference)
-        diff = diff[[*by, "diff", "diff_lo", "diff_hi"]].rename(
-            columns={
-                "diff": f"diff_{metric}",
-                "diff_lo": f"diff_{metric}_lo",
-                "diff_hi": f"diff_{metric}_hi",
-            }
+        columns = ("diff", "diff_lo", "diff_hi", "diff_clipped")
+        diff = diff[[*by, *columns]].rename(
+            columns={c: c.replace("diff", f"diff_{metric}", 1) for c in columns}
         )
         table = table.merge(diff, on=by, how="left")
         table[f"verdict_{metric}"] = [
@@ -165,7 +162,8 @@ def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> Reading:
         verdict("loss", lo, hi)
         for lo, hi in zip(train_diff["diff_lo"], train_diff["diff_hi"], strict=True)
     ]
-    summary: dict = {"training_loss": {}, "validation": {}}
+    clipped = any_clipped(table, train_diff)
+    summary: dict = {"training_loss": {}, "validation": {}, "intervals_clipped": clipped}
     lines = [
         "| group | training loss | val loss | top-1 | recall@5 | MRR |",
         "|---|---|---|---|---|---|",
@@ -220,6 +218,7 @@ def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> Reading:
             *lines,
             "",
             *sentences,
+            *clipping_note(clipped),
         ]
     )
     return Reading(text, summary)

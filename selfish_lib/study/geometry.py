@@ -38,8 +38,18 @@ from .matrix import (
 )
 from .probe import probe_unigram
 from .projection import rarest_base_tokens
-from .readings import Reading, format_interval, interval_of
-from .stats import aggregate_seeds, compare, paired_difference
+from .readings import Reading, clipping_note, format_interval, interval_of
+from .stats import (
+    NON_NEGATIVE,
+    UNBOUNDED,
+    UNIT,
+    aggregate_seeds,
+    any_clipped,
+    clip_to_range,
+    compare,
+    difference_range,
+    paired_difference,
+)
 
 OBJECTIVES = ("initial", "CE", "HNS")  # 'initial': the weights a run starts from
 
@@ -64,6 +74,20 @@ METRICS: dict[str, tuple[str, str]] = {
     "effective_rank": ("effective rank (centred)", "more directions used"),
     "isotropy": ("partition isotropy I(W)", "more isotropic"),
     "probe_kl": ("unigram probe KL(f ‖ f̂)", "frequency harder to read off"),
+}
+# The range of each metric, to which its intervals over seeds are clipped (a difference
+# of two values of one metric lies in ``stats.difference_range`` of it).
+RANGES: dict[str, tuple[float, float]] = {
+    "twin_distance": NON_NEGATIVE,
+    "language_centroid_distance": NON_NEGATIVE,
+    "rare_centroid_distance_high": NON_NEGATIVE,
+    "rare_centroid_distance_low": NON_NEGATIVE,
+    "norm_rank_spearman_high": (-1.0, 1.0),
+    "norm_rank_spearman_low": (-1.0, 1.0),
+    "mean_cosine": (-1.0, 1.0),
+    "effective_rank": NON_NEGATIVE,
+    "isotropy": UNIT,
+    "probe_kl": NON_NEGATIVE,
 }
 DISTANCE_METRICS = (
     "twin_distance",
@@ -187,10 +211,16 @@ def long_metrics(per_seed: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(per_seed: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Means with 95% intervals over seeds per objective and metric, and HNS minus CE
-    per metric paired by seed (columns diff, diff_lo, diff_hi, n_pairs, direction)."""
+    per metric paired by seed (columns diff, diff_lo, diff_hi, n_pairs, direction).
+    Intervals are clipped to each metric's range (``RANGES``); ``value_clipped`` and
+    ``diff_clipped`` say where."""
     long = long_metrics(per_seed)
     means = aggregate_seeds(long, ["objective", "metric", "label"], ["value"])
+    ranges = means["metric"].map(lambda m: RANGES.get(m, UNBOUNDED))
+    means = clip_to_range(means, "value", [r[0] for r in ranges], [r[1] for r in ranges])
     diffs = paired_difference(long, ["metric", "label"], "value", "objective", "HNS", "CE")
+    ranges = diffs["metric"].map(lambda m: difference_range(RANGES.get(m, UNBOUNDED)))
+    diffs = clip_to_range(diffs, "diff", [r[0] for r in ranges], [r[1] for r in ranges])
     diffs["direction"] = [
         compare(lo, hi) for lo, hi in zip(diffs["diff_lo"], diffs["diff_hi"], strict=True)
     ]
@@ -274,8 +304,10 @@ def reading(
     m = means.set_index(["objective", "metric"])
     d = diffs.set_index("metric")
     n_pairs = int(d["n_pairs"].min()) if len(d) else 0
+    clipped = any_clipped(means, diffs)
     summary: dict = {
         "n_seeds": n_pairs,
+        "intervals_clipped": clipped,
         "metrics": {},
         "verdicts": {},
         "zero_directions": {
@@ -390,5 +422,6 @@ def reading(
         "*Closer* or *farther* (and *higher* or *lower*) means the whole 95% interval of the "
         "paired difference lies below or above zero; otherwise the objectives are "
         "*indistinguishable* at this number of seeds.",
+        *clipping_note(clipped),
     ]
     return Reading("\n".join(lines), summary)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..engine.runs import stack_runs
 from ..engine.scenarios import SCENARIO_LABELS, SCENARIOS
-from .readings import Reading, format_interval, interval_of
+from .readings import Reading, clipping_note, format_interval, interval_of
 from .stats import aggregate_seeds, compare, paired_difference
 
 
@@ -52,14 +52,13 @@ def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_group_share(runs: dict, token_info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Share of scenario 2.2 per rank group: (per seed, aggregated over seeds with intervals)."""
+    """Share of scenario 2.2 per rank group: (per seed, aggregated over seeds with intervals).
+    A share lies in [0, 1] and a ratio of norms is >= 0: their intervals are clipped to that
+    range (``share_nontarget_clipped``, ``nontarget_over_own_clipped``)."""
     per_seed = stack_runs(runs, lambda r: group_shares(token_totals(r.scenarios), token_info))
     agg = aggregate_seeds(
         per_seed, ["objective", "language", "group"], ["share_nontarget", "nontarget_over_own"]
     )
-    # A share lies in [0, 1]; a t interval over few seeds can reach past either end.
-    agg["share_nontarget_lo"] = agg["share_nontarget_lo"].clip(lower=0.0)
-    agg["share_nontarget_hi"] = agg["share_nontarget_hi"].clip(upper=1.0)
     return per_seed, agg
 
 
@@ -109,6 +108,7 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
         "CE",
     ).set_index("group")
     lines, summary = [], {"rare_groups": list(rare_groups), "groups": {}}
+    clipped = False  # whether an interval the reading quotes was clipped to its range
     for group in rare_groups:
         entry = {}
         parts = []
@@ -116,6 +116,7 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
             if (objective, group) not in high.index:
                 continue
             row = high.loc[(objective, group)]
+            clipped |= bool(row.get("share_nontarget_clipped", False))
             verdict = _verdict(
                 row["share_nontarget_lo"], row["share_nontarget_hi"], row["n_seeds"], 0.5
             )
@@ -134,6 +135,7 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
             )
         if group in diffs.index:
             d = diffs.loc[group]
+            clipped |= bool(d.get("diff_clipped", False))
             direction = compare(d["diff_lo"], d["diff_hi"])
             entry["hns_minus_ce"] = {
                 "diff": d["diff"],
@@ -147,6 +149,7 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
             )
         summary["groups"][group] = entry
         lines.append(f"- **ranks {group}**: " + "; ".join(parts) + ".")
+    summary["intervals_clipped"] = clipped
     text = "\n".join(
         [
             "In the rarest frequency groups of the training split (means over seeds with "
@@ -156,6 +159,7 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
             "",
             "A verdict is *yes* when the whole 95% interval of the share lies above one half, "
             "*no* when it lies below, and *inconclusive* otherwise.",
+            *clipping_note(clipped),
         ]
     )
     return Reading(text, summary)

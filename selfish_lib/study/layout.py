@@ -37,8 +37,8 @@ from ..engine.training import TrainConfig
 from ..engine.validation import ParameterError, check_choice, check_float, check_seeds
 from .frequency import verdict
 from .projection import pca_2d
-from .readings import POOLED, Reading, format_interval, interval_of
-from .stats import aggregate_seeds, paired_difference
+from .readings import CLIPPED_NOTE, POOLED, Reading, format_interval, interval_of
+from .stats import aggregate_seeds, any_clipped, paired_difference
 
 DEFAULT_LAYOUTS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, math.inf)
 SCHEDULE_KINDS = ("linear", "cosine")
@@ -275,7 +275,8 @@ def sweep_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     (``low_top1``, ``low_top1_lo``, ``low_top1_hi``, ...), the difference from CE paired
     by seed with its interval (``low_top1_diff``, ``_diff_lo``, ``_diff_hi``) and the
     verdict ``low_top1_vs_ce``: 'better', 'worse' or 'indistinguishable' ('reference'
-    for CE itself). ``per_seed`` is ``per_seed_metrics``'s table."""
+    for CE itself). Intervals are clipped to the metric's range (``low_top1_clipped``,
+    ``low_top1_diff_clipped``). ``per_seed`` is ``per_seed_metrics``'s table."""
     if CE_ARM not in set(per_seed["arm"]):
         raise ParameterError("per_seed", "runs without CE", "a sweep that includes layout = inf")
     arms = _arm_order(per_seed[list(ARM_COLUMNS)].drop_duplicates("arm"))
@@ -285,7 +286,7 @@ def sweep_table(per_seed: pd.DataFrame) -> pd.DataFrame:
     for language, metric in TABLE_VALUES:
         name = f"{language}_{metric}"
         part = per_seed[per_seed["language"] == language]
-        for suffix in ("", "_lo", "_hi"):
+        for suffix in ("", "_lo", "_hi", "_clipped"):
             table[name + suffix] = [
                 summary.loc[(arm, language), metric + suffix] for arm in table["arm"]
             ]
@@ -298,6 +299,9 @@ def sweep_table(per_seed: pd.DataFrame) -> pd.DataFrame:
             table[f"{name}_diff{suffix}"] = [
                 diffs[arm][f"diff{suffix}"] if arm in diffs else math.nan for arm in table["arm"]
             ]
+        table[f"{name}_diff_clipped"] = [
+            bool(diffs[arm]["diff_clipped"]) if arm in diffs else False for arm in table["arm"]
+        ]
         table[f"{name}_vs_ce"] = [
             "reference"
             if arm == CE_ARM
@@ -457,6 +461,7 @@ def sweep_reading(per_seed: pd.DataFrame, table: pd.DataFrame) -> Reading:
     constant_hns = constant[constant["arm"] != CE_ARM]
     trend = _trend(list(constant[POOLED_LOSS]))
 
+    clipped = any_clipped(table)
     lines = [
         f"Over {n_seeds} seed(s) per arm, 95% intervals; differences are paired by seed.",
         "",
@@ -524,6 +529,10 @@ def sweep_reading(per_seed: pd.DataFrame, table: pd.DataFrame) -> Reading:
             "verdict_vs_best_constant": word,
             f"{POOLED_LOSS}_vs_ce": sched[f"{POOLED_LOSS}_vs_ce"],
         }
+        clipped |= bool(vs_best["diff_clipped"])
+    summary["intervals_clipped"] = clipped
+    if clipped:  # said with the method, above the list the notebook may go on with
+        lines[0] += " " + CLIPPED_NOTE
     return Reading("\n".join(lines), summary)
 
 

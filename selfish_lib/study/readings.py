@@ -9,6 +9,12 @@ NaN interval for fewer than two):
 - a finite mean without an interval (either bound NaN) is the mean followed by
   ``"(1 seed)"``: one value says nothing about the spread;
 - otherwise ``"mean [lo, hi]"``.
+
+Two sentences go with the numbers wherever they apply: ``CLIPPED_NOTE`` when an
+interval was clipped to its metric's range (``stats.clip_interval``), and
+``PIPELINE_CHECK_NOTE`` for a profile that only checks the pipeline (the smoke
+profile, ``pipeline_check_only``): its verdicts are computed like any others but
+say nothing about the study's claims.
 """
 
 from __future__ import annotations
@@ -27,6 +33,17 @@ POOLED = "both"
 LANGUAGE_NAMES = {"high": "high-resource", "low": "low-resource", POOLED: "both languages"}
 # The validation metrics (``evaluation.METRICS``) in prose, in the same order.
 METRIC_NAMES = {"loss": "loss", "top1": "top-1 accuracy", "recall5": "recall@5", "mrr": "MRR"}
+
+# Profiles whose numbers only check that the pipeline runs end to end.
+PIPELINE_CHECK_PROFILES = frozenset({"smoke"})
+PIPELINE_CHECK_NOTE = (
+    "Smoke profile: a tiny model trained for a few dozen steps. These numbers and verdicts "
+    "only check that the pipeline runs; they are not results."
+)
+CLIPPED_NOTE = (
+    "Intervals that reached past their metric's range are clipped to it: accuracies, MRR "
+    "and shares to [0, 1], differences of two of them to [−1, 1], losses and norms to ≥ 0."
+)
 
 NO_DATA = "n/a"
 NO_INTERVAL = "(1 seed)"
@@ -52,6 +69,17 @@ class Reading:
         if not isinstance(self.summary, Mapping):
             raise ParameterError("summary", self.summary, "a mapping (a JSON object)")
         object.__setattr__(self, "summary", jsonable(self.summary))
+
+
+def pipeline_check_only(profile: str) -> bool:
+    """Whether the numbers of ``profile`` only check the pipeline (the smoke profile)."""
+    return profile in PIPELINE_CHECK_PROFILES
+
+
+def clipping_note(clipped: bool) -> list[str]:
+    """The lines to end a reading with: ``["", CLIPPED_NOTE]`` when an interval was clipped
+    to its metric's range, none otherwise."""
+    return ["", CLIPPED_NOTE] if clipped else []
 
 
 def format_interval(

@@ -6,18 +6,105 @@ errors. Differences between two objectives are *paired by seed* (the same seed
 gives both runs the same initialization and the same batches), so the interval
 is the t interval of the per-seed differences. Fewer than two values give a
 NaN interval: one seed says nothing about the spread.
+
+A t interval over few seeds can reach past the range its quantity can take (with two
+seeds the half-width is 12.7 standard errors): a top-1 accuracy of 0.05 may get the
+interval [-0.14, 0.24]. Intervals of bounded quantities are therefore clipped to
+their range, here and nowhere else: ``RANGES`` names the range of every bounded
+column of the study, ``aggregate_seeds`` and ``paired_difference`` clip with it by
+default (a difference of two values in [a, b] lies in [a - b, b - a]), and they
+record where they clipped in a ``<value>_clipped`` column (``diff_clipped`` for a
+difference). ``clip_interval`` is the clipping itself, for one interval or many.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from ..engine.validation import check_float
+from ..engine.validation import ParameterError, check_float
+
+UNIT = (0.0, 1.0)
+NON_NEGATIVE = (0.0, math.inf)
+UNBOUNDED = (-math.inf, math.inf)
+
+# The range of every bounded quantity of the study, by the column that holds it.
+RANGES: dict[str, tuple[float, float]] = {
+    # validation metrics (engine.evaluation.METRICS): mean loss in nats and three shares
+    "loss": NON_NEGATIVE,
+    "top1": UNIT,
+    "recall5": UNIT,
+    "mrr": UNIT,
+    # gradient scenarios (study.gradients): summed norms and the share of scenario 2.2
+    "norm": NON_NEGATIVE,
+    "share_nontarget": UNIT,
+    "nontarget_over_own": NON_NEGATIVE,
+    # where the probability goes (study.bilingual.where_the_loss_goes)
+    "outside_mass": UNIT,
+    "easy_mass": UNIT,
+    "easy_count": NON_NEGATIVE,
+    "target_prob": UNIT,
+}
+
+CLIPPED_SUFFIX = "_clipped"
+
+
+def difference_range(bounds: tuple[float, float]) -> tuple[float, float]:
+    """The range of A - B when A and B both lie in ``bounds`` = (low, high):
+    (low - high, high - low); [-1, 1] for two shares, unbounded for two losses."""
+    low, high = bounds
+    return low - high, high - low
+
+
+def clip_interval(lo, hi, low: float | Any = -math.inf, high: float | Any = math.inf):
+    """``(lo, hi, clipped)``: the interval [lo, hi] clipped to [low, high], and whether the
+    raw interval reached past either end. Takes numbers or arrays (one interval per
+    element, with ``low``/``high`` numbers or arrays alike); NaN bounds stay NaN and are
+    not clipped."""
+    lo_arr, hi_arr = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    low_arr, high_arr = np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    if np.any(low_arr > high_arr):
+        raise ParameterError("low", low, f"a lower end of the range <= its upper end {high}")
+    with np.errstate(invalid="ignore"):
+        clipped = (lo_arr < low_arr) | (hi_arr > high_arr)
+        new_lo = np.where(lo_arr < low_arr, low_arr, lo_arr)
+        new_hi = np.where(hi_arr > high_arr, high_arr, hi_arr)
+    if new_lo.ndim == 0:
+        return float(new_lo), float(new_hi), bool(clipped)
+    return new_lo, new_hi, clipped
+
+
+def clip_to_range(
+    table: pd.DataFrame,
+    name: str,
+    low: float | Any = -math.inf,
+    high: float | Any = math.inf,
+) -> pd.DataFrame:
+    """``table`` with the interval ``name_lo``, ``name_hi`` clipped to [low, high] (numbers,
+    or one per row) and ``name_clipped`` saying in which rows it was (True where a raw
+    bound lay outside the range; a row clipped before stays marked)."""
+    out = table.copy()
+    lo, hi, clipped = clip_interval(out[f"{name}_lo"], out[f"{name}_hi"], low, high)
+    out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    before = np.asarray(out.get(name + CLIPPED_SUFFIX, False), dtype=bool)
+    out[name + CLIPPED_SUFFIX] = np.asarray(clipped, dtype=bool) | before
+    return out
+
+
+def any_clipped(*tables: pd.DataFrame) -> bool:
+    """Whether any interval of ``tables`` was clipped to its range (any ``*_clipped``
+    column holds True)."""
+    return any(
+        bool(t[c].fillna(False).astype(bool).any())
+        for t in tables
+        for c in t.columns
+        if str(c).endswith(CLIPPED_SUFFIX)
+    )
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float, int]:
@@ -44,12 +131,15 @@ def aggregate_seeds(
     by: Sequence[str],
     values: Sequence[str],
     confidence: float = 0.95,
+    bounds: Mapping[str, tuple[float, float]] | None = None,
 ) -> pd.DataFrame:
     """Mean and interval over rows (one per seed) within each group of ``by``.
 
     Output columns per value ``v``: ``v`` (mean), ``v_lo``, ``v_hi``; plus
     ``n_seeds`` (seeds with a finite value of the first value column). The same
-    numbers as ``mean_ci`` per group, computed for all groups at once.
+    numbers as ``mean_ci`` per group, computed for all groups at once; then the
+    interval of every value with a range in ``bounds`` (default ``RANGES``; ``{}``
+    for none) is clipped to it, and ``v_clipped`` says in which groups it was.
     """
     confidence = check_float("confidence", confidence, 0.0, 1.0, min_inclusive=False)
     by, values = list(by), list(values)
@@ -68,7 +158,12 @@ def aggregate_seeds(
         out[f"{v}_hi"] = out[v] + half
     out["n_seeds"] = n[values[0]].to_numpy()
     out = out.reset_index()
-    return out.drop(columns="_all") if not by else out
+    out = out.drop(columns="_all") if not by else out
+    bounds = RANGES if bounds is None else bounds
+    for v in values:
+        if v in bounds:
+            out = clip_to_range(out, v, *bounds[v])
+    return out
 
 
 def paired_difference(
@@ -80,12 +175,16 @@ def paired_difference(
     control: object,
     pair_on: str = "seed",
     confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """Per group of ``by``: treatment minus control of ``value``, paired on ``pair_on``.
 
     ``arm`` names the column that tells treatment from control (e.g. 'objective').
-    Columns: by..., diff, diff_lo, diff_hi, n_pairs, treatment, control (means).
-    Seeds present in only one arm are left out of the difference.
+    Columns: by..., diff, diff_lo, diff_hi, n_pairs, treatment, control (means),
+    diff_clipped. Seeds present in only one arm are left out of the difference. The
+    interval is clipped to the range a difference can take, ``difference_range`` of
+    ``bounds`` (default: ``value``'s range in ``RANGES``, if it has one), and
+    ``diff_clipped`` says where it was.
     """
     keys = list(by) + [pair_on]
     t = frame[frame[arm] == treatment].set_index(keys)[value]
@@ -108,7 +207,12 @@ def paired_difference(
                 "control": part["c"].mean(),
             }
         )
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(
+        rows, columns=[*by, "diff", "diff_lo", "diff_hi", "n_pairs", "treatment", "control"]
+    )
+    if bounds is None:
+        bounds = RANGES.get(value, UNBOUNDED)
+    return clip_to_range(out, "diff", *difference_range(bounds))
 
 
 def compare(diff_lo: float, diff_hi: float) -> str:

@@ -8,6 +8,10 @@ import pandas as pd
 from ...study.readings import POOLED
 from .core import EXPERIMENT_COLORS, LANGUAGE_TITLES, METRIC_TITLES, experiment_scale
 
+# A Vega expression that breaks an axis label into lines after its first hyphen and at
+# its spaces: 'high-resource' -> 'high-' / 'resource', 'both languages' -> 'both' / 'languages'.
+WRAP_LABEL = "split(replace(datum.label, '-', '- '), ' ')"
+
 # The two alphabets, in the order their panels are drawn.
 _ALPHABETS = [LANGUAGE_TITLES[k] for k in ("high", "low")]
 
@@ -84,11 +88,13 @@ def bilingual_final_metrics(table: pd.DataFrame) -> alt.FacetChart:
     ``table`` is the first frame of ``bilingual.final_table(...)``."""
     data = _long_metrics(table, ["experiment", "language"])
     color = alt.Color("experiment:N", scale=experiment_scale(), title="experiment")
+    # Each language title on two lines ('low-' over 'resource', 'both' over 'languages'):
+    # on one line the three titles run into each other under a panel 240 pixels wide.
     x = alt.X(
         "language_title:N",
         title=None,
         sort=list(LANGUAGE_TITLES.values()),
-        axis=alt.Axis(labelAngle=0),
+        axis=alt.Axis(labelAngle=0, labelExpr=WRAP_LABEL, labelLineHeight=13),
     )
     offset = alt.XOffset("experiment:N", sort=list(EXPERIMENT_COLORS))
     points = (
@@ -123,7 +129,9 @@ def bilingual_final_metrics(table: pd.DataFrame) -> alt.FacetChart:
         .resolve_scale(y="independent")
         .properties(
             title=alt.Title(
-                "Final validation metrics", subtitle="mean over seeds with 95% intervals"
+                "Final validation metrics",
+                subtitle="mean over seeds with 95% intervals, clipped to each metric's range",
+                offset=10,
             )
         )
     )

@@ -8,6 +8,9 @@ import pandas as pd
 from ...engine.evaluation import METRICS
 from .core import METRIC_TITLES, VERDICT_COLORS, color_scale, objective_scale
 
+# The most panels a row of a wrapped grid holds.
+GRID_COLUMNS = 4
+
 
 def _group_order(groups) -> list[str]:
     return sorted(set(groups), key=lambda g: int(str(g).split("-")[0]))
@@ -50,16 +53,19 @@ def group_curves(
             ],
         )
     )
+    # One cell per group present, wrapped in rows of at most four. Each cell draws its own
+    # x axis: with axes in the footer of each column, a last row shorter than the others
+    # would leave an axis and its title under an empty slot.
+    groups = _group_order(data["group"])
     return (
         alt.layer(band, line, data=data)
         .properties(width=230, height=160)
         .facet(
-            facet=alt.Facet(
-                "group:N", sort=_group_order(data["group"]), title="frequency rank group"
-            ),
-            columns=4,
+            facet=alt.Facet("group:N", sort=groups, title="frequency rank group"),
+            columns=min(GRID_COLUMNS, len(groups)),
         )
         .resolve_scale(y="independent")
+        .resolve_axis(x="independent")
         .properties(title=alt.Title(title, subtitle="mean over seeds with a 95% band"))
     )
 
@@ -121,8 +127,8 @@ def group_differences(table: pd.DataFrame) -> alt.FacetChart:
         .properties(
             title=alt.Title(
                 "HNS minus CE on the validation split, per frequency group",
-                subtitle="95% intervals of the difference paired by seed; lower loss and higher "
-                "accuracy are better",
+                subtitle="95% intervals of the difference paired by seed, clipped to the range "
+                "a difference can take; lower loss and higher accuracy are better",
             )
         )
     )
