@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from common import machine, median_ms, print_table, setup, synchronize
 
+import selfish_lib.engine.training as training
 from selfish_lib.engine.corpus import load_corpus
 from selfish_lib.engine.evaluation import evaluate_split
 from selfish_lib.engine.executors import train_all
@@ -34,17 +35,23 @@ def executors(steps: int, corpus) -> list[list[object]]:
     ]
     rows = []
     times = {}
-    for jobs in (1, 2):
+    arms = [("jobs=1, 1 thread (the executor's solo run)", 1, 1),
+            ("jobs=1, 2 threads (one process using both cores)", 1, 2),
+            ("jobs=2, 1 thread each", 2, 1)]  # fmt: skip
+    for label, jobs, threads in arms:
+        training.CPU_TRAINING_THREADS = threads  # the 2-thread arm is a reference only
         with tempfile.TemporaryDirectory() as store:
             began = time.perf_counter()
             train_all(configs, results_dir=Path(store), corpus=corpus, device="cpu", jobs=jobs,
                       progress=False)  # fmt: skip
-            times[jobs] = time.perf_counter() - began
+            times[label] = time.perf_counter() - began
+        training.CPU_TRAINING_THREADS = 1
     total_steps = steps * len(configs)
-    for jobs, seconds in times.items():
-        rows.append([f"{len(configs)} runs, jobs={jobs}", f"{seconds:.1f} s",
+    reference = times[arms[0][0]]
+    for label, seconds in times.items():
+        rows.append([f"{len(configs)} runs, {label}", f"{seconds:.1f} s",
                      f"{total_steps / seconds:.1f} steps/s",
-                     f"{times[1] / seconds:.2f}x"])  # fmt: skip
+                     f"{reference / seconds:.2f}x"])  # fmt: skip
     return rows
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .validation import ParameterError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -58,3 +60,22 @@ def jsonable(value: Any) -> Any:
 def write_json(path: str | os.PathLike, data: Any) -> Path:
     """Write ``data`` as indented strict JSON (see ``jsonable``), atomically."""
     return write_atomic(path, json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+
+
+def check_writable_folder(name: str, raw: object, allowed: str) -> Path:
+    """``raw`` as a folder path that is, or can be created as, a writable folder: a
+    non-empty path whose nearest existing ancestor is a folder this process may write.
+    ParameterError naming ``name`` otherwise, before anything is written."""
+    if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
+        raise ParameterError(name, raw, allowed)
+    folder = Path(raw)
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(name, str(raw), allowed + "; that path is a file")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ParameterError(name, str(raw), allowed + f"; {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ParameterError(name, str(raw), allowed + f"; {existing} is read-only")
+    return folder

@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .corpus import Corpus, load_corpus
 from .evaluation import aggregate
+from .files import check_writable_folder
 from .model import GPT, ModelConfig
 from .scenarios import tidy
 from .training import MODEL_FIELDS, TrainConfig, resolve_device, train
-from .validation import ParameterError
 
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
@@ -61,20 +61,9 @@ def results_root(results_dir: str | os.PathLike | None = None) -> Path:
     """The store's folder, checked before any work: a non-empty path that is a folder
     (or does not exist yet) below a folder this process may write."""
     raw = default_results_dir() if results_dir is None else results_dir
-    allowed = "a folder for the run store (it is created if missing)"
-    if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
-        raise ParameterError("results_dir", raw, allowed)
-    root = Path(raw)
-    if root.exists() and not root.is_dir():
-        raise ParameterError("results_dir", str(root), allowed + "; that path is a file")
-    existing = root
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ParameterError("results_dir", str(root), allowed + f"; {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ParameterError("results_dir", str(root), allowed + f"; {existing} is read-only")
-    return root
+    return check_writable_folder(
+        "results_dir", raw, "a folder for the run store (it is created if missing)"
+    )
 
 
 def config_hash(config: TrainConfig) -> str:

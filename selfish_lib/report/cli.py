@@ -127,21 +127,16 @@ def _jobs(text: str) -> str | int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``selfish`` command."""
-    profiles = ", ".join(PROFILE_NAMES)
-    parser = argparse.ArgumentParser(prog="selfish", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    rep = sub.add_parser("reproduce", help="execute the notebooks into reports/<profile>/")
-    rep.add_argument("--profile", default="paper", help=f"one of {profiles} (default paper)")
-    rep.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    rep.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the profile's)")
-    rep.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. 01_hypothesis or 01")
-    rep.add_argument("--reports-dir", default="reports")
-    rep.add_argument("--results-dir", default="results")
-    rep.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
-    rep.add_argument(
+def _add_selection(command: argparse.ArgumentParser, profiles: str) -> None:
+    """The options that choose a reproduction: profile, device, seeds, notebooks, store,
+    corpus and notebook parameters (shared by ``reproduce`` and ``plan``)."""
+    command.add_argument("--profile", default="paper", help=f"one of {profiles} (default paper)")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    command.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the profile's)")
+    command.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. 01_hypothesis or 01")
+    command.add_argument("--results-dir", default="results")
+    command.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
+    command.add_argument(
         "-p",
         "--param",
         action=_ParameterAction,
@@ -152,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         "notebook selected (--only 01), 01_hypothesis:layout=1.0 or 01:layout=1.0 with several",
     )
 
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``selfish`` command."""
+    profiles = ", ".join(PROFILE_NAMES)
+    parser = argparse.ArgumentParser(prog="selfish", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rep = sub.add_parser("reproduce", help="execute the notebooks into reports/<profile>/")
+    _add_selection(rep, profiles)
+    rep.add_argument("--reports-dir", default="reports")
     rep.add_argument(
         "--jobs",
         type=_jobs,
@@ -161,17 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     plan = sub.add_parser("plan", help="list every run the notebooks need, with status and time")
-    plan.add_argument("--profile", default="paper", help=f"one of {profiles} (default paper)")
-    plan.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    plan.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the profile's)")
-    plan.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. 01_hypothesis or 01")
-    plan.add_argument("--results-dir", default="results")
-    plan.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
-    plan.add_argument(
-        "-p", "--param", action=_ParameterAction, nargs="+", default=[],
-        metavar="[NB:]NAME=VALUE",
-        help="override a notebook's own parameter, e.g. 03_hns_training:layout=4.0",
-    )  # fmt: skip
+    _add_selection(plan, profiles)
     plan.add_argument("--no-estimate", action="store_true", help="skip the timing calibration")
 
     report = sub.add_parser("report", help="re-render the HTML of reports/<profile>/")

@@ -56,9 +56,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..engine.corpus import resolve_corpus_path
+from ..engine.corpus import load_corpus, resolve_corpus_path
 from ..engine.executors import train_all
-from ..engine.files import write_atomic, write_json
+from ..engine.files import check_writable_folder, write_atomic, write_json
 from ..engine.profiles import get_profile
 from ..engine.runs import config_hash, results_root
 from ..engine.training import resolve_device
@@ -66,7 +66,15 @@ from ..engine.validation import ParameterError, check_int, check_seeds
 from .charts import EMBED_OPTIONS, javascript_bundle, spec_of_output
 from .parameters import COMMON, NOTEBOOK_NAME, check_device, own_parameters
 from .parameters import check_study as check_study  # re-exported: pipeline.check_study
-from .plan import declared_runs, notebook_parameters_for_plan, run_status
+from .plan import (
+    calibrate,
+    declared_runs,
+    estimate_seconds,
+    format_duration,
+    notebook_parameters_for_plan,
+    run_status,
+    shape_of,
+)
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL = "python3"
@@ -537,11 +545,19 @@ def run_pipeline(
     jobs = check_int("jobs", jobs, 1)
     configs = prepared.configs()
     if configs:
-        missing = sum(run_status(c, prepared.store) != "done" for c in configs)
-        print(f"plan: {len(configs)} runs, {missing} to train, then "
-              f"{len(prepared.notebooks)} notebooks", flush=True)  # fmt: skip
-        train_all(configs, results_dir=prepared.store, data_path=prepared.corpus_path,
-                  device=device, jobs=jobs, progress=progress)  # fmt: skip
+        missing = [c for c in configs if run_status(c, prepared.store) != "done"]
+        line = f"plan: {len(configs)} runs, {len(missing)} to train"
+        corpus = None
+        if missing:
+            corpus = load_corpus(prepared.corpus_path)
+            timings = calibrate(missing, corpus, device)
+            seconds = sum(estimate_seconds(c, timings[shape_of(c)]) for c in missing)
+            line += f" (about {format_duration(seconds / jobs)} with {jobs} job(s))"
+        print(f"{line}, then {len(prepared.notebooks)} notebooks", flush=True)
+        train_all(
+            configs, results_dir=prepared.store, data_path=prepared.corpus_path, corpus=corpus,
+            device=device, jobs=jobs, progress=progress,
+        )  # fmt: skip
     report_dir = prepared.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
@@ -573,19 +589,8 @@ def check_reports_dir(reports_dir: str | os.PathLike, profile: str) -> Path:
     """``<reports_dir>/<profile>``, resolved, checked to be a folder this process may write
     (created if missing) before any work."""
     allowed = "a folder for the reports (it is created if missing)"
-    if not isinstance(reports_dir, (str, os.PathLike)) or not str(reports_dir).strip():
-        raise ParameterError("reports_dir", reports_dir, allowed)
-    target = (Path(reports_dir) / profile).resolve()
-    existing = target
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ParameterError("reports_dir", str(reports_dir), allowed + f"; {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ParameterError(
-            "reports_dir", str(reports_dir), allowed + f"; {existing} is read-only"
-        )
-    return target
+    check_writable_folder("reports_dir", reports_dir, allowed)
+    return check_writable_folder("reports_dir", Path(reports_dir) / profile, allowed).resolve()
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ from ..engine.runs import MARKER, config_hash, results_root
 from ..engine.training import (
     CHECKPOINT,
     TrainConfig,
+    cpu_training_threads,
     initial_model,
     learning_rate,
     make_optimizer,
@@ -120,7 +121,7 @@ def run_status(config: TrainConfig, results_dir: str | Path | None = None) -> st
     return "missing"
 
 
-def _shape(config: TrainConfig) -> tuple:
+def shape_of(config: TrainConfig) -> tuple:
     """What the time of a step depends on (the objective and seed aside)."""
     return (config.model, config.batch_size, config.bilingual)
 
@@ -132,26 +133,39 @@ def calibrate(
     measured on this device with ``steps`` timed steps after one untimed step."""
     dev = resolve_device(device)
     out: dict[tuple, tuple[float, float]] = {}
-    for config in configs:
-        shape = _shape(config)
-        if shape in out:
-            continue
-        model = initial_model(config, corpus.vocab_size).to(dev)
-        optimizer = make_optimizer(model, config)
-        sampler = BlockSampler(corpus.train, config.model.block_size, config.batch_size,
-                               config.seed, corpus.vocab_size, p_low=config.p_low)  # fmt: skip
-        timings = []
-        for step in range(steps + 1):
-            x, y = (t.to(dev) for t in sampler.sample())
-            began = time.perf_counter()
-            training_step(model, optimizer, x, y, config, learning_rate(step, config), step=step)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            timings.append(time.perf_counter() - began)
-        began = time.perf_counter()
-        evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
-        out[shape] = (sorted(timings[1:])[len(timings[1:]) // 2], time.perf_counter() - began)
+    with cpu_training_threads(dev):  # the threads training will use
+        for config in configs:
+            _calibrate_one(config, corpus, dev, steps, out)
     return out
+
+
+def _calibrate_one(
+    config: TrainConfig,
+    corpus: Corpus,
+    dev: torch.device,
+    steps: int,
+    out: dict[tuple, tuple[float, float]],
+) -> None:
+    """Time ``steps`` steps (after one untimed) and one evaluation of ``config``'s shape."""
+    shape = shape_of(config)
+    if shape in out:
+        return
+    model = initial_model(config, corpus.vocab_size).to(dev)
+    optimizer = make_optimizer(model, config)
+    sampler = BlockSampler(corpus.train, config.model.block_size, config.batch_size,
+                           config.seed, corpus.vocab_size, p_low=config.p_low)  # fmt: skip
+    timings = []
+    for step in range(steps + 1):
+        x, y = (t.to(dev) for t in sampler.sample())
+        began = time.perf_counter()
+        training_step(model, optimizer, x, y, config, learning_rate(step, config), step=step)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        timings.append(time.perf_counter() - began)
+    began = time.perf_counter()
+    evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
+    timed = sorted(timings[1:])
+    out[shape] = (timed[len(timed) // 2], time.perf_counter() - began)
 
 
 def estimate_seconds(
@@ -188,7 +202,7 @@ def plan_table(
                     done = config.max_steps
                 estimate = None
                 if timings is not None and status != "done":
-                    estimate = estimate_seconds(config, timings[_shape(config)], done)
+                    estimate = estimate_seconds(config, timings[shape_of(config)], done)
                 rows[key] = {
                     "id": key,
                     "notebooks": [notebook],
