@@ -6,6 +6,8 @@ that an interrupted write leaves the previous file or none, never a truncated on
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -79,3 +81,20 @@ def check_writable_folder(name: str, raw: object, allowed: str) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ParameterError(name, str(raw), allowed + f"; {existing} is read-only")
     return folder
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, waiting: str):
+    """Hold an exclusive advisory lock on the file ``path`` for the block, printing
+    ``waiting`` first when another process holds it. The system releases the lock
+    when its process ends, however it ends, so a crash never leaves a stale lock."""
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -16,7 +16,6 @@ when complete, so an interrupted run never looks finished and the next
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from .corpus import Corpus, load_corpus
 from .evaluation import aggregate
-from .files import check_writable_folder
+from .files import check_writable_folder, exclusive_lock
 from .model import GPT, ModelConfig
 from .scenarios import tidy
 from .training import MODEL_FIELDS, TrainConfig, resolve_device, train
@@ -260,16 +259,9 @@ def _training_lock(partial: Path):
     its process ends, however it ends, so a crashed run never leaves a stale lock.
     """
     partial.mkdir(parents=True, exist_ok=True)
-    with open(partial / "lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another process that is training {partial.name[1:-8]} ...")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    waiting = f"waiting for another process that is training {partial.name[1:-8]} ..."
+    with exclusive_lock(partial / "lock", waiting):
+        yield
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

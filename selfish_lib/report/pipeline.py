@@ -41,7 +41,6 @@ import ast
 import contextlib
 import copy
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
@@ -58,7 +57,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..engine.corpus import load_corpus, resolve_corpus_path
 from ..engine.executors import train_all
-from ..engine.files import check_writable_folder, write_atomic, write_json
+from ..engine.files import check_writable_folder, exclusive_lock, write_atomic, write_json
 from ..engine.profiles import get_profile
 from ..engine.runs import config_hash, results_root
 from ..engine.training import resolve_device
@@ -598,16 +597,8 @@ def _reports_lock(report_dir: Path):
     """One reproduction at a time writes a reports folder: an advisory lock held while it
     runs, released by the system however the process ends."""
     lock = report_dir.parent / f".{report_dir.name}.lock"  # beside the folder, not in it
-    with open(lock, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another reproduction that is writing {report_dir} ...")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_lock(lock, f"waiting for another reproduction that is writing {report_dir} ..."):
+        yield
 
 
 def _update_summary(path: Path, notebook: tuple[str, dict] | None = None, **fields) -> dict:
