@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .corpus import Corpus, load_corpus
+from .corpus import Corpus, load_corpus, sha256_of
 from .evaluation import aggregate
 from .files import check_writable_folder, exclusive_lock
 from .model import GPT, ModelConfig
@@ -99,20 +99,12 @@ class CorruptRun(ValueError):
         super().__init__(f"corrupt run {path.name}: {reason}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _manifest(folder: Path, key: str, config: TrainConfig) -> dict:
     """Size and sha256 of every file of a finished run, with its config and id."""
     files = {}
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.name not in (MANIFEST, MARKER, "lock"):
-            files[path.name] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            files[path.name] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
     return {"id": key, "numerics": NUMERICS_VERSION, "config": config.to_dict(), "files": files}
 
 
@@ -153,7 +145,7 @@ def check_run(path: str | os.PathLike, full: bool | None = None) -> TrainConfig:
         size = file.stat().st_size
         if size != entry["size"]:
             raise CorruptRun(path, f"{name} has {size} bytes, the manifest says {entry['size']}")
-        if full and _sha256(file) != entry["sha256"]:
+        if full and sha256_of(file) != entry["sha256"]:
             raise CorruptRun(path, f"{name} differs from the manifest (sha256)")
     for name in TABLES:
         if f"{name}.csv.gz" not in files:
