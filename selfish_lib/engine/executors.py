@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .corpus import Corpus, load_corpus
-from .runs import get_or_train, results_root
+from .runs import config_hash, get_or_train, results_root
 from .training import TrainConfig, resolve_device
 from .validation import ParameterError, check_int
 
@@ -68,16 +68,45 @@ def train_all(
     results_root(results_dir)
     resolve_device(device)
     distinct = list(dict.fromkeys(configs))
-    if jobs == 1 or len(distinct) <= 1:
+    units = work_units(distinct)
+    if jobs == 1 or len(units) <= 1:
         corpus = corpus if corpus is not None else load_corpus(data_path)
-        out = []
-        for config in tqdm(distinct, desc="runs", unit="run", disable=not progress):
-            run = get_or_train(
-                config, corpus=corpus, results_dir=results_dir, device=device, progress=progress
-            )
-            out.append(Trained(run.id, run.trained_now, run.wall_seconds))
-        return out
-    return _train_in_processes(distinct, results_dir, data_path, device, jobs, progress)
+        done: list[Trained] = []
+        for unit in tqdm(units, desc="runs", unit="unit", disable=not progress):
+            done += train_unit(unit, corpus, results_dir, device, progress)
+        return _in_order(distinct, done)
+    return _in_order(distinct, _train_in_processes(units, results_dir, data_path, device, jobs,
+                                                   progress))  # fmt: skip
+
+
+Unit = tuple[TrainConfig, ...]
+
+
+def work_units(configs: Sequence[TrainConfig]) -> list[Unit]:
+    """The configs as units of work, each trained by one call of ``train_unit``."""
+    return [(config,) for config in configs]
+
+
+def train_unit(
+    unit: Unit,
+    corpus: Corpus,
+    results_dir: str | os.PathLike | None,
+    device: str,
+    progress: bool = False,
+) -> list[Trained]:
+    """Train (or load) the configs of one unit into the store, in this process."""
+    out = []
+    for config in unit:
+        run = get_or_train(config, corpus=corpus, results_dir=results_dir, device=device,
+                           progress=progress)  # fmt: skip
+        out.append(Trained(run.id, run.trained_now, run.wall_seconds))
+    return out
+
+
+def _in_order(configs: Sequence[TrainConfig], done: Sequence[Trained]) -> list[Trained]:
+    """The reports of ``done`` (one per config, in unit order) in the order of ``configs``."""
+    by_id = {t.id: t for t in done}
+    return [by_id[config_hash(c)] for c in configs]
 
 
 def _worker_setup(threads: int) -> None:
@@ -85,12 +114,9 @@ def _worker_setup(threads: int) -> None:
 
 
 def _worker_train(
-    config: TrainConfig, results_dir: str | None, data_path: str | None, device: str
-) -> Trained:
-    corpus = _worker_corpus(data_path)
-    run = get_or_train(config, corpus=corpus, results_dir=results_dir, device=device,
-                       progress=False)  # fmt: skip
-    return Trained(run.id, run.trained_now, run.wall_seconds)
+    unit: Unit, results_dir: str | None, data_path: str | None, device: str
+) -> list[Trained]:
+    return train_unit(unit, _worker_corpus(data_path), results_dir, device)
 
 
 _CORPORA: dict[str | None, Corpus] = {}
@@ -104,7 +130,7 @@ def _worker_corpus(data_path: str | None) -> Corpus:
 
 
 def _train_in_processes(
-    configs: list[TrainConfig],
+    units: list[Unit],
     results_dir: str | os.PathLike | None,
     data_path: str | os.PathLike | None,
     device: str,
@@ -121,26 +147,26 @@ def _train_in_processes(
     context = multiprocessing.get_context("spawn")
     store = None if results_dir is None else str(Path(results_dir))
     data = None if data_path is None else str(Path(data_path))
-    results: dict[int, Trained] = {}
+    done: list[Trained] = []
     with futures.ProcessPoolExecutor(
         max_workers=jobs, mp_context=context, initializer=_worker_setup, initargs=(threads,)
     ) as pool:
-        pending = {
-            pool.submit(
-                _worker_train, config, store, data, f"cuda:{i % gpus}" if gpus else device
-            ): i
-            for i, config in enumerate(configs)
-        }
-        bar = tqdm(total=len(pending), desc=f"runs ({jobs} jobs)", unit="run",
+        pending = [
+            pool.submit(_worker_train, unit, store, data, f"cuda:{i % gpus}" if gpus else device)
+            for i, unit in enumerate(units)
+        ]
+        total = sum(len(u) for u in units)
+        bar = tqdm(total=total, desc=f"runs ({jobs} jobs)", unit="run",
                    disable=not progress)  # fmt: skip
         try:
-            for done in futures.as_completed(pending):
-                results[pending[done]] = done.result()
-                bar.update(1)
+            for job in futures.as_completed(pending):
+                trained = job.result()
+                done += trained
+                bar.update(len(trained))
         except BaseException:
             for job in pending:
                 job.cancel()
             raise
         finally:
             bar.close()
-    return [results[i] for i in range(len(configs))]
+    return done
