@@ -46,6 +46,10 @@ class Objective:
 
     name: ClassVar[str] = ""
     arm: ClassVar[str] = ""
+    # True when ``loss`` reads nothing of ``context.model`` but its ``embedding``: the
+    # run can then train inside an ensemble (``engine.ensemble``), where that is all
+    # a member offers.
+    batchable: ClassVar[bool] = True
 
     @property
     def label(self) -> str:

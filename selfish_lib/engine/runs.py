@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -32,11 +33,12 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from .corpus import Corpus, load_corpus, sha256_of
+from .ensemble import train_ensemble
 from .evaluation import aggregate
 from .files import check_writable_folder, exclusive_lock
 from .model import GPT, ModelConfig
 from .scenarios import tidy
-from .training import MODEL_FIELDS, TrainConfig, resolve_device, train
+from .training import CHECKPOINT, MODEL_FIELDS, TrainConfig, TrainResult, resolve_device, train
 
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
@@ -273,6 +275,19 @@ def _train_into(
     started = time.time()
     result = train(config, corpus, partial, device=device, progress=progress)
     assert result is not None
+    _write_into(result, config, partial, final, key, started, {"executor": "solo"})
+
+
+def _write_into(
+    result: TrainResult,
+    config: TrainConfig,
+    partial: Path,
+    final: Path,
+    key: str,
+    started: float,
+    execution: dict,
+) -> None:
+    """Write a trained result's files into ``partial``, then rename it to ``final``."""
     for name in TABLES:
         _write_csv(getattr(result, name), partial / f"{name}.csv.gz")
     sizes = {**result.model.config.to_dict(), "vocab_size": result.model.vocab_size}
@@ -287,6 +302,8 @@ def _train_into(
         "train_seconds": result.seconds,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()),
         "wall_seconds_this_call": time.time() - started,
+        # how the run was trained (not part of its id): solo, or member i of an ensemble
+        "execution": execution,
     }
     body = {"id": key, "config": config.to_dict(), "meta": meta}
     (partial / "config.json").write_text(json.dumps(body, indent=2))
@@ -328,6 +345,95 @@ def get_or_train(
             return run
         started = time.perf_counter()
         _train_into(config, corpus, partial, final, key, device, progress)
+    run = Run.load(final)
+    run.trained_now = True
+    run.wall_seconds = time.perf_counter() - started
+    return run
+
+
+def get_or_train_group(
+    configs: Sequence[TrainConfig],
+    *,
+    corpus: Corpus | None = None,
+    results_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> list[Run]:
+    """``get_or_train`` for configs of one ensemble group (``ensemble.group_key``): the
+    runs not in the store yet train together as one batched model (``ensemble``).
+
+    Every member's lock is held (taken in id order, so that two processes never wait
+    on each other) while the group trains. A member that finds a checkpoint of its
+    own in its partial folder resumes it alone (``train``); one that is left alone
+    trains solo.
+    """
+    configs = list(dict.fromkeys(configs))
+    root = results_root(results_dir)
+    resolve_device(device)
+    runs = root / "runs"
+    keys = {config: config_hash(config) for config in configs}
+    found = {c: _load_verified(runs / k) for c, k in keys.items()}
+    if all(run is not None for run in found.values()):
+        return [found[c] for c in configs]
+    if corpus is None:
+        corpus = load_corpus()
+    out: dict[TrainConfig, Run] = {}
+    with contextlib.ExitStack() as locks:
+        waiting = [c for c in configs if found[c] is None]
+        for config in sorted(waiting, key=keys.get):
+            locks.enter_context(_training_lock(runs / f".{keys[config]}.partial"))
+        together = []
+        for config in waiting:
+            key = keys[config]
+            partial, final = runs / f".{key}.partial", runs / key
+            run = _load_verified(final)  # finished by a process we waited for?
+            if run is not None:
+                out[config] = run
+            elif (partial / CHECKPOINT).exists() or len(waiting) == 1:
+                started = time.perf_counter()
+                _train_into(config, corpus, partial, final, key, device, progress)
+                out[config] = _fresh(final, started)
+            else:
+                together.append(config)
+        if len(together) == 1:
+            config = together.pop()
+            key = keys[config]
+            started = time.perf_counter()
+            _train_into(config, corpus, runs / f".{key}.partial", runs / key, key, device,
+                        progress)  # fmt: skip
+            out[config] = _fresh(runs / key, started)
+        if together:
+            out.update(_train_group_into(together, keys, runs, corpus, device, progress))
+    for config in waiting:
+        partial = runs / f".{keys[config]}.partial"
+        if out[config].trained_now is False and partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)  # only our lock file is left there
+    return [found[c] if found[c] is not None else out[c] for c in configs]
+
+
+def _train_group_into(
+    configs: list[TrainConfig],
+    keys: dict[TrainConfig, str],
+    runs: Path,
+    corpus: Corpus,
+    device: str,
+    progress: bool,
+) -> dict[TrainConfig, Run]:
+    started = time.perf_counter()
+    wall = time.time()
+    partials = [runs / f".{keys[c]}.partial" for c in configs]
+    results = train_ensemble(configs, corpus, partials, device=device, progress=progress)
+    out = {}
+    for index, (config, result, partial) in enumerate(zip(configs, results, partials, strict=True)):
+        key = keys[config]
+        execution = {"executor": "ensemble", "members": len(configs), "member": index}
+        _write_into(result, config, partial, runs / key, key, wall, execution)
+        out[config] = _fresh(runs / key, started)
+    return out
+
+
+def _fresh(final: Path, started: float) -> Run:
+    """The run just written to ``final``, marked as trained by this call."""
     run = Run.load(final)
     run.trained_now = True
     run.wall_seconds = time.perf_counter() - started

@@ -129,11 +129,17 @@ class ScenarioLog:
         self._pending: dict | None = None
 
     def before_step(
-        self, step: int, cap: Capture, targets: torch.Tensor, weight: torch.Tensor
+        self,
+        step: int,
+        cap: Capture,
+        targets: torch.Tensor,
+        weight: torch.Tensor,
+        grad: torch.Tensor | None = None,
     ) -> None:
-        """Call after backward and before the optimizer step."""
+        """Call after backward and before the optimizer step. ``grad`` is the weight's
+        gradient when it is not ``weight.grad`` (a member of an ensemble)."""
         parts = decompose(cap, targets)
-        grad = weight.grad.detach()
+        grad = (weight.grad if grad is None else grad).detach()
         norms = row_norms(parts)
         residual = (parts["input"] + parts["target"] + parts["nontarget"] - grad).norm(dim=1)
         self._pending = {
