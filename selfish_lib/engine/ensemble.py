@@ -50,6 +50,7 @@ from .training import (
     TrainConfig,
     TrainingInterrupted,
     TrainResult,
+    Window,
     _deferred_interrupt,
     _save_atomic,
     cpu_training_threads,
@@ -293,9 +294,7 @@ def _train_ensemble(
     tokens = [TokenLossLog(V, dev) for _ in configs]
     train_logs: list[list[dict]] = [[] for _ in configs]
     scenario_logs = [ScenarioLog() for _ in configs]
-    # running sums since the last log point, on the device (read at log points only)
-    sums = torch.zeros(E, 2, dtype=torch.float64, device=dev)
-    n_window = 0
+    windows = [Window(dev) for _ in configs]
     eval_frames: list[list[pd.DataFrame]] = [[] for _ in configs]
 
     def evaluate(at: int) -> None:
@@ -312,15 +311,10 @@ def _train_ensemble(
         if work_dirs is None:
             return []
         paths = []
-        window_values = (sums / max(1, n_window)).cpu().tolist() if n_window else None
         for e, config in enumerate(configs):
             folder = Path(work_dirs[e])
             folder.mkdir(parents=True, exist_ok=True)
             model = stacked.copy_member_into(e, models[e])
-            window = {"loss": 0.0, "ce": 0.0, "n": 0}
-            if window_values is not None:
-                loss_sum, ce_sum = sums[e].cpu().tolist()
-                window = {"loss": loss_sum, "ce": ce_sum, "n": n_window}
             _save_atomic(
                 {
                     "model": model.state_dict(),
@@ -332,7 +326,7 @@ def _train_ensemble(
                     "elapsed": time.perf_counter() - started,
                     "train_log": train_logs[e],
                     "train_tokens": tokens[e].state_dict(),
-                    "window": window,
+                    "window": windows[e].state_dict(),
                     "scenarios": scenario_logs[e].records,
                     "eval_tokens": pd.concat(eval_frames[e]).to_dict("list"),
                     "config": config.to_dict(),
@@ -385,22 +379,21 @@ def _train_ensemble(
                         ce = (objective if isinstance(config.objective, CrossEntropy)
                               else full_cross_entropy(logits[e].detach(), y[e]))  # fmt: skip
                         tokens[e].add(y[e], ce, objective)
-                        sums[e, 0] += means[e].detach().double()
-                        sums[e, 1] += ce.mean().double()
-                n_window += 1
+                        windows[e].add(means[e], ce.mean())
                 step += 1
                 bar.update(1)
                 if step % shared.log_interval == 0 or step == shared.max_steps:
-                    values, grad_norms = (sums / n_window).cpu().tolist(), norms.cpu().tolist()
+                    grad_norms = norms.tolist()
+                    shown = []
                     for e in range(E):
                         tokens[e].flush(step)
-                        loss, ce_mean = values[e]
+                        loss, ce_mean = windows[e].means()
+                        windows[e].reset()
+                        shown.append(loss)
                         train_logs[e].append(
                             dict(step=step, lr=lr, loss=loss, ce=ce_mean, grad_norm=grad_norms[e])
                         )
-                    bar.set_postfix(loss=f"{sum(v[0] for v in values) / E:.3f}")
-                    sums.zero_()
-                    n_window = 0
+                    bar.set_postfix(loss=f"{sum(shown) / E:.3f}")
                 if step % shared.eval_interval == 0 or step == shared.max_steps:
                     evaluate(step)
                 at_boundary = True

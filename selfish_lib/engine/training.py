@@ -282,11 +282,12 @@ class TokenLossLog:
 
     def add(self, targets: torch.Tensor, ce: torch.Tensor, objective: torch.Tensor) -> None:
         """Accumulate per-position losses (any shape matching ``targets``)."""
+        # index_add_ rather than bincount: bincount reads the largest id first, a device
+        # sync on a GPU at every step.
         t = targets.reshape(-1)
-        n = self.vocab_size
-        self.count += torch.bincount(t, minlength=n).to(torch.float64)
-        self.ce += torch.bincount(t, weights=ce.reshape(-1).double(), minlength=n)
-        self.objective += torch.bincount(t, weights=objective.reshape(-1).double(), minlength=n)
+        self.count.index_add_(0, t, torch.ones_like(t, dtype=torch.float64))
+        self.ce.index_add_(0, t, ce.reshape(-1).double())
+        self.objective.index_add_(0, t, objective.reshape(-1).double())
 
     def state_dict(self) -> dict:
         """Records and the partial sums since the last flush, for checkpoints."""
@@ -312,6 +313,44 @@ class TokenLossLog:
                     }
                 )
         self._reset()
+
+
+class Window:
+    """Sums of the step losses (objective, CE) since the last log point, on the device.
+
+    The sums are float64, as Python floats were before: the logged means are the same
+    numbers, without a device-to-host copy at every step."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums = torch.zeros(2, dtype=torch.float64, device=device)
+        self.n = 0
+
+    def add(self, loss: torch.Tensor, ce: torch.Tensor) -> None:
+        """Add one step's mean objective and mean CE."""
+        self.sums[0] += loss.detach().double()
+        self.sums[1] += ce.detach().double()
+        self.n += 1
+
+    def means(self) -> tuple[float, float]:
+        """The mean objective and CE over the window (reads the device)."""
+        loss, ce = self.sums.tolist()
+        return loss / self.n, ce / self.n
+
+    def reset(self) -> None:
+        """Start a new window."""
+        self.sums.zero_()
+        self.n = 0
+
+    def state_dict(self) -> dict:
+        """The sums as plain numbers, for checkpoints."""
+        loss, ce = self.sums.tolist()
+        return {"loss": loss, "ce": ce, "n": self.n}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state saved by ``state_dict``."""
+        self.sums = torch.tensor([state["loss"], state["ce"]], dtype=torch.float64,
+                                 device=self.sums.device)  # fmt: skip
+        self.n = int(state["n"])
 
 
 @dataclass
@@ -543,8 +582,9 @@ def _train(
     tokens = TokenLossLog(V, dev)
     scenario_log = ScenarioLog()
     train_log: list[dict] = []
-    # running sums of the objective and the CE since the last log point
-    window = {"loss": 0.0, "ce": 0.0, "n": 0}
+    # running sums of the objective and the CE since the last log point, kept on the
+    # device so that a step waits for nothing (read at log points only)
+    window = Window(dev)
     eval_frames: list[pd.DataFrame] = []
     step, elapsed = 0, 0.0
 
@@ -564,7 +604,8 @@ def _train(
             model, optimizer, sampler = fresh()  # a failed load may have half-filled them
         else:
             step, elapsed = state["step"], state["elapsed"]
-            train_log, window = state["train_log"], state["window"]
+            train_log = state["train_log"]
+            window.load_state_dict(state["window"])
             tokens.load_state_dict(state["train_tokens"])
             scenario_log.records = state["scenarios"]
             eval_frames = [pd.DataFrame(state["eval_tokens"])] if state["eval_tokens"] else []
@@ -591,7 +632,7 @@ def _train(
                 "elapsed": elapsed,
                 "train_log": train_log,
                 "train_tokens": tokens.state_dict(),
-                "window": dict(window),
+                "window": window.state_dict(),
                 "scenarios": scenario_log.records,
                 "eval_tokens": evals.to_dict("list"),
                 "config": config.to_dict(),
@@ -634,26 +675,18 @@ def _train(
                     step=step,
                 )
                 tokens.add(y, out.ce, out.objective)
-                window["loss"] += out.loss.item()
-                window["ce"] += out.ce.mean().item()
-                window["n"] += 1
+                window.add(out.loss, out.ce.mean())
                 step += 1
                 steps_this_call += 1
                 bar.update(1)
                 if step % config.log_interval == 0 or step == config.max_steps:
                     tokens.flush(step)
-                    n = window["n"]
+                    loss, ce = window.means()
                     train_log.append(
-                        {
-                            "step": step,
-                            "lr": lr,
-                            "loss": window["loss"] / n,
-                            "ce": window["ce"] / n,
-                            "grad_norm": float(out.grad_norm),
-                        }
+                        dict(step=step, lr=lr, loss=loss, ce=ce, grad_norm=float(out.grad_norm))
                     )
-                    bar.set_postfix(loss=f"{window['loss'] / n:.3f}")
-                    window = {"loss": 0.0, "ce": 0.0, "n": 0}
+                    bar.set_postfix(loss=f"{loss:.3f}")
+                    window.reset()
                 if step % config.eval_interval == 0 or step == config.max_steps:
                     frame = evaluate(step)
                     val = frame["loss_sum"].sum() / max(1, frame["count"].sum())
