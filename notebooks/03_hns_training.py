@@ -27,6 +27,10 @@
 #   group and smoothed with a moving average;
 # - **validation** metrics at the end of training on the whole validation
 #   split: loss, top-1 accuracy, recall@5 and mean reciprocal rank (MRR).
+#   The target's rank is 1 + the number of other symbols whose logit is at
+#   least its own: ties count against the target, so a model that cannot
+#   separate it from another symbol is not credited with a hit (with every
+#   logit equal, every target ranks last).
 #
 # Uncertainty is the 95% Student-t interval over seeds. HNS and CE are
 # compared *paired by seed* (a seed gives both runs the same initial

@@ -40,7 +40,7 @@ def brute_force(table: torch.Tensor, ids: list[int]) -> dict[int, dict[str, floa
     for cur, nxt in zip(ids[:-1], ids[1:], strict=False):
         z = table[cur].double()
         p = torch.softmax(z, 0)
-        rank = 1 + sum(float(z[j]) > float(z[nxt]) for j in range(len(z)))
+        rank = 1 + sum(float(z[j]) >= float(z[nxt]) for j in range(len(z)) if j != nxt)
         out.setdefault(nxt, []).append((-math.log(p[nxt]), rank))
     return {
         t: {
@@ -68,7 +68,7 @@ def test_metrics_match_brute_force_on_a_known_model():
     g = torch.Generator().manual_seed(0)
     V = 7
     table = torch.randn(V, V, generator=g)
-    table[2, 3] = table[2, 4]  # a tie: the target keeps the better rank
+    table[2, 3] = table[2, 4]  # a tie: counted against the target
     ids = torch.randint(0, V - 1, (203,), generator=g)  # token 6 never occurs
     frame = add_metrics(evaluate_ids(BigramModel(table, block_size=10), ids))
     expected = brute_force(table, ids.tolist())
@@ -85,9 +85,21 @@ def test_metrics_match_brute_force_on_a_known_model():
 def test_position_metrics_rank_and_ties():
     logits = torch.tensor([[3.0, 1.0, 3.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
     m = position_metrics(logits, torch.tensor([0, 1]))
-    assert m["rank"].tolist() == [1, 3]  # a tie does not push the target down
-    assert m["rr"].tolist() == pytest.approx([1.0, 1 / 3])
-    assert m["top1"].tolist() == [1.0, 0.0] and m["top5"].tolist() == [1.0, 1.0]
+    assert m["rank"].tolist() == [2, 3]  # the tie with token 2 counts against the target
+    assert m["rr"].tolist() == pytest.approx([1 / 2, 1 / 3])
+    assert m["top1"].tolist() == [0.0, 0.0] and m["top5"].tolist() == [1.0, 1.0]
+
+
+def test_all_equal_logits_rank_every_target_last():
+    """A model that says nothing (every logit equal) gets no top-1 hit, whatever the
+    target: ties are pessimistic."""
+    V = 6
+    targets = torch.arange(V)
+    m = position_metrics(torch.zeros(V, V), targets)
+    assert m["rank"].tolist() == [V] * V
+    assert m["top1"].sum() == 0 and m["top5"].sum() == 0
+    assert m["rr"].tolist() == pytest.approx([1 / V] * V)
+    assert m["loss"].tolist() == pytest.approx([math.log(V)] * V)
 
 
 def test_bilingual_model_is_evaluated_in_both_alphabets():

@@ -46,12 +46,18 @@ def windows(ids: torch.Tensor, block_size: int) -> list[tuple[torch.Tensor, torc
 
 
 def position_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-position loss, rank of the target (1 = best; ties count in the target's favour),
-    top-1 and top-5 hits and reciprocal rank. ``logits`` (N, V), ``targets`` (N,)."""
+    """Per-position loss, rank of the target, top-1 and top-5 hits and reciprocal rank.
+    ``logits`` (N, V), ``targets`` (N,).
+
+    The rank is 1 + the number of *other* tokens whose logit is at least the target's:
+    ties count against the target (pessimistic), so a model that cannot tell the target
+    from k others does not score as if it had chosen it. With every logit equal the
+    target ranks last (V) and top-1 is 0, not 1."""
     logits = logits.float()
     logp = F.log_softmax(logits, dim=-1)
     target_logit = logits.gather(1, targets.unsqueeze(1))
-    rank = (logits > target_logit).sum(dim=1) + 1
+    # counts the target itself once (its logit equals itself): that is the "1 +"
+    rank = (logits >= target_logit).sum(dim=1)
     return {
         "loss": -logp.gather(1, targets.unsqueeze(1)).squeeze(1),
         "rank": rank,
