@@ -12,7 +12,15 @@ import torch
 
 from selfish_lib.engine.losses import hns_cross_entropy, hns_keep_mask
 from selfish_lib.engine.model import GPT, ModelConfig
-from selfish_lib.engine.scenarios import ScenarioLog, decompose, forward, tidy
+from selfish_lib.engine.scenarios import (
+    ScenarioLog,
+    adam_state_before,
+    adam_step_of,
+    decompose,
+    forward,
+    per_position_norms,
+    tidy,
+)
 from selfish_lib.engine.training import TrainConfig, learning_rate, train
 
 LAYOUTS = [math.inf, 0.5, 2.0, 8.0]
@@ -125,6 +133,76 @@ def test_hand_checkable_exclusion():
     assert kept["target"][1, 0].item() == pytest.approx((1 - p0 - 1) * 1.0, abs=1e-14)
 
 
+def test_per_position_share_on_a_two_position_example():
+    """W = [[1], [-1]] (V=2, d=1), inputs (0, 0), targets (0, 1). Both positions have
+    h = 1, z = (1, -1), p = (q, 1 - q) with q = e / (e + 1/e), and N = 2 (mean).
+
+    Row 0's scenario-2.2 gradient comes from position 2 only (target 1):
+    (dL/dz_2)[0] h = q / 2; row 1's from position 1 (target 0): (1 - q) / 2. Row 0's
+    scenario-1 gradient sums the two positions' dL/dh_n = sum_j (p_j - 1[j = y_n]) W_j / N,
+    which have opposite signs, so the norm of the sum is below the sum of the norms:
+    the two definitions differ exactly there.
+    """
+    model = TiedIdentity(torch.tensor([[1.0], [-1.0]], dtype=torch.float64))
+    x, y = torch.tensor([[0, 0]]), torch.tensor([[0, 1]])
+    _, cap, parts = run_pass(model, x, y, math.inf)
+    pp = per_position_norms(cap, y)
+    q = math.e / (math.e + math.exp(-1.0))
+    # dL/dh_n = sum_j (p_j - 1[j = y_n]) W_j / N, with W = (1, -1)
+    dh1 = ((q - 1) * 1 + (1 - q) * -1) / 2  # target 0
+    dh2 = (q * 1 + (1 - q - 1) * -1) / 2  # target 1
+    assert pp["input"][0].item() == pytest.approx(abs(dh1) + abs(dh2), abs=1e-14)
+    assert parts["input"][0, 0].item() == pytest.approx(dh1 + dh2, abs=1e-14)
+    assert abs(dh1 + dh2) < abs(dh1) + abs(dh2)  # the example separates the definitions
+    assert pp["nontarget"][0].item() == pytest.approx(q / 2, abs=1e-14)
+    assert pp["nontarget"][1].item() == pytest.approx((1 - q) / 2, abs=1e-14)
+    assert pp["target"][0].item() == pytest.approx((1 - q) / 2, abs=1e-14)
+    assert pp["target"][1].item() == pytest.approx((1 - (1 - q)) / 2, abs=1e-14)
+    # one contribution per row and scenario: the two definitions agree there
+    assert pp["nontarget"][0].item() == pytest.approx(abs(parts["nontarget"][0, 0].item()))
+
+
+def test_per_position_norms_bound_the_summed_norms():
+    """The norm of a sum is at most the sum of the norms (triangle inequality), for
+    every row and scenario, CE and HNS, on a real model."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(block_size=8, n_layer=1, n_head=2, n_embd=8), 10).double()
+    x, y = batch(10, False)
+    for layout in (math.inf, 1.0):
+        _, cap, parts = run_pass(model, x, y, layout)
+        pp = per_position_norms(cap, y)
+        for name, part in parts.items():
+            assert (part.norm(dim=1) <= pp[name] + 1e-12).all(), name
+
+
+def test_update_split_sums_to_the_actual_change():
+    """decay + momentum + the three scenario parts of the AdamW update equal the
+    optimizer's actual change of every row (float64), after a few steps with clipping."""
+    torch.manual_seed(1)
+    model = GPT(ModelConfig(block_size=8, n_layer=1, n_head=2, n_embd=8), 10).double()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-2, betas=(0.9, 0.99),
+                                  weight_decay=0.1)  # fmt: skip
+    log = ScenarioLog()
+    for step in range(4):
+        x, y = batch(10, False, seed=step)
+        logits, cap = forward(model, x, capture=True)
+        optimizer.zero_grad()
+        hns_cross_entropy(logits, y, 1.0, ignore_index=-1).backward()
+        log.before_step(step + 1, cap, y, model.embedding)
+        adam = adam_state_before(optimizer, model.embedding)
+        before = model.embedding.detach().clone()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.05)  # clips every step
+        optimizer.step()
+        v, t = adam_step_of(optimizer, model.embedding)
+        log.after_step(model.embedding, 3e-2, 0.1, adam, v, t, model.embedding.grad)
+        change = (model.embedding.detach() - before).norm(dim=1)
+        assert change.max() > 0
+    table = pd.DataFrame(log.records)
+    assert (table["update_residual"] <= 1e-12 * table["update_total"].max()).all()
+    assert (table.loc[table["step"] > 1, "update_momentum"] > 0).any()
+    assert (table.loc[table["step"] == 1, "update_momentum"] == 0).all()
+
+
 def test_rows_of_absent_tokens_are_still_pushed_away():
     """Scenario 2.2 reaches rows whose token is neither an input nor a target."""
     torch.manual_seed(3)
@@ -175,6 +253,8 @@ def test_logging_records_every_kth_step_without_changing_training(tiny_corpus):
         lr * cfg.weight_decay * step3["embedding"].to_numpy(), rel=1e-6
     )
     assert plain.scenarios.empty
+    # the update split holds in the training loop too (float32 tolerance)
+    assert (table["update_residual"] <= 1e-4 * table["update_total"].max()).all()
 
 
 def test_tidy_table_joins_symbols_and_ranks(tiny_corpus):

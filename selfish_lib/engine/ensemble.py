@@ -43,7 +43,7 @@ from .corpus import BlockSampler, Corpus
 from .evaluation import evaluate_split
 from .model import GPT
 from .objectives import CrossEntropy, LossContext, full_cross_entropy
-from .scenarios import Capture, ScenarioLog
+from .scenarios import Capture, ScenarioLog, adam_state_before, adam_step_of
 from .training import (
     CHECKPOINT,
     TokenLossLog,
@@ -363,16 +363,23 @@ def _train_ensemble(
                 # Each member's parameters get the gradient of its own mean loss only.
                 means.sum().backward()
                 if captures is not None:
-                    grad = stacked.embedding.grad
+                    W = stacked.embedding
+                    adam = adam_state_before(optimizer, W)
                     for e, cap in enumerate(captures):
-                        scenario_logs[e].before_step(
-                            step + 1, cap, y[e], stacked.embedding[e], grad=grad[e]
-                        )
+                        scenario_logs[e].before_step(step + 1, cap, y[e], W[e], grad=W.grad[e])
                 norms = stacked.clip_gradients(shared.grad_clip)
                 optimizer.step()
                 if captures is not None:
+                    exp_avg_sq, adam_step = adam_step_of(optimizer, W)
                     for e in range(E):
-                        scenario_logs[e].after_step(stacked.embedding[e], lr, shared.weight_decay)
+                        before = adam.exp_avg_before
+                        member = dataclasses.replace(
+                            adam, exp_avg_before=None if before is None else before[e]
+                        )
+                        scenario_logs[e].after_step(
+                            W[e], lr, shared.weight_decay, member, exp_avg_sq[e], adam_step,
+                            W.grad[e],
+                        )  # fmt: skip
                 with torch.no_grad():
                     for e, config in enumerate(configs):
                         objective = per_position[e].detach()

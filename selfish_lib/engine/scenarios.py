@@ -17,6 +17,7 @@ output head is not run twice and the weight matrix is not copied.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -100,28 +101,92 @@ def row_norms(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.norm(dim=1) for k, v in parts.items()}
 
 
+def per_position_norms(
+    cap: Capture, targets: torch.Tensor, ignore_index: int = -1
+) -> dict[str, torch.Tensor]:
+    """Per row, the *sum over positions* of the norm of each position's contribution to
+    each scenario (V,): the per-position definition of a scenario's size.
+
+    ``row_norms(decompose(...))`` takes the norm of the batch-summed vector, where
+    contributions that point different ways cancel; this sums their norms, where they
+    do not. Position n contributes ``dL/de_n`` to row x_n (scenario 1),
+    ``(dL/dz_n)[y_n] h_n`` to row y_n (2.1) and ``(dL/dz_n)[j] h_n`` to every other
+    row j (2.2), whose norms are ``|dL/de_n|``, ``|(dL/dz_n)[y_n]| |h_n|`` and
+    ``|(dL/dz_n)[j]| |h_n|``.
+    """
+    g_logits, g_lookup, h = cap.grads["logits"], cap.grads["lookup"], cap.hidden
+    V = g_logits.shape[1]
+    y = targets.reshape(-1)
+    valid = y != ignore_index
+    safe_y = torch.where(valid, y, torch.zeros_like(y))
+    h_norm = h.norm(dim=1)
+    s_input = torch.zeros(V, dtype=g_lookup.dtype, device=g_lookup.device)
+    s_input.index_add_(0, cap.tokens, g_lookup.norm(dim=1))
+    g_target = g_logits.gather(1, safe_y.unsqueeze(1)).squeeze(1) * valid
+    s_target = torch.zeros(V, dtype=h.dtype, device=h.device)
+    s_target.index_add_(0, safe_y, g_target.abs() * h_norm)
+    g_other = g_logits.scatter(1, safe_y.unsqueeze(1), 0.0).abs()
+    s_nontarget = g_other.transpose(0, 1) @ h_norm
+    return {"input": s_input, "target": s_target, "nontarget": s_nontarget}
+
+
+@dataclass
+class AdamState:
+    """What AdamW's update of the tied matrix is made of at one step (for the update
+    split of ``ScenarioLog``): its first moment before the step, and after the step the
+    second moment, the step count and the hyperparameters."""
+
+    exp_avg_before: torch.Tensor | None  # (V, d) m_{t-1}; None at the first step (zeros)
+    beta1: float
+    beta2: float
+    eps: float
+    clip: torch.Tensor | float = 1.0  # the factor gradient clipping applied to g_t
+
+    def direct_factor(self, exp_avg_sq: torch.Tensor, step: int, lr: float) -> torch.Tensor:
+        """Per element, the factor this step's gradient g_t gets in the update: AdamW moves
+        by -lr / (1 - beta1^t) * m_t / denom with m_t = beta1 m_{t-1} + (1 - beta1) g_t
+        and denom = sqrt(v_t / (1 - beta2^t)) + eps."""
+        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - self.beta2**step)).add_(self.eps)
+        return -(lr / (1 - self.beta1**step)) * (1 - self.beta1) / denom
+
+
 class ScenarioLog:
     """Per-token scenario norms, gradient and update norms at logged steps.
 
-    Columns of the wide table: step, token, input, target, nontarget (gradient
-    norms of the scenarios), grad_total (norm of the autograd gradient of the
-    row, before clipping), residual (norm of the sum of the scenarios minus that
-    gradient: the exactness of the decomposition), embedding (the row's norm
-    before the update), update_adam, update_decay, update_total (norms of the
-    row's change in this step: AdamW's moment-driven part, its decoupled weight
-    decay part, and both together).
+    Columns of the wide table: step, token;
+
+    - input, target, nontarget: norms of the scenarios' batch-summed gradient vectors
+      of the row (the definition the study's shares use: ``decompose``);
+    - input_pp, target_pp, nontarget_pp: the per-position definition, the sum over
+      positions of the norm of each position's contribution (``per_position_norms``);
+    - grad_total: norm of the autograd gradient of the row, before clipping; residual:
+      norm of the sum of the scenarios minus that gradient (the decomposition's
+      exactness); embedding: the row's norm before the update;
+    - update_adam, update_decay, update_total: norms of the row's change in this step,
+      AdamW's moment-driven part, its decoupled weight decay, and both together;
+    - update_input, update_target, update_nontarget, update_momentum: the moment-driven
+      part split exactly (AdamW is linear in m_t once its denominator is fixed): this
+      step's clipped gradient enters as ``-lr (1 - beta1) / (1 - beta1^t) / denom``
+      times itself, so each scenario's share of it is that factor times the scenario's
+      (clipped) gradient; the momentum part, ``-lr beta1 / (1 - beta1^t) / denom``
+      times m_{t-1}, is what earlier steps left; update_residual is the norm of the
+      row's actual change minus decay, the three scenario parts and momentum.
     """
 
     COLUMNS = (
         "step",
         "token",
         *SCENARIOS,
+        *(f"{s}_pp" for s in SCENARIOS),
         "grad_total",
         "residual",
         "embedding",
         "update_adam",
         "update_decay",
         "update_total",
+        *(f"update_{s}" for s in SCENARIOS),
+        "update_momentum",
+        "update_residual",
     )
 
     def __init__(self) -> None:
@@ -136,35 +201,62 @@ class ScenarioLog:
         weight: torch.Tensor,
         grad: torch.Tensor | None = None,
     ) -> None:
-        """Call after backward and before the optimizer step. ``grad`` is the weight's
-        gradient when it is not ``weight.grad`` (a member of an ensemble)."""
+        """Call after backward and before clipping and the optimizer step. ``grad`` is the
+        weight's gradient when it is not ``weight.grad`` (a member of an ensemble)."""
         parts = decompose(cap, targets)
         grad = (weight.grad if grad is None else grad).detach()
         norms = row_norms(parts)
         residual = (parts["input"] + parts["target"] + parts["nontarget"] - grad).norm(dim=1)
+        per_position = per_position_norms(cap, targets)
         self._pending = {
             "step": step,
             "weight": weight.detach().clone(),
+            "grad": grad.clone(),
+            "parts": parts,
             "columns": {
                 **norms,
+                **{f"{k}_pp": v for k, v in per_position.items()},
                 "grad_total": grad.norm(dim=1),
                 "residual": residual,
                 "embedding": weight.detach().norm(dim=1),
             },
         }
 
-    def after_step(self, weight: torch.Tensor, lr: float, weight_decay: float) -> None:
-        """Call after the optimizer step: splits the applied update into its two parts."""
+    def after_step(
+        self,
+        weight: torch.Tensor,
+        lr: float,
+        weight_decay: float,
+        adam: AdamState,
+        exp_avg_sq: torch.Tensor,
+        adam_step: int,
+        clipped_grad: torch.Tensor,
+    ) -> None:
+        """Call after the optimizer step: splits the applied update into its parts.
+
+        ``adam`` holds m_{t-1} (read before the step); ``exp_avg_sq`` and ``adam_step`` are
+        the optimizer's v_t and t after it; ``clipped_grad`` the gradient it used."""
         pending, self._pending = self._pending, None
         before = pending["weight"]
         total = weight.detach() - before
         # AdamW's decoupled decay multiplies the row by (1 - lr * wd) before the Adam step.
         decay = -lr * weight_decay * before
+        factor = adam.direct_factor(exp_avg_sq.detach(), adam_step, lr)
+        # clipping scaled the whole gradient by one factor: each scenario by the same
+        scale = _clip_scale(clipped_grad.detach(), pending["grad"])
+        split = {f"update_{k}": factor * scale * v for k, v in pending["parts"].items()}
+        momentum = torch.zeros_like(before)
+        if adam.exp_avg_before is not None:
+            momentum = factor * (adam.beta1 / (1 - adam.beta1)) * adam.exp_avg_before
+        rebuilt = decay + momentum + sum(split.values())
         columns = {
             **pending["columns"],
             "update_adam": (total - decay).norm(dim=1),
             "update_decay": decay.norm(dim=1),
             "update_total": total.norm(dim=1),
+            **{k: v.norm(dim=1) for k, v in split.items()},
+            "update_momentum": momentum.norm(dim=1),
+            "update_residual": (total - rebuilt).norm(dim=1),
         }
         values = {k: v.double().cpu().tolist() for k, v in columns.items()}
         for token in range(before.shape[0]):
@@ -175,6 +267,34 @@ class ScenarioLog:
                     **{k: v[token] for k, v in values.items()},
                 }
             )
+
+
+def _clip_scale(clipped: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    """The one factor clipping multiplied the gradient by (1 when nothing was clipped)."""
+    raw_norm = raw.norm()
+    if float(raw_norm) == 0.0:
+        return torch.ones((), dtype=raw.dtype, device=raw.device)
+    return clipped.norm() / raw_norm
+
+
+def adam_state_before(optimizer: torch.optim.Optimizer, weight: torch.Tensor) -> AdamState:
+    """The AdamState of ``weight`` before ``optimizer.step()`` (a torch AdamW)."""
+    group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
+    state = optimizer.state.get(weight, {})
+    before = state.get("exp_avg")
+    beta1, beta2 = group["betas"]
+    return AdamState(
+        exp_avg_before=None if before is None else before.detach().clone(),
+        beta1=beta1,
+        beta2=beta2,
+        eps=group["eps"],
+    )
+
+
+def adam_step_of(optimizer: torch.optim.Optimizer, weight: torch.Tensor) -> tuple:
+    """(v_t, t) of ``weight`` after ``optimizer.step()``."""
+    state = optimizer.state[weight]
+    return state["exp_avg_sq"], int(state["step"])
 
 
 def tidy(wide: pd.DataFrame, token_info: pd.DataFrame) -> pd.DataFrame:

@@ -40,7 +40,7 @@ from .objectives import (
     objective_for_layout,
     objective_from_dict,
 )
-from .scenarios import ScenarioLog
+from .scenarios import ScenarioLog, adam_state_before, adam_step_of
 from .scenarios import forward as forward_pass
 from .validation import ParameterError, check_choice, check_float, check_int
 
@@ -403,10 +403,13 @@ def training_step(
     loss.backward()
     if capture is not None:
         scenario_log.before_step(step + 1, capture, y, model.embedding)
+        adam = adam_state_before(optimizer, model.embedding)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
     if capture is not None:
-        scenario_log.after_step(model.embedding, lr, config.weight_decay)
+        exp_avg_sq, adam_step = adam_step_of(optimizer, model.embedding)
+        scenario_log.after_step(model.embedding, lr, config.weight_decay, adam, exp_avg_sq,
+                                adam_step, model.embedding.grad)  # fmt: skip
     with torch.no_grad():
         objective = per_pos.detach()
         # Every run is also logged with the full-softmax CE, so objectives compare.
