@@ -261,7 +261,7 @@ def test_training_curves_draw_one_cell_per_group_and_no_axis_under_an_empty_slot
 
 def final_metrics_table() -> pd.DataFrame:
     rows = []
-    for experiment in ("baseline", "HNS", "low-resource only"):
+    for experiment in ("baseline", "HNS", "low-only HNS", "low-only CE"):
         for language in ("high", "low", "both"):
             row = {"experiment": experiment, "language": language}
             for metric, value in (("loss", 4.0), ("top1", 0.1), ("recall5", 0.3), ("mrr", 0.2)):

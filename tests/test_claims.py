@@ -145,12 +145,27 @@ def test_one_seed_is_inconclusive():
 def test_bilingual_experiments_and_final_table():
     study = get_profile("smoke")
     configs = bilingual.experiment_configs(study, 2.0)
-    assert len(configs) == 3 * len(study.seeds)
+    assert len(configs) == 4 * len(study.seeds)
     assert configs[("baseline", 0)].p_low == 0.02
     assert configs[("baseline", 0)].objective == CrossEntropy()
     assert configs[("HNS", 0)].objective == HardNegatives(2.0)
-    low = configs[("low-resource only", 0)]
-    assert low.p_low == 1.0 and low.bilingual
+    for name in ("low-only HNS", "low-only CE"):
+        low = configs[(name, 0)]
+        assert low.p_low == 1.0 and low.bilingual
+
+
+def test_low_only_controls_are_the_originals():
+    """The original's control: HNS at layout 2, warmup 2, 160 steps at the paper scale
+    (8000 bilingual steps / 50), whatever layout the notebook compares; and CE alike."""
+    paper = get_profile("paper")
+    configs = bilingual.experiment_configs(paper, 4.0)
+    original, ce = configs[("low-only HNS", 0)], configs[("low-only CE", 0)]
+    assert original.objective == HardNegatives(2.0)
+    assert ce.objective == CrossEntropy()
+    for config in (original, ce):
+        assert config.max_steps == 160 and config.warmup_steps == 2
+        assert config.setting == "low_only"
+    assert configs[("baseline", 0)].warmup_steps == paper.optim["warmup_steps"]
     per_seed = bilingual_rows(0.01).assign(recall5=0.5, mrr=0.5, top1=0.5, count=10)
     table, diffs = bilingual.final_table(per_seed)
     assert set(table["experiment"]) == {"baseline", "HNS"}

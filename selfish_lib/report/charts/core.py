@@ -50,7 +50,8 @@ MODEL_COLORS = {"initial": "#B8A26A", **OBJECTIVE_COLORS}
 EXPERIMENT_COLORS = {
     "baseline": OBJECTIVE_COLORS["CE"],
     "HNS": OBJECTIVE_COLORS["HNS"],
-    "low-resource only": "#8E6BB0",
+    "low-only HNS": "#8E6BB0",
+    "low-only CE": "#C3A6DB",
 }
 # The two alphabets of the bilingual simulation; distinct from the CE / HNS colours.
 LANGUAGE_COLORS = {"high": "#2C7FB8", "low": "#C2185B"}
