@@ -8,12 +8,13 @@ PROFILE ?= paper
 DEVICE  ?= auto
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-slow lint lab sync reproduce report bench clean distclean
+.PHONY: help install install-ray test test-slow lint lab sync reproduce report bench clean distclean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: PROFILE=$(PROFILE) (smoke|paper|large)  DEVICE=$(DEVICE) (auto|cpu|cuda|mps)"
 
 # torch is installed first and on its own: with CUDA present the default build,
@@ -35,6 +36,13 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP) ## create .venv and install selfish_lib with its dependencies
+
+# The ray extra: the Ray executor (`selfish reproduce --executor ray`) and its tests.
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install -e ".[dev,ray]"
+	@touch $@
+
+install-ray: $(RAY_STAMP) ## also install the ray extra (selfish reproduce --executor ray)
 
 test: $(STAMP) ## lint and run the test suite (slow tests excluded)
 	$(BIN)/ruff check .

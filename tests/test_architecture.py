@@ -31,6 +31,7 @@ LAYERS = ("engine", "study", "report")  # bottom to top: a layer imports only th
 DEFERRABLE = frozenset(
     {"IPython", "ipywidgets", "jinja2", "jupytext", "nbconvert", "nbformat", "papermill"}
     | {"sklearn"}
+    | {"ray"}  # optional (the ray extra): imported only by executor='ray'
 )
 
 

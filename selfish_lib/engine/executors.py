@@ -2,14 +2,17 @@
 
 Every executor ends in the same place: ``runs.get_or_train`` of each config, into one
 run store, whose lock and atomic rename let any number of processes share it (a run
-is trained once, whoever asks first). What differs is only where the work happens:
+is trained once, whoever asks first). What differs is only where the work happens
+(``train_all(executor=...)``, ``selfish reproduce --executor``):
 
-- ``serial``: in this process, one run after another;
-- ``processes``: ``jobs`` worker processes on this machine, the CPU threads split
-  between them (on a machine with several GPUs, one GPU per worker).
+- ``local`` with ``jobs=1``: in this process, one run after another;
+- ``local`` with ``jobs`` > 1: ``jobs`` worker processes on this machine, the CPU
+  threads split between them (on a machine with several GPUs, one GPU per worker);
+- ``ray``: every unit of work a Ray task on a Ray cluster (``engine.distributed``: the
+  resources of a task, and what the shared filesystem of the store must provide).
 
 A run's numbers do not depend on the executor: the same config gives the same
-weights and tables whichever process trains it (tests compare the two).
+weights and tables whichever process trains it (tests compare them).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .corpus import Corpus, load_corpus
+from . import distributed
+from .corpus import Corpus, load_corpus, resolve_corpus_path
 from .runs import config_hash, get_or_train, results_root
 from .training import TrainConfig, resolve_device
-from .validation import ParameterError, check_int
+from .validation import ParameterError, check_choice, check_int
 
-EXECUTORS = ("serial", "processes")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,25 @@ def default_jobs(device: str = "auto") -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def check_executor(
+    executor: str = "local", address: str | None = None, device: str | None = None
+) -> str | None:
+    """Check ``executor`` (one of ``EXECUTORS``) and ``address`` (a Ray cluster's, only
+    with ``ray``) before any work; for ``ray``, that Ray can be imported
+    (``distributed.RayNotInstalled`` says how to install it otherwise) and, when given,
+    that ``device`` is one a Ray task can ask for. Returns the address, stripped."""
+    check_choice("executor", executor, EXECUTORS)
+    if executor != "ray":
+        if address is not None:
+            raise ParameterError("address", address, "None unless executor='ray'")
+        return None
+    address = None if address is None else distributed.check_address(address)
+    if device is not None:
+        distributed.task_resources(resolve_device(device).type)
+    distributed.require_ray()
+    return address
+
+
 def train_all(
     configs: Sequence[TrainConfig],
     *,
@@ -59,16 +82,34 @@ def train_all(
     device: str = "auto",
     jobs: int = 1,
     progress: bool = True,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[Trained]:
-    """Train (or load) every config into the store; ``jobs`` > 1 uses worker processes.
+    """Train (or load) every config into the store.
+
+    ``executor="local"``: in this process (``jobs=1``) or in ``jobs`` worker processes.
+    ``executor="ray"``: every unit of ``work_units`` a Ray task (``engine.distributed``)
+    on the cluster at ``address`` (None: a local cluster of ``jobs`` CPUs, started for
+    this call); the corpus is read by each task from ``data_path`` (resolved here, and
+    then a path every node must see), so ``corpus`` is not used.
 
     Duplicates are trained once. Returns one ``Trained`` per distinct config, in order.
     """
+    address = check_executor(executor, address, device)
     jobs = check_int("jobs", jobs, 1)
-    results_root(results_dir)
-    resolve_device(device)
+    store = results_root(results_dir)
+    kind = resolve_device(device).type
     distinct = list(dict.fromkeys(configs))
     units = work_units(distinct)
+    if executor == "ray":
+        resources = distributed.task_resources(kind)
+        data = distributed.absolute(resolve_corpus_path(data_path))
+        args = (distributed.absolute(store), data, "cuda" if resources["num_gpus"] else kind)
+        remote = distributed.run_units(
+            units, _worker_train, args, device_kind=kind, address=address, local_cpus=jobs,
+            progress=progress,
+        )  # fmt: skip
+        return _in_order(distinct, remote)
     if jobs == 1 or len(units) <= 1:
         corpus = corpus if corpus is not None else load_corpus(data_path)
         done: list[Trained] = []

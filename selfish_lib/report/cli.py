@@ -2,6 +2,7 @@
 verify the runs of the store.
 
     selfish reproduce --profile smoke --only 01_hypothesis
+    selfish reproduce --profile paper --executor ray --address auto
     selfish report --profile smoke
     selfish train --profile smoke --setting single --layout 2 --seed 0
     selfish runs
@@ -25,7 +26,8 @@ import traceback
 from collections.abc import Sequence
 
 from ..engine.corpus import load_corpus
-from ..engine.executors import default_jobs
+from ..engine.distributed import RayRunError
+from ..engine.executors import EXECUTORS, default_jobs
 from ..engine.objectives import objective_for_layout
 from ..engine.profiles import PROFILE_NAMES, SETTINGS, get_profile
 from ..engine.runs import get_or_train, list_runs, verify_store
@@ -161,9 +163,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs",
         type=_jobs,
         default="auto",
-        help="runs trained at once in worker processes (default auto: one per CPU core, "
-        "or one per GPU)",
+        help="runs trained at once: worker processes with --executor local; with --executor "
+        "ray and no --address, the CPUs of the local Ray cluster started for the command "
+        "(default auto: one per CPU core, or one per GPU; not with --address)",
     )
+    rep.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="where the runs are trained: local (this machine; default) or ray (every run a "
+        "Ray task with 1 CPU, and 1 GPU on CUDA; needs pip install -e '.[ray]', and a "
+        "results dir and corpus that every node sees at the same path)",
+    )
+    rep.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="the Ray cluster, with --executor ray only: auto (the cluster this node is part "
+        "of, or $RAY_ADDRESS) or HOST:PORT of its head (default: a local cluster)",
+    )
+    rep.set_defaults(check=lambda args: _check_reproduce(rep, args))
 
     plan = sub.add_parser("plan", help="list every run the notebooks need, with status and time")
     _add_selection(plan, profiles)
@@ -192,6 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_reproduce(command: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options that only go together: --address with --executor ray, and not with --jobs
+    (a cluster's own resources decide); a usage error (status 2) otherwise."""
+    if args.address is not None and args.executor != "ray":
+        command.error("--address ADDR is for --executor ray only (add --executor ray)")
+    if args.address is not None and args.jobs != "auto":
+        command.error(
+            "--jobs sizes the local Ray cluster only: with --address the cluster's own "
+            "CPUs and GPUs decide how many runs train at once"
+        )
+
+
 def _reproduce(args: argparse.Namespace) -> int:
     extra = _extra_parameters(args.param, args.only)
     htmls = run_pipeline(
@@ -204,6 +234,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         data_path=args.data_path,
         extra_parameters=extra,
         jobs=default_jobs(args.device) if args.jobs == "auto" else args.jobs,
+        executor=args.executor,
+        address=args.address,
     )
     for html in htmls:
         print(html)
@@ -300,6 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "check", None) is not None:  # options that only go together
+            args.check(args)
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
     try:
@@ -312,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ParameterError and the library's other "invalid x=..." errors (e.g. a device
         # this machine lacks, a corpus file with the wrong checksum).
         return _fail(args, exc, str(exc), EXIT_USAGE)
-    except (NotebookError, FileNotFoundError) as exc:
+    except (NotebookError, RayRunError, FileNotFoundError) as exc:
         return _fail(args, exc, str(exc), EXIT_FAILURE)
     except OSError as exc:  # a folder that is a file, read-only, a full disk
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""

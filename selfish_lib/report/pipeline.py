@@ -56,7 +56,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..engine.corpus import load_corpus, resolve_corpus_path
-from ..engine.executors import train_all
+from ..engine.executors import check_executor, train_all
 from ..engine.files import check_writable_folder, exclusive_lock, write_atomic, write_json
 from ..engine.profiles import get_profile
 from ..engine.runs import config_hash, results_root
@@ -510,6 +510,8 @@ def run_pipeline(
     notebooks_dir: str | os.PathLike | None = None,
     progress: bool = True,
     jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
 ) -> list[Path]:
     """Train the runs the notebooks need, then execute the notebooks for ``profile`` and
     write the report; return the HTML paths.
@@ -526,7 +528,12 @@ def run_pipeline(
             each must be a parameter of that notebook's own (not a common one).
         notebooks_dir: where the ``NN_name.py`` notebooks are (default: the repo's notebooks/).
         progress: show a progress bar over runs and notebooks, and papermill's over cells.
-        jobs: worker processes that train the plan's runs at once (1: in this process).
+        jobs: worker processes that train the plan's runs at once (1: in this process);
+            with ``executor="ray"`` and no ``address``, the CPUs of the local Ray cluster.
+        executor: ``local`` (this machine: ``jobs`` processes) or ``ray`` (every run a
+            Ray task; ``engine.distributed``); see ``engine.executors.train_all``.
+        address: the Ray cluster, with ``executor="ray"``: ``auto``, ``HOST:PORT``;
+            None: a local cluster started for the training.
 
     Every parameter, the notebooks' own included, is validated with the notebooks' own
     validators before any kernel starts or anything is written. The runs the notebooks
@@ -542,6 +549,7 @@ def run_pipeline(
         notebooks_dir=notebooks_dir,
     )  # fmt: skip
     jobs = check_int("jobs", jobs, 1)
+    address = check_executor(executor, address, device)  # Ray installed? before any work
     configs = prepared.configs()
     if configs:
         missing = [c for c in configs if run_status(c, prepared.store) != "done"]
@@ -551,11 +559,15 @@ def run_pipeline(
             corpus = load_corpus(prepared.corpus_path)
             timings = calibrate(missing, corpus, device)
             seconds = sum(estimate_seconds(c, timings[shape_of(c)]) for c in missing)
-            line += f" (about {format_duration(seconds / jobs)} with {jobs} job(s))"
+            if address is not None:  # a Ray cluster's: its resources divide the time
+                line += f" (about {format_duration(seconds)} on one worker, spread over Ray)"
+            else:
+                where = f"{jobs} job(s)" if executor == "local" else f"{jobs} Ray CPU(s)"
+                line += f" (about {format_duration(seconds / jobs)} with {where})"
         print(f"{line}, then {len(prepared.notebooks)} notebooks", flush=True)
         train_all(
             configs, results_dir=prepared.store, data_path=prepared.corpus_path, corpus=corpus,
-            device=device, jobs=jobs, progress=progress,
+            device=device, jobs=jobs, progress=progress, executor=executor, address=address,
         )  # fmt: skip
     report_dir = prepared.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
