@@ -27,6 +27,7 @@ from selfish_lib.engine.ensemble import (
     train_ensemble,
 )
 from selfish_lib.engine.evaluation import aggregate
+from selfish_lib.engine.executors import train_all
 from selfish_lib.engine.objectives import CrossEntropy, HardNegatives, LossContext
 from selfish_lib.engine.profiles import get_profile
 from selfish_lib.engine.runs import config_hash, get_or_train, get_or_train_group
@@ -254,3 +255,21 @@ def test_member_step_equals_training_step(corpus):
         for name, p in model.named_parameters():
             torch.testing.assert_close(stacked.params[name][e].detach(), p.detach(), rtol=0,
                                        atol=1e-6)  # fmt: skip
+
+
+def test_train_all_groups_runs_into_ensembles(corpus, tmp_path):
+    """``train_all(ensemble=N)``: runs of one shape in groups of up to N, the others alone,
+    every run under its solo id; ``jobs=2`` sends whole groups to the workers."""
+    configs = _group()[:3] + [SMOKE.config("single", CrossEntropy(), 0, max_steps=12)]
+    done = train_all(configs, results_dir=tmp_path, corpus=corpus, device="cpu", ensemble=2,
+                     jobs=2, progress=False)  # fmt: skip
+    assert [t.id for t in done] == [config_hash(c) for c in configs]
+    assert all(t.trained_now for t in done)
+    meta = [json.loads((tmp_path / "runs" / t.id / "config.json").read_text())["meta"]
+            for t in done]  # fmt: skip
+    assert [m["execution"] for m in meta] == [
+        {"executor": "ensemble", "members": 2, "member": 0},
+        {"executor": "ensemble", "members": 2, "member": 1},
+        {"executor": "solo"},
+        {"executor": "solo"},
+    ]

@@ -161,6 +161,21 @@ def test_two_ray_tasks_given_one_config_train_it_once(ray_cluster, tmp_path):
 
 
 @ray_test
+def test_a_ray_task_trains_a_whole_ensemble(ray_cluster, tmp_path):
+    """With ``ensemble``, a unit of several runs is one task and one batched model."""
+    configs = [get_profile("smoke").config("single", seed=s, max_steps=10) for s in (0, 1, 2)]
+    store = tmp_path / "results"
+    done = train_all(configs, results_dir=store, device="cpu", executor="ray", ensemble=2,
+                     progress=False)  # fmt: skip
+    assert [t.id for t in done] == [config_hash(c) for c in configs]
+    executions = [
+        json.loads((store / "runs" / t.id / "config.json").read_text())["meta"]["execution"]
+        for t in done
+    ]
+    assert [e["executor"] for e in executions] == ["ensemble", "ensemble", "solo"]
+
+
+@ray_test
 def test_a_failing_ray_task_names_its_run(ray_cluster, tmp_path):
     good, bad = smoke_config(max_steps=2), smoke_config(max_steps=2, data_sha256="0" * 64)
     with pytest.raises(RayRunError, match=f"run {config_hash(bad)} failed in a Ray task") as err:
@@ -227,6 +242,8 @@ def pipeline_calls(monkeypatch):
         (["--executor", "local", "--address", "auto"], "--address ADDR is for --executor ray"),
         (["--executor", "ray", "--address", "auto", "--jobs", "2"], "--jobs sizes the local"),
         (["--executor", "dask"], "invalid choice: 'dask'"),
+        (["--ensemble", "0"], "invalid --ensemble '0': expected an integer >= 1"),
+        (["--ensemble", "many"], "invalid --ensemble 'many'"),
     ],
 )
 def test_reproduce_refuses_options_that_do_not_go_together(pipeline_calls, capsys, argv, message):
@@ -242,6 +259,8 @@ def test_reproduce_refuses_options_that_do_not_go_together(pipeline_calls, capsy
         (["--executor", "ray"], {"executor": "ray", "address": None, "jobs": 3}),
         (["--executor", "ray", "--address", "auto"], {"executor": "ray", "address": "auto"}),
         (["--executor", "ray", "--jobs", "2"], {"executor": "ray", "jobs": 2}),
+        ([], {"ensemble": 1}),
+        (["--ensemble", "5", "--executor", "ray"], {"ensemble": 5, "executor": "ray"}),
     ],
 )
 def test_reproduce_passes_the_executor_on(pipeline_calls, monkeypatch, argv, expected):

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .corpus import Corpus, load_corpus, resolve_corpus_path
-from .runs import config_hash, get_or_train, results_root
+from .ensemble import ensemble_groups
+from .runs import config_hash, get_or_train, get_or_train_group, results_root
 from .training import TrainConfig, resolve_device
 from .validation import ParameterError, check_choice, check_int
 
@@ -84,6 +85,7 @@ def train_all(
     progress: bool = True,
     executor: str = "local",
     address: str | None = None,
+    ensemble: int = 1,
 ) -> list[Trained]:
     """Train (or load) every config into the store.
 
@@ -93,6 +95,11 @@ def train_all(
     this call); the corpus is read by each task from ``data_path`` (resolved here, and
     then a path every node must see), so ``corpus`` is not used.
 
+    ``ensemble`` > 1 trains runs of one shape (seeds and objectives of one setting) in
+    groups of up to that many as one batched model (``engine.ensemble``): an execution
+    choice that keeps run ids, whose numbers match the solo runs' within the tolerance
+    ``tests/test_ensemble.py`` states (not bit for bit).
+
     Duplicates are trained once. Returns one ``Trained`` per distinct config, in order.
     """
     address = check_executor(executor, address, device)
@@ -100,7 +107,7 @@ def train_all(
     store = results_root(results_dir)
     kind = resolve_device(device).type
     distinct = list(dict.fromkeys(configs))
-    units = work_units(distinct)
+    units = work_units(distinct, ensemble)
     if executor == "ray":
         resources = distributed.task_resources(kind)
         data = distributed.absolute(resolve_corpus_path(data_path))
@@ -123,9 +130,11 @@ def train_all(
 Unit = tuple[TrainConfig, ...]
 
 
-def work_units(configs: Sequence[TrainConfig]) -> list[Unit]:
-    """The configs as units of work, each trained by one call of ``train_unit``."""
-    return [(config,) for config in configs]
+def work_units(configs: Sequence[TrainConfig], ensemble: int = 1) -> list[Unit]:
+    """The configs as units of work, each trained by one call of ``train_unit``: one run
+    each, or with ``ensemble`` > 1 groups of up to that many runs of one shape that
+    train as one batched model (``engine.ensemble``; runs that cannot stay alone)."""
+    return ensemble_groups(configs, ensemble)
 
 
 def train_unit(
@@ -135,13 +144,15 @@ def train_unit(
     device: str,
     progress: bool = False,
 ) -> list[Trained]:
-    """Train (or load) the configs of one unit into the store, in this process."""
-    out = []
-    for config in unit:
-        run = get_or_train(config, corpus=corpus, results_dir=results_dir, device=device,
-                           progress=progress)  # fmt: skip
-        out.append(Trained(run.id, run.trained_now, run.wall_seconds))
-    return out
+    """Train (or load) the configs of one unit into the store, in this process (a unit
+    of several configs as one ensemble)."""
+    if len(unit) > 1:
+        runs = get_or_train_group(unit, corpus=corpus, results_dir=results_dir, device=device,
+                                  progress=progress)  # fmt: skip
+    else:
+        runs = [get_or_train(unit[0], corpus=corpus, results_dir=results_dir, device=device,
+                             progress=progress)]  # fmt: skip
+    return [Trained(run.id, run.trained_now, run.wall_seconds) for run in runs]
 
 
 def _in_order(configs: Sequence[TrainConfig], done: Sequence[Trained]) -> list[Trained]:

@@ -512,6 +512,7 @@ def run_pipeline(
     jobs: int = 1,
     executor: str = "local",
     address: str | None = None,
+    ensemble: int = 1,
 ) -> list[Path]:
     """Train the runs the notebooks need, then execute the notebooks for ``profile`` and
     write the report; return the HTML paths.
@@ -534,6 +535,8 @@ def run_pipeline(
             Ray task; ``engine.distributed``); see ``engine.executors.train_all``.
         address: the Ray cluster, with ``executor="ray"``: ``auto``, ``HOST:PORT``;
             None: a local cluster started for the training.
+        ensemble: train runs of one shape in groups of up to this many as one batched
+            model (``engine.ensemble``; 1: every run alone, the default).
 
     Every parameter, the notebooks' own included, is validated with the notebooks' own
     validators before any kernel starts or anything is written. The runs the notebooks
@@ -549,6 +552,7 @@ def run_pipeline(
         notebooks_dir=notebooks_dir,
     )  # fmt: skip
     jobs = check_int("jobs", jobs, 1)
+    ensemble = check_int("ensemble", ensemble, 1)
     address = check_executor(executor, address, device)  # Ray installed? before any work
     configs = prepared.configs()
     if configs:
@@ -568,6 +572,7 @@ def run_pipeline(
         train_all(
             configs, results_dir=prepared.store, data_path=prepared.corpus_path, corpus=corpus,
             device=device, jobs=jobs, progress=progress, executor=executor, address=address,
+            ensemble=ensemble,
         )  # fmt: skip
     report_dir = prepared.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
