@@ -1,6 +1,6 @@
 """Throughput of the executors at the paper config: one run after another in this
-process, against two worker processes, side by side on the same runs; and the training
-loop's overhead over its bare steps.
+process, against two worker processes and ensembles (runs batched as one model), side
+by side on the same runs; and the training loop's overhead over its bare steps.
 
     python bench/throughput.py [--steps 60]
 
@@ -35,15 +35,17 @@ def executors(steps: int, corpus) -> list[list[object]]:
     ]
     rows = []
     times = {}
-    arms = [("jobs=1, 1 thread (the executor's solo run)", 1, 1),
-            ("jobs=1, 2 threads (one process using both cores)", 1, 2),
-            ("jobs=2, 1 thread each", 2, 1)]  # fmt: skip
-    for label, jobs, threads in arms:
+    arms = [("jobs=1, 1 thread (the executor's solo run)", 1, 1, 1),
+            ("jobs=1, 2 threads (one process using both cores)", 1, 2, 1),
+            ("jobs=2, 1 thread each", 2, 1, 1),
+            (f"one ensemble of {len(configs)}, 1 thread", 1, 1, len(configs)),
+            ("jobs=2, ensembles of 2, 1 thread each", 2, 1, 2)]  # fmt: skip
+    for label, jobs, threads, ensemble in arms:
         training.CPU_TRAINING_THREADS = threads  # the 2-thread arm is a reference only
         with tempfile.TemporaryDirectory() as store:
             began = time.perf_counter()
             train_all(configs, results_dir=Path(store), corpus=corpus, device="cpu", jobs=jobs,
-                      progress=False)  # fmt: skip
+                      ensemble=ensemble, progress=False)  # fmt: skip
             times[label] = time.perf_counter() - began
         training.CPU_TRAINING_THREADS = 1
     total_steps = steps * len(configs)
