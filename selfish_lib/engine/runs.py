@@ -43,7 +43,9 @@ from .training import CHECKPOINT, MODEL_FIELDS, TrainConfig, TrainResult, resolv
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
 # 2: CPU training with a fixed thread count (training.CPU_TRAINING_THREADS).
-NUMERICS_VERSION = 2
+# 3: ranks count ties against the target (evaluation.position_metrics); the fused HNS
+#    loss (losses.hns_cross_entropy); the scenario log's per-position and update columns.
+NUMERICS_VERSION = 3
 ENV_VAR = "SELFISH_RESULTS"
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
