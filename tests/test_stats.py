@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from selfish_lib.study.stats import aggregate_seeds, compare, mean_ci, paired_difference
+from selfish_lib.study.stats import (
+    aggregate_seeds,
+    compare,
+    mean_ci,
+    paired_difference,
+)
 
 
 def test_mean_ci_matches_the_t_table():

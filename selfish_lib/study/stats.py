@@ -126,6 +126,40 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     return mean, mean - half, mean + half, n
 
 
+def t_test_p(values: Sequence[float]) -> float:
+    """Two-sided p-value of a one-sample Student t test of mean 0 (NaN ignored): the test
+    behind ``mean_ci``'s interval (the interval excludes 0 exactly when p < 1 - confidence).
+    NaN with fewer than two values; with no spread, 0 for a non-zero mean and 1 for zero."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    n = len(x)
+    if n < 2:
+        return math.nan
+    sd = float(x.std(ddof=1))
+    mean = float(x.mean())
+    if sd == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    t = mean / (sd / math.sqrt(n))
+    return float(2 * st.t.sf(abs(t), df=n - 1))
+
+
+def holm(p_values: Sequence[float], alpha: float = 0.05) -> np.ndarray:
+    """Holm's step-down correction: which of the hypotheses are rejected at family-wise
+    error ``alpha``. Sort the m p-values; reject the k-th smallest while
+    p_(k) <= alpha / (m - k + 1), and stop at the first that is not. NaN p-values are
+    never rejected and do not count in m."""
+    alpha = check_float("alpha", alpha, 0.0, 1.0, min_inclusive=False)
+    p = np.asarray(p_values, dtype=float)
+    rejected = np.zeros(len(p), dtype=bool)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    for k, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        if p[index] > alpha / (m - k):
+            break
+        rejected[index] = True
+    return rejected
+
+
 def aggregate_seeds(
     frame: pd.DataFrame,
     by: Sequence[str],
@@ -181,10 +215,11 @@ def paired_difference(
 
     ``arm`` names the column that tells treatment from control (e.g. 'objective').
     Columns: by..., diff, diff_lo, diff_hi, n_pairs, treatment, control (means),
-    diff_clipped. Seeds present in only one arm are left out of the difference. The
-    interval is clipped to the range a difference can take, ``difference_range`` of
-    ``bounds`` (default: ``value``'s range in ``RANGES``, if it has one), and
-    ``diff_clipped`` says where it was.
+    p_value (the paired t test of no difference, ``t_test_p``), diff_clipped. Seeds
+    present in only one arm are left out of the difference. The interval is clipped to
+    the range a difference can take, ``difference_range`` of ``bounds`` (default:
+    ``value``'s range in ``RANGES``, if it has one), and ``diff_clipped`` says where it
+    was.
     """
     keys = list(by) + [pair_on]
     t = frame[frame[arm] == treatment].set_index(keys)[value]
@@ -205,11 +240,11 @@ def paired_difference(
                 "n_pairs": n,
                 "treatment": part["t"].mean(),
                 "control": part["c"].mean(),
+                "p_value": t_test_p(part["d"].to_numpy(dtype=float)),
             }
         )
-    out = pd.DataFrame(
-        rows, columns=[*by, "diff", "diff_lo", "diff_hi", "n_pairs", "treatment", "control"]
-    )
+    columns = [*by, "diff", "diff_lo", "diff_hi", "n_pairs", "treatment", "control", "p_value"]
+    out = pd.DataFrame(rows, columns=columns)
     if bounds is None:
         bounds = RANGES.get(value, UNBOUNDED)
     return clip_to_range(out, "diff", *difference_range(bounds))
