@@ -1,7 +1,10 @@
 """Hard negative sampling cross-entropy: exact agreement with F.cross_entropy at
 layout=inf, agreement with a hand-written float64 reference for finite layouts,
 exactly zero gradient on excluded logits, the probability bound, ignored
-positions, numerical safety in low precision and parameter validation."""
+positions, numerical safety in low precision and parameter validation.
+
+Every test runs on both finite-layout paths: F.cross_entropy on the kept logits (small
+batches) and the fused loss with its own backward (large ones)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import selfish_lib.engine.losses as losses
 from selfish_lib.engine.losses import check_layout, hns_cross_entropy, hns_keep_mask, nucleus_margin
 
 INF = math.inf
@@ -26,6 +30,16 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+PATHS = {"kept_logits": 1 << 62, "fused": 0}  # FUSED_FROM_NUMEL for each path
+
+
+@pytest.fixture(autouse=True, params=list(PATHS))
+def path(request, monkeypatch):
+    """The finite-layout path under test (by the size from which the fused loss runs)."""
+    monkeypatch.setattr(losses, "FUSED_FROM_NUMEL", PATHS[request.param])
+    return request.param
 
 
 def make_batch(n=N, v=V, dtype=torch.float64, seed=0, scale=3.0, ignore_every=0, ignore_index=-1):
@@ -365,6 +379,189 @@ def test_three_dimensional_keep_mask_matches_flattened():
     kept3 = hns_keep_mask(logits.view(B, T, V), targets.view(B, T), 1.0)
     assert kept3.shape == (B, T, V)
     assert torch.equal(kept3.reshape(-1, V), hns_keep_mask(logits, targets, 1.0))
+
+
+# --- both paths against an independent formula ----------------------------------
+
+
+def masked_reference(logits, targets, layout, ignore_index=-1, reduction="mean"):
+    """The formula the loss implements, written independently: excluded logits (below
+    logit[target] - layout, in the logits' dtype) filled with -inf, then F.cross_entropy;
+    the mean over scored positions (0 when none is)."""
+    valid = targets != ignore_index
+    safe = torch.where(valid, targets, 0)
+    threshold = logits.detach().gather(1, safe.unsqueeze(1)) - layout
+    excluded = (logits.detach() < threshold) & valid.unsqueeze(1)
+    masked = logits.masked_fill(excluded, -math.inf)
+    if reduction == "mean":
+        total = F.cross_entropy(masked, targets, ignore_index=ignore_index, reduction="sum")
+        return total / valid.sum().clamp(min=1).to(total.dtype)
+    return F.cross_entropy(masked, targets, ignore_index=ignore_index, reduction=reduction)
+
+
+def upstream(loss, n, seed=1):
+    """A non-unit upstream gradient: random weights per position (also on ignored ones)."""
+    if loss.dim() == 0:
+        return loss * 0.37
+    w = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=loss.dtype) * 3
+    return (loss * w).sum()
+
+
+@pytest.mark.parametrize("layout", [0.0, 0.5, 2.0, 8.0, 30.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("ignore_every", [0, 3])
+def test_loss_and_gradient_equal_the_masked_formula_in_float64(layout, reduction, ignore_every):
+    logits, targets = make_batch(n=96, v=23, seed=4, ignore_every=ignore_every)
+    leaf = logits.clone().requires_grad_(True)
+    loss = hns_cross_entropy(leaf, targets, layout, reduction=reduction)
+    upstream(loss, len(targets)).backward()
+    ref_leaf = logits.clone().requires_grad_(True)
+    ref = masked_reference(ref_leaf, targets, layout, reduction=reduction)
+    upstream(ref, len(targets)).backward()
+    assert loss.shape == ref.shape and loss.dtype == torch.float64
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-12, atol=1e-12)
+    _, _, kept = reference(logits, targets, layout)
+    assert (leaf.grad[~kept] == 0.0).all()  # excluded: exactly 0
+    if ignore_every:
+        assert (leaf.grad[targets == -1] == 0.0).all()  # ignored, even with a weight
+
+
+@pytest.mark.parametrize("layout", [0.0, 2.0, 8.0])
+def test_weighted_per_position_loss_against_the_row_by_row_reference(layout):
+    logits, targets = make_batch(ignore_every=4)
+    ref_loss, ref_grad, kept = reference(logits, targets, layout)
+    w = torch.rand(N, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2
+    leaf = logits.clone().requires_grad_(True)
+    loss = hns_cross_entropy(leaf, targets, layout, reduction="none")
+    (loss * w).sum().backward()
+    torch.testing.assert_close(loss.detach(), ref_loss, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, ref_grad * w.unsqueeze(1), rtol=1e-12, atol=1e-12)
+    assert (leaf.grad[~kept] == 0.0).all()
+    assert (leaf.grad[targets == -1] == 0.0).all()
+
+
+def separated_batch(n=7, v=6, layout=1.0, seed=5):
+    """Logits whose distance to their row's threshold is at least 0.05: a finite
+    difference of 1e-6 does not move any logit across it."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, v, generator=g, dtype=torch.float64) * 2
+    targets = torch.randint(0, v, (n,), generator=g)
+    targets[2] = -1
+    threshold = logits.gather(1, targets.clamp(min=0).unsqueeze(1)) - layout
+    near = (logits - threshold).abs() < 0.05
+    logits = torch.where(near, logits + 0.2, logits)
+    assert ((logits - threshold).abs() >= 0.05).all()
+    kept = logits >= threshold
+    assert (~kept).any() and (kept.sum(1) > 1).any()
+    return logits, targets
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_gradcheck_in_float64(reduction):
+    logits, targets = separated_batch()
+    leaf = logits.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda z: hns_cross_entropy(z, targets, 1.0, reduction=reduction), (leaf,)
+    )
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_long_rows_match_the_masked_formula(reduction):
+    """Rows of 300 logits: the fused loss runs its softmax in place there."""
+    logits, targets = make_batch(n=24, v=300, seed=6, ignore_every=5)
+    leaf = logits.clone().requires_grad_(True)
+    loss = hns_cross_entropy(leaf, targets, 2.0, reduction=reduction)
+    upstream(loss, len(targets)).backward()
+    ref_leaf = logits.clone().requires_grad_(True)
+    ref = masked_reference(ref_leaf, targets, 2.0, reduction=reduction)
+    upstream(ref, len(targets)).backward()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_a_retained_graph_gives_the_same_gradient_twice():
+    logits, targets = make_batch(ignore_every=5)
+    leaf = logits.clone().requires_grad_(True)
+    loss = hns_cross_entropy(leaf, targets, 2.0, reduction="none")
+    (first,) = torch.autograd.grad(upstream(loss, N), leaf, retain_graph=True)
+    (second,) = torch.autograd.grad(upstream(loss, N), leaf)
+    assert torch.equal(first, second)
+
+
+def test_the_path_follows_the_size(path):
+    logits, targets = make_batch()
+    loss = hns_cross_entropy(logits.clone().requires_grad_(True), targets, 2.0)
+    fused = type(loss.grad_fn).__name__.startswith("_HardNegativeCrossEntropy")
+    assert fused == (path == "fused")
+
+
+@pytest.mark.parametrize("layout", [0.0, 0.5, 2.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_small_batches_are_bit_for_bit_the_masked_fill_implementation(layout, reduction, path):
+    """The path below FUSED_FROM_NUMEL gives the very numbers of the implementation before
+    the fused loss (masked_fill + F.cross_entropy), so runs trained with it are unchanged;
+    the fused path agrees to rounding."""
+    for dtype, ignore_every in [(torch.float32, 0), (torch.float32, 4), (torch.bfloat16, 3)]:
+        logits, targets = make_batch(n=40, v=30, dtype=dtype, seed=7, ignore_every=ignore_every)
+        leaf = logits.clone().requires_grad_(True)
+        loss = hns_cross_entropy(leaf, targets, layout, reduction=reduction)
+        upstream(loss, len(targets)).backward()
+        ref_leaf = logits.clone().requires_grad_(True)
+        ref = masked_reference(ref_leaf, targets, layout, reduction=reduction)
+        upstream(ref, len(targets)).backward()
+        if path == "kept_logits":
+            assert torch.equal(loss, ref.detach()) and torch.equal(leaf.grad, ref_leaf.grad)
+        else:
+            tol = 1e-5 if dtype == torch.float32 else 2e-2
+            torch.testing.assert_close(loss, ref.detach(), rtol=tol, atol=tol)
+            torch.testing.assert_close(leaf.grad, ref_leaf.grad, rtol=tol, atol=tol)
+
+
+def test_no_grad_gives_the_same_loss():
+    logits, targets = make_batch(ignore_every=3)
+    with torch.no_grad():
+        plain = hns_cross_entropy(logits, targets, 2.0, reduction="none")
+    tracked = hns_cross_entropy(logits.clone().requires_grad_(True), targets, 2.0, reduction="none")
+    torch.testing.assert_close(plain, tracked.detach(), rtol=1e-15, atol=1e-15)
+
+
+def test_a_target_far_below_the_maximum_keeps_an_exact_finite_loss():
+    """p_target underflows in float32 (target 200 below the maximum): the loss is still
+    (max - z_target) + log(sum over kept), the gradient finite."""
+    logits = torch.tensor([[200.0, 0.0, 1.0, -5.0], [0.0, 1.0, 2.0, 3.0]])
+    targets = torch.tensor([1, 3])
+    leaf = logits.clone().requires_grad_(True)
+    loss = hns_cross_entropy(leaf, targets, 2.0, reduction="none")
+    loss.sum().backward()
+    z = logits.double()
+    expected = [
+        torch.logsumexp(z[0, :3], 0) - z[0, 1],
+        torch.logsumexp(z[1, 1:], 0) - z[1, 3],
+    ]
+    torch.testing.assert_close(loss.detach().double(), torch.stack(expected), rtol=1e-6, atol=0)
+    assert torch.isfinite(leaf.grad).all() and leaf.grad[0, 1] == -1.0
+
+
+@pytest.mark.parametrize("ignore_index", [-1, 40])
+def test_ids_out_of_range_are_rejected_even_beside_ignored_positions(ignore_index):
+    logits, targets = make_batch(n=8)
+    targets[::2] = ignore_index  # the ignore index may lie outside [0, V)
+    assert torch.isfinite(hns_cross_entropy(logits, targets, 2.0, ignore_index=ignore_index))
+    for bad in (-3, V):
+        wrong = targets.clone()
+        wrong[1] = bad
+        with pytest.raises(ValueError, match=f"invalid targets={bad}"):
+            hns_cross_entropy(logits, wrong, 2.0, ignore_index=ignore_index)
+
+
+def test_an_empty_batch_gives_zero():
+    logits = torch.zeros(0, V, requires_grad=True)
+    targets = torch.zeros(0, dtype=torch.long)
+    for layout in (2.0, INF):
+        loss = hns_cross_entropy(logits, targets, layout)
+        assert loss.item() == 0.0
+        loss.backward()
 
 
 # --- validation ------------------------------------------------------------------

@@ -17,6 +17,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from .validation import ParameterError, check_choice, check_float, check_int
 
@@ -24,33 +25,63 @@ from .validation import ParameterError, check_choice, check_float, check_int
 def check_layout(layout: float, finite: bool = False) -> float:
     """Validate ``layout``: a real number >= 0, or inf (plain cross-entropy) unless
     ``finite`` (where an HNS layout is compared with CE)."""
+    if type(layout) is float and layout >= 0.0 and (layout < math.inf or not finite):
+        return layout  # the usual case, without composing the message of an error
     return check_float("layout", layout, 0.0, allow_inf=not finite)
 
 
 def check_logits_and_targets(
     logits: torch.Tensor, targets: torch.Tensor, ignore_index: int
-) -> None:
+) -> bool:
     """Shapes (..., V) and (...), integer targets in [0, V) or ``ignore_index``: a clear
-    ParameterError before torch's own message."""
+    ParameterError before torch's own message.
+
+    Returns whether some position may be unscored: False only when every one is
+    scored (known on the CPU, where the range is checked; elsewhere the answer is True).
+    The check costs one pass over the targets (two when some id is the ignore index)."""
     if not isinstance(logits, torch.Tensor) or not logits.is_floating_point() or logits.dim() < 1:
         raise ParameterError("logits", type(logits).__name__, "a floating tensor of shape (..., V)")
     if not isinstance(targets, torch.Tensor) or targets.is_floating_point() or targets.is_complex():
         described = targets.dtype if isinstance(targets, torch.Tensor) else type(targets).__name__
         raise ParameterError("targets", described, "an integer tensor of token ids")
-    if tuple(targets.shape) != tuple(logits.shape[:-1]):
+    if targets.shape != logits.shape[:-1]:
         raise ParameterError(
             "targets", f"shape {tuple(targets.shape)}",
             f"the shape of logits without its last axis, {tuple(logits.shape[:-1])}",
         )  # fmt: skip
-    if targets.device.type != "cpu":
-        return  # the id range would cost a device sync every step; CUDA asserts on it anyway
+    if not targets.is_cpu:
+        return True  # the id range would cost a device sync every step; CUDA asserts on it
+    if targets.numel() == 0:
+        return True  # nothing is scored
     V = logits.size(-1)
-    scored = targets[targets != ignore_index]
-    if scored.numel() and (int(scored.min()) < 0 or int(scored.max()) >= V):
-        bad = int(scored.max()) if int(scored.max()) >= V else int(scored.min())
-        raise ParameterError(
-            "targets", bad, f"token ids in [0, {V}) or ignore_index={ignore_index}"
-        )
+    lo, hi = torch.aminmax(targets)
+    lo, hi = lo.item(), hi.item()
+    if lo >= 0 and hi < V:  # every id in range (one pass): ignored only if the index is
+        return lo <= ignore_index <= hi
+    # some id is out of range: all right only where it is the ignore index
+    scored = targets.masked_fill(targets == ignore_index, 0)
+    lo, hi = torch.aminmax(scored)
+    lo, hi = lo.item(), hi.item()
+    if lo < 0 or hi >= V:
+        allowed = f"token ids in [0, {V}) or ignore_index={ignore_index}"
+        raise ParameterError("targets", hi if hi >= V else lo, allowed)
+    return True
+
+
+_REDUCTIONS = ("mean", "sum", "none")
+# From this many logits on (N * V), a finite layout runs the fused loss. Below, the fixed
+# cost of its dozen small steps outweighs the exponential pass it saves: on a CPU
+# (bench/hns_loss.py) the two are even at 768 x 130 and the fused loss is the faster
+# from 768 x 192 on.
+FUSED_FROM_NUMEL = 1 << 17
+# float16 and bfloat16 logits are compared (and the fused loss runs) in float32
+_COMPUTE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+_TINY = {}  # smallest normal number of each compute dtype
+_ONE = torch.tensor(1.0)  # a CPU scalar: cheaper in an op than a Python number
+# the in-place softmax is slower than a fresh output on short rows (CPU), faster on long ones
+_INPLACE_SOFTMAX_FROM = 256
+# up to this layout the fused loss runs its softmax on z - threshold (see _fused_forward)
+_SHIFT_MAX = 16.0
 
 
 def hns_keep_mask(
@@ -89,21 +120,37 @@ def hns_cross_entropy(
         reduction: ``"mean"`` over scored positions, ``"sum"``, or ``"none"`` (shape of targets).
 
     A batch whose positions are all ignored gives a loss of 0 (not NaN) and zero gradients.
+
+    A finite layout builds the kept logits (excluded ones at -inf) in a few cheap passes
+    without boolean masks. Below ``FUSED_FROM_NUMEL`` logits, ``F.cross_entropy`` runs on
+    them: bit for bit the loss and gradient of ``masked_fill`` + ``F.cross_entropy`` (the
+    implementation before this one). From there on, ``_HardNegativeCrossEntropy`` runs
+    one softmax and keeps the gradient from the forward pass; it equals that up to
+    rounding and costs less than ``F.cross_entropy`` itself.
     """
     layout = check_layout(layout)
-    check_choice("reduction", reduction, ("mean", "sum", "none"))
-    check_logits_and_targets(logits, targets, ignore_index)
-    flat_logits = logits.reshape(-1, logits.size(-1))
-    flat_targets = targets.reshape(-1)
+    if reduction not in _REDUCTIONS:
+        check_choice("reduction", reduction, _REDUCTIONS)
+    maybe_ignored = check_logits_and_targets(logits, targets, ignore_index)
+    # (a reshape of a tensor already 2-D would still add a node to the autograd graph)
+    flat_logits = logits if logits.dim() == 2 else logits.reshape(-1, logits.size(-1))
+    flat_targets = targets if targets.dim() == 1 else targets.reshape(-1)
     if not math.isinf(layout):
-        keep = hns_keep_mask(flat_logits, flat_targets, layout, ignore_index)
-        # masked_fill passes no gradient to the filled entries: excluded rows get exactly 0.
-        flat_logits = flat_logits.masked_fill(~keep, float("-inf"))
+        if flat_logits.numel() >= FUSED_FROM_NUMEL:
+            args = (flat_logits, flat_targets, layout, ignore_index, reduction, maybe_ignored)
+            if torch.is_grad_enabled() and logits.requires_grad:
+                out = _HardNegativeCrossEntropy.apply(*args)
+            else:
+                out = _fused_forward(*args, keep_grad=False)[0]
+            return out.view(targets.shape) if reduction == "none" else out
+        flat_logits = _kept_logits(flat_logits, flat_targets, layout, ignore_index, maybe_ignored)
     if reduction == "none":
         out = F.cross_entropy(
             flat_logits, flat_targets, ignore_index=ignore_index, reduction=reduction
         )
         return out.view(targets.shape)
+    if reduction == "mean" and not maybe_ignored:  # the same bits as sum / count, in one op
+        return F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index)
     total = F.cross_entropy(flat_logits, flat_targets, ignore_index=ignore_index, reduction="sum")
     if reduction == "sum":
         return total
@@ -111,6 +158,153 @@ def hns_cross_entropy(
     # the clamp keeps the same value otherwise and gives 0 for an all-ignored batch.
     n_scored = (flat_targets != ignore_index).sum().clamp(min=1)
     return total / n_scored.to(total.dtype)
+
+
+def _target_column(t: torch.Tensor, ignore_index: int, maybe_ignored: bool):
+    """(N, 1) target ids safe to gather with (0 on ignored rows) and the (N, 1) scored
+    rows, or None when no row is ignored."""
+    col = t.unsqueeze(1)
+    if not maybe_ignored:
+        return col, None
+    valid = col != ignore_index
+    return torch.where(valid, col, 0), valid
+
+
+def _exclude(
+    z: torch.Tensor, zd: torch.Tensor, thr: torch.Tensor, restore: bool = True
+) -> torch.Tensor:
+    """A new (N, V) tensor: ``z`` where ``z >= thr`` (the (N, 1) thresholds), -inf elsewhere,
+    in the compute dtype. Autograd sees ``z - thr``: the gradient reaches ``z`` unchanged,
+    which is right at the kept entries and 0 at the excluded ones (whose probability is 0).
+    ``zd`` is ``z`` detached.
+
+    d = z - thr >= 0 exactly where z >= thr: the sign of a rounded difference is exact (0
+    only for equal numbers; an overflow keeps the sign). The threshold sends d < 0 to
+    -inf (a difference smaller than the smallest normal number counts as 0, so that a
+    flush of subnormals cannot exclude an equal logit), clamp and add give back z + 0
+    (without ``restore`` the kept entries stay z - thr).
+    """
+    compute = _COMPUTE_DTYPE.get(z.dtype, z.dtype)
+    tiny = _TINY.get(compute) or _TINY.setdefault(compute, torch.finfo(compute).tiny)
+    out = torch.sub(z, thr if compute == thr.dtype else thr.to(compute))
+    raw = out.detach()
+    torch.threshold_(raw, -tiny, -math.inf)
+    if restore:
+        raw.clamp_(max=0.0).add_(zd)
+    return out
+
+
+def _kept_logits(z, t, layout, ignore_index, maybe_ignored) -> torch.Tensor:
+    """(N, V) logits with the excluded entries at -inf: the values of
+    ``z.masked_fill(~hns_keep_mask(z, t, layout), -inf)`` but on ignored rows, and
+    differentiable (a gradient reaches ``z`` unchanged)."""
+    zd = z.detach()
+    col, _ = _target_column(t, ignore_index, maybe_ignored)
+    thr = zd.gather(1, col).sub_(layout)  # in the logits' dtype, as hns_keep_mask
+    kept = _exclude(z, zd, thr)
+    return kept if kept.dtype == z.dtype else kept.to(z.dtype)
+
+
+def _fused_forward(
+    z: torch.Tensor,
+    t: torch.Tensor,
+    layout: float,
+    ignore_index: int,
+    reduction: str,
+    maybe_ignored: bool,
+    keep_grad: bool = True,
+):
+    """The finite-layout loss of (N, V) logits ``z`` and (N,) targets ``t``, reduced.
+
+    Returns (loss, unit_grad, valid, count): ``unit_grad`` is the gradient of each row's
+    loss, softmax over the kept logits minus one-hot(target) (exactly 0 where excluded),
+    in the compute dtype, or None unless ``keep_grad``; ``valid`` the (N, 1) scored rows,
+    or None when no row is ignored; ``count`` the divisor of the mean (int or tensor).
+
+    (N, V) passes: a subtraction and an in-place threshold give the kept logits (shifted,
+    excluded ones at -inf), one softmax is the only exponential, one write puts
+    p_target - 1 at the targets; backward scales that buffer in place. F.cross_entropy
+    makes about seven (log-softmax, a zero fill, a backward with a second exponential).
+    The row maximum is always kept (it is >= the target logit): no row is empty.
+    """
+    col, valid = _target_column(t, ignore_index, maybe_ignored)
+    zt = z.gather(1, col)
+    compute = _COMPUTE_DTYPE.get(z.dtype, z.dtype)
+    tiny = _TINY.get(compute) or _TINY.setdefault(compute, torch.finfo(compute).tiny)
+    # The softmax is shift-invariant: up to a layout of _SHIFT_MAX it runs on the kept
+    # d = z - threshold >= 0 as they come, whose rounding adds an error of order
+    # eps * (max z - z_target + layout) to the eps * (max z - min z) of a softmax of z;
+    # a larger layout restores z (two more passes).
+    d = _exclude(z, z, zt - layout, restore=layout > _SHIFT_MAX)
+    inplace = not keep_grad or d.size(1) >= _INPLACE_SOFTMAX_FROM
+    p = torch.softmax(d, 1, out=d) if inplace else torch.softmax(d, 1)
+    pt = p.gather(1, col)
+    # -log p_target loses accuracy once p_target is subnormal or 0 (a target logit far
+    # below the row maximum m); there it is (m - z_target) + log(sum), and 1/sum is the
+    # largest probability. On the CPU the check is free; elsewhere (no host sync) the
+    # far form is always computed.
+    far = None
+    if not z.is_cpu or (pt.numel() and pt.min().item() < tiny):
+        m = z.amax(1, keepdim=True)
+        far = (m.to(compute) - zt.to(compute)) - p.amax(1, keepdim=True).log()
+    if far is None and valid is None and reduction != "none":
+        count = len(t) if reduction == "mean" else 1
+        loss = torch.xlogy(-1.0 / count, pt).sum()  # -sum(log p_target) / count
+    else:
+        rows = torch.xlogy(-1.0, pt)
+        if far is not None:
+            rows = torch.where(pt < tiny, far, rows)
+        if valid is not None:
+            rows = torch.where(valid, rows, 0.0)
+        count = 1
+        if reduction == "none":
+            loss = rows.view(-1)
+        elif reduction == "sum":
+            loss = rows.sum()
+        else:
+            count = len(t) if valid is None else valid.sum().clamp_(min=1)
+            loss = rows.sum() / count
+    unit_grad = p.scatter_(1, col, pt.sub_(_ONE)) if keep_grad else None
+    return (loss if loss.dtype == z.dtype else loss.to(z.dtype)), unit_grad, valid, count
+
+
+class _HardNegativeCrossEntropy(torch.autograd.Function):
+    """The fused finite-layout loss, with its own backward.
+
+    Forward keeps the gradient of each row's loss; backward scales that buffer in place
+    by the incoming gradient (0 on ignored rows) and hands it on: one (N, V) pass. A
+    second backward through a retained graph rebuilds the buffer from the logits.
+    """
+
+    @staticmethod
+    def forward(ctx, z, t, layout, ignore_index, reduction, maybe_ignored):
+        loss, unit_grad, valid, count = _fused_forward(
+            z, t, layout, ignore_index, reduction, maybe_ignored
+        )
+        ctx.save_for_backward(z, t)
+        ctx.unit_grad, ctx.valid, ctx.count = unit_grad, valid, count
+        ctx.args = (layout, ignore_index, reduction, maybe_ignored)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        grad, ctx.unit_grad = ctx.unit_grad, None
+        if grad is None:  # an earlier backward consumed the buffer
+            z, t = ctx.saved_tensors
+            grad = _fused_forward(z, t, *ctx.args)[1]
+        reduction = ctx.args[2]
+        w = grad_out if grad_out.dtype == grad.dtype else grad_out.to(grad.dtype)
+        if reduction == "none":
+            w = w.unsqueeze(1)
+        elif reduction == "mean":
+            w = w / ctx.count
+        if ctx.valid is not None:
+            w = torch.where(ctx.valid, w, 0.0)
+        grad = grad.mul_(w)
+        if grad.dtype != grad_out.dtype:
+            grad = grad.to(grad_out.dtype)
+        return grad, None, None, None, None, None
 
 
 def nucleus_margin(vocab_size: int, top_p: float) -> float:
