@@ -70,6 +70,7 @@ def bilingual_rows(low_loss_gap):
         ):
             rows += [
                 {"experiment": exp, "seed": s, "language": "both", "loss": both + jitter},
+                {"experiment": exp, "seed": s, "language": "mixture", "loss": both - 0.5 + jitter},
                 {
                     "experiment": exp,
                     "seed": s,
@@ -93,18 +94,42 @@ def test_claims_get_verdicts_from_their_intervals():
         scenario_rows(), single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01)
     )
     v = verdicts(table)
-    assert v[("C1", "ranks 51-60", "summed gradient norm")] == "contradicted"
-    assert v[("C1", "ranks 61-65", "summed gradient norm")] == "supported"
+    assert v[("C1", "ranks 51-60", "gradient norm (summed)")] == "contradicted"
+    assert v[("C1", "ranks 61-65", "gradient norm (summed)")] == "supported"
     assert v[("C2", "ranks 1-10", "validation loss")] == "supported"
     assert v[("C3", "ranks 41-50", "validation loss")] == "supported"
     assert v[("C4", "both languages", "validation loss")] == "supported"
+    assert v[("C4", "training mixture", "validation loss")] == "supported"
     assert v[("C5", "low-resource language", "validation loss")] == "supported"  # within margin
     assert v[("C6", "low-resource language", "top-1 accuracy")] == "supported"
-    assert v[("C7", "high-resource language", "top-1 accuracy")] == "supported"  # -0.001 > -0.005
+    c7 = table[table["claim"] == "C7"].set_index("test")
+    assert c7.loc["greater", "verdict"] == "contradicted"  # -0.001 is not "better"
+    assert c7.loc["not_worse", "verdict"] == "supported"  # -0.001 > -0.005
+    assert c7.loc["greater", "primary"] and not c7.loc["not_worse", "primary"]
+    c4 = table[table["claim"] == "C4"].set_index("scope")
+    assert c4.loc["training mixture", "primary"] and not c4.loc["both languages", "primary"]
+    assert "98/2" in c4.loc["training mixture", "definition"]
+    assert (table["definition"] != "").all()  # every claim says how it is measured
     row = table[table["claim"] == "C2"].iloc[0]
     assert (row["A"], row["B"]) == ("HNS", "CE")
     assert row["diff"] == pytest.approx(0.2) and row["n_seeds"] == 3
-    assert len(table) == 10  # C1 twice, C6 three times
+    assert len(table) == 12  # C1 twice, C4 twice, C6 three times, C7 twice
+
+
+def test_c1_is_evaluated_under_both_share_definitions():
+    """With the per-position columns, C1 has one row per definition: here 2.2 is smaller
+    than 1 + 2.1 when summed and larger per position (its contributions cancel less)."""
+    shares = scenario_rows().assign(
+        input_pp=lambda f: f["input"], target_pp=lambda f: f["target"],
+        nontarget_pp=lambda f: 10 * f["nontarget"],
+    )  # fmt: skip
+    table = claims.build_claims(shares, single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01))
+    c1 = table[(table["claim"] == "C1") & (table["scope"] == "ranks 51-60")]
+    by_metric = c1.set_index("metric")
+    assert by_metric.loc["gradient norm (summed)", "verdict"] == "contradicted"
+    assert by_metric.loc["gradient norm (per-position)", "verdict"] == "supported"
+    assert by_metric.loc["gradient norm (summed)", "primary"]
+    assert not by_metric.loc["gradient norm (per-position)", "primary"]
 
 
 def test_contradicted_and_similarity_failures():

@@ -191,7 +191,7 @@ def test_the_bilingual_reading_names_the_pooled_language():
 
 def test_the_pooled_language_has_one_key_and_one_name():
     assert readings.LANGUAGE_NAMES[POOLED] == "both languages"
-    assert set(readings.LANGUAGE_NAMES) == {"high", "low", POOLED}
+    assert set(readings.LANGUAGE_NAMES) == {"high", "low", POOLED, readings.MIXTURE}
     assert (POOLED, "loss") in layout.TABLE_VALUES
     assert layout.POOLED_LOSS.startswith(POOLED)
     assert list(readings.METRIC_NAMES) == list(frequency.METRICS)

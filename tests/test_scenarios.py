@@ -287,6 +287,37 @@ def test_token_totals_and_group_shares_on_a_known_table():
     assert shares.loc["11-20", "share_nontarget"] == 1.0
 
 
+def test_both_definitions_and_the_update_view_on_a_known_table():
+    from selfish_lib.study.gradients import definitions_side_by_side, group_shares, token_totals
+
+    wide = pd.DataFrame(
+        {
+            "step": [1, 2],
+            "token": [0, 0],
+            "input": [1.0, 1.0], "target": [0.0, 0.0], "nontarget": [1.0, 1.0],
+            "input_pp": [1.0, 1.0], "target_pp": [0.0, 0.0], "nontarget_pp": [3.0, 3.0],
+            "grad_total": [2.0, 2.0], "update_adam": [0.2, 0.2], "update_decay": [0.1, 0.1],
+            "update_total": [0.3, 0.3], "update_input": [0.05, 0.05],
+            "update_target": [0.0, 0.0], "update_nontarget": [0.15, 0.15],
+            "update_momentum": [0.2, 0.2],
+        }
+    )  # fmt: skip
+    info = pd.DataFrame({"token": [0], "group": ["1-10"], "language": "high"})
+    shares = group_shares(token_totals(wide), info).iloc[0]
+    assert shares["share_nontarget"] == 0.5  # summed: 2 of 4
+    assert shares["share_nontarget_pp"] == 0.75  # per position: 6 of 8
+    assert shares["update_share_nontarget"] == pytest.approx(0.75)  # 0.3 of 0.4
+    assert shares["momentum_share"] == pytest.approx(0.5)  # 0.4 of 0.8
+    assert shares["update_over_grad"] == pytest.approx(0.1)  # 0.4 / 4
+    per_seed = group_shares(token_totals(wide), info).assign(objective="CE", seed=0)
+    from selfish_lib.study.stats import aggregate_seeds
+
+    agg = aggregate_seeds(per_seed, ["objective", "language", "group"],
+                          ["share_nontarget", "share_nontarget_pp"])  # fmt: skip
+    side = definitions_side_by_side(agg).set_index("definition")["share"]
+    assert side.to_dict() == {"summed": 0.5, "per-position": 0.75}
+
+
 def test_reading_verdicts_follow_the_intervals():
     from selfish_lib.study.gradients import reading
 

@@ -22,9 +22,11 @@ from ..engine.evaluation import METRICS, aggregate, probability_profile
 from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile
 from ..engine.runs import stack_runs
+from ..engine.validation import check_float
 from .frequency import verdict
 from .readings import (
     LANGUAGE_NAMES,
+    MIXTURE,
     POOLED,
     Reading,
     clipping_note,
@@ -54,19 +56,32 @@ def experiment_configs(study: Profile, layout: float) -> dict:
     return configs
 
 
-def _with_overall(run, token_info: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
+def _with_overall(
+    run, token_info: pd.DataFrame, p_low: float, step: int | None = None
+) -> pd.DataFrame:
     ev = run.eval_tokens
     step = int(ev["step"].max()) if step is None else step
     at = ev[ev["step"] == step]
     per_lang = aggregate(at, token_info, by=["language"])
     overall = aggregate(at, token_info, by=[]).assign(language=POOLED)
-    return pd.concat([per_lang, overall], ignore_index=True)
+    # Each alphabet scores the whole validation text, so pooling weighs them 50/50; the
+    # training mixture weighs them as the training blocks do.
+    by_lang = per_lang.set_index("language")
+    mixture = overall.copy().assign(language=MIXTURE)
+    for metric in METRICS:
+        mixture[metric] = (1 - p_low) * by_lang.loc["high", metric] + p_low * by_lang.loc[
+            "low", metric
+        ]
+    return pd.concat([per_lang, overall, mixture], ignore_index=True)
 
 
-def language_metrics(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
-    """Per run (experiment, seed) and language ('high', 'low', and ``readings.POOLED``,
-    both pooled): the final whole-split validation metrics."""
-    return stack_runs(runs, lambda r: _with_overall(r, token_info))
+def language_metrics(runs: dict, token_info: pd.DataFrame, p_low: float = 0.02) -> pd.DataFrame:
+    """Per run (experiment, seed) and language: the final whole-split validation metrics
+    in 'high', 'low', ``readings.POOLED`` (every position of both alphabets, 50/50) and
+    ``readings.MIXTURE`` (the two languages weighted 1 - p_low and p_low, as the
+    bilingual training stream mixes them; its ``count`` is the pooled one)."""
+    p_low = check_float("p_low", p_low, 0.0, 1.0)
+    return stack_runs(runs, lambda r: _with_overall(r, token_info, p_low))
 
 
 def learning_curves(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:

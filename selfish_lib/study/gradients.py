@@ -14,25 +14,82 @@ from ..engine.scenarios import SCENARIO_LABELS, SCENARIOS
 from .readings import Reading, clipping_note, format_interval, interval_of
 from .stats import aggregate_seeds, compare, paired_difference
 
+# The two definitions of a scenario's size per row (see notebook 02):
+# "summed": the norm of the scenario's gradient vector summed over the batch's positions
+#           (what the optimizer receives; opposite contributions cancel);
+# "per-position": the sum over positions of each contribution's norm (nothing cancels).
+DEFINITIONS = {"summed": "", "per-position": "_pp"}
+UPDATE_PARTS = ("update_input", "update_target", "update_nontarget", "update_momentum")
+UPDATE_COLUMNS = ("grad_total", "update_adam", "update_decay", "update_total", *UPDATE_PARTS)
+
+
+def _columns(definition: str) -> list[str]:
+    suffix = DEFINITIONS[definition]
+    return [f"{s}{suffix}" for s in SCENARIOS]
+
 
 def token_totals(wide: pd.DataFrame) -> pd.DataFrame:
-    """Per token: each scenario's gradient norm summed over the logged steps, and the
-    share of scenario 2.2 in their sum."""
-    totals = wide.groupby("token", sort=True)[list(SCENARIOS)].sum().reset_index()
-    whole = totals[list(SCENARIOS)].sum(axis=1)
-    totals["share_nontarget"] = totals["nontarget"] / whole.where(whole > 0)
+    """Per token: each scenario's size summed over the logged steps, under both
+    definitions (``input``.., and ``input_pp``..), the update columns summed alike, and
+    the share of scenario 2.2 (``share_nontarget``, ``share_nontarget_pp``)."""
+    summed = [c for c in (*_columns("summed"), *_columns("per-position"), *UPDATE_COLUMNS)
+              if c in wide.columns]  # fmt: skip
+    totals = wide.groupby("token", sort=True)[summed].sum().reset_index()
+    for definition, suffix in DEFINITIONS.items():
+        columns = _columns(definition)
+        if not set(columns) <= set(totals.columns):
+            continue  # a run logged before the per-position columns existed
+        whole = totals[columns].sum(axis=1)
+        totals[f"share_nontarget{suffix}"] = totals[f"nontarget{suffix}"] / whole.where(whole > 0)
     return totals
 
 
 def group_shares(totals: pd.DataFrame, token_info: pd.DataFrame) -> pd.DataFrame:
-    """Per rank group (and language): the share of scenario 2.2 in the summed norms of
-    its tokens, and the ratio 2.2 / (1 + 2.1); > 0.5 and > 1 mean 2.2 outweighs the others."""
+    """Per rank group (and language), from the summed sizes of its tokens:
+
+    - ``share_nontarget`` / ``share_nontarget_pp``: the share of scenario 2.2 under the
+      summed and the per-position definition, and ``nontarget_over_own`` (2.2 over 1 +
+      2.1; > 0.5 and > 1 mean 2.2 outweighs the others);
+    - the update view: ``update_share_nontarget``, scenario 2.2's share of this step's
+      part of AdamW's update (``update_input`` + ``update_target`` +
+      ``update_nontarget``), ``momentum_share``, the part earlier steps left in the
+      moment-driven update, and ``update_over_grad``, the moment-driven update's norm
+      over the gradient's (how strongly Adam rescales the group's rows).
+    """
     merged = totals.merge(token_info[["token", "group", "language"]], on="token")
-    summed = merged.groupby(["language", "group"], sort=True)[list(SCENARIOS)].sum().reset_index()
-    own = summed["input"] + summed["target"]
-    summed["share_nontarget"] = summed["nontarget"] / (own + summed["nontarget"])
-    summed["nontarget_over_own"] = summed["nontarget"] / own.where(own > 0)
+    value_cols = [c for c in totals.columns if c != "token" and not c.startswith("share_")]
+    summed = merged.groupby(["language", "group"], sort=True)[value_cols].sum().reset_index()
+    for suffix in DEFINITIONS.values():
+        if f"nontarget{suffix}" not in summed:
+            continue
+        own = summed[f"input{suffix}"] + summed[f"target{suffix}"]
+        summed[f"share_nontarget{suffix}"] = summed[f"nontarget{suffix}"] / (
+            own + summed[f"nontarget{suffix}"]
+        )
+        if not suffix:
+            summed["nontarget_over_own"] = summed["nontarget"] / own.where(own > 0)
+    if set(UPDATE_PARTS) <= set(summed.columns):
+        step_part = summed[["update_input", "update_target", "update_nontarget"]].sum(axis=1)
+        summed["update_share_nontarget"] = summed["update_nontarget"] / step_part.where(
+            step_part > 0
+        )
+        summed["momentum_share"] = summed["update_momentum"] / (
+            step_part + summed["update_momentum"]
+        ).where(step_part + summed["update_momentum"] > 0)
+        summed["update_over_grad"] = summed["update_adam"] / summed["grad_total"].where(
+            summed["grad_total"] > 0
+        )
     return summed
+
+
+SHARE_COLUMNS = (
+    "share_nontarget",
+    "share_nontarget_pp",
+    "nontarget_over_own",
+    "update_share_nontarget",
+    "momentum_share",
+    "update_over_grad",
+)
 
 
 def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
@@ -52,14 +109,30 @@ def per_token_summary(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 
 
 def per_group_share(runs: dict, token_info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Share of scenario 2.2 per rank group: (per seed, aggregated over seeds with intervals).
-    A share lies in [0, 1] and a ratio of norms is >= 0: their intervals are clipped to that
-    range (``share_nontarget_clipped``, ``nontarget_over_own_clipped``)."""
+    """Shares per rank group (``group_shares``): (per seed, aggregated over seeds with
+    intervals). Shares lie in [0, 1] and ratios of norms are >= 0: their intervals are
+    clipped to that range (``<column>_clipped``)."""
     per_seed = stack_runs(runs, lambda r: group_shares(token_totals(r.scenarios), token_info))
-    agg = aggregate_seeds(
-        per_seed, ["objective", "language", "group"], ["share_nontarget", "nontarget_over_own"]
-    )
+    values = [c for c in SHARE_COLUMNS if c in per_seed.columns]
+    agg = aggregate_seeds(per_seed, ["objective", "language", "group"], values)
     return per_seed, agg
+
+
+def definitions_side_by_side(shares: pd.DataFrame) -> pd.DataFrame:
+    """Long table of scenario 2.2's share per objective and group under both definitions
+    (``definition``: 'summed' or 'per-position'), mean and interval over seeds, from
+    ``per_group_share``'s aggregated frame."""
+    parts = []
+    for definition, suffix in DEFINITIONS.items():
+        column = f"share_nontarget{suffix}"
+        if column not in shares:
+            continue
+        part = shares[["objective", "language", "group", "n_seeds"]].copy()
+        part["definition"] = definition
+        for end in ("", "_lo", "_hi"):
+            part[f"share{end}"] = shares[f"{column}{end}"]
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True)
 
 
 def default_tokens(token_info: pd.DataFrame) -> list[int]:

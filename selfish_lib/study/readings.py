@@ -30,7 +30,15 @@ from ..engine.validation import ParameterError, check_choice, check_int
 # The language key of metrics pooled over every position of both alphabets.
 POOLED = "both"
 # The languages in prose (and in chart titles): the two alphabets, then the pool.
-LANGUAGE_NAMES = {"high": "high-resource", "low": "low-resource", POOLED: "both languages"}
+# The training mixture: each language weighted by its share of the training blocks
+# (98/2 in the bilingual setting), the loss the bilingual models are trained on.
+MIXTURE = "mixture"
+LANGUAGE_NAMES = {
+    "high": "high-resource",
+    "low": "low-resource",
+    POOLED: "both languages",
+    MIXTURE: "training mixture",
+}
 # The validation metrics (``evaluation.METRICS``) in prose, in the same order.
 METRIC_NAMES = {"loss": "loss", "top1": "top-1 accuracy", "recall5": "recall@5", "mrr": "MRR"}
 

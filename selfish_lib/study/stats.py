@@ -43,7 +43,12 @@ RANGES: dict[str, tuple[float, float]] = {
     # gradient scenarios (study.gradients): summed norms and the share of scenario 2.2
     "norm": NON_NEGATIVE,
     "share_nontarget": UNIT,
+    "share_nontarget_pp": UNIT,
     "nontarget_over_own": NON_NEGATIVE,
+    # the update view of the same log: shares and a ratio of norms
+    "update_share_nontarget": UNIT,
+    "momentum_share": UNIT,
+    "update_over_grad": NON_NEGATIVE,
     # where the probability goes (study.bilingual.where_the_loss_goes)
     "outside_mass": UNIT,
     "easy_mass": UNIT,
