@@ -21,8 +21,23 @@
 # splits the gradient of the tied matrix into the three scenarios, row by
 # row. The split is exact: the tests check in float64 that the three parts
 # add up to the autograd gradient to 1e-10, for CE and HNS, with ignored
-# positions and on bilingual batches. Here we sum each scenario's gradient
-# norm over the logged steps of a run, then average over seeds.
+# positions and on bilingual batches.
+#
+# **What is measured.** At a logged step, scenario *s* gives row *j* of the
+# tied matrix the vector *g*<sub>*s*</sub>(*j*) = Σ<sub>*n*</sub>
+# *c*<sub>*s*,*n*</sub>(*j*), a sum over the batch's positions *n* (for
+# 2.2, *c*<sub>*n*</sub>(*j*) = (∂*L*/∂*z*<sub>*n*</sub>)<sub>*j*</sub>
+# *h*<sub>*n*</sub> at every position whose target is not *j*). A
+# scenario's **size** for a group of rows is
+#
+# - **summed** (the definition the claims use): ‖*g*<sub>*s*</sub>(*j*)‖,
+#   the norm of what the optimizer receives, summed over the group's rows
+#   and the logged steps: contributions that point different ways cancel;
+# - **per-position** (beside it): Σ<sub>*n*</sub>
+#   ‖*c*<sub>*s*,*n*</sub>(*j*)‖, summed alike: nothing cancels.
+#
+# The share of scenario 2.2 is its size over the sum of the three sizes.
+# Both are averaged over seeds with a 95% t interval.
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
@@ -73,6 +88,41 @@ study.figure(charts.nontarget_share_by_group(per_seed, shares), "nontarget_share
 # %%
 columns = ["objective", "group", "share_nontarget", "share_nontarget_lo", "share_nontarget_hi"]
 display(shares[columns + ["nontarget_over_own", "n_seeds"]].style.format(precision=3))
+
+# %% [markdown]
+# ## The two definitions side by side
+#
+# The same logged steps, measured both ways. Where the per-position share is
+# much higher, the non-target pushes of different positions point in
+# different directions and largely cancel in the summed vector the
+# optimizer receives: the noise is there, but a good part of it averages out
+# within a batch.
+
+# %%
+side = sc.definitions_side_by_side(shares)
+study.figure(charts.share_definitions(side), "share_definitions")
+
+# %% [markdown]
+# ## How the rows actually move: the Adam update
+#
+# The hypothesis is about how rows *move*, and AdamW does not move a row in
+# proportion to its gradient: it divides every coordinate by the root of
+# its running mean squared gradient, so rows with small gradients (rare
+# symbols) move much more per unit of gradient. The log records the applied
+# update of every row and splits it exactly: the decoupled weight decay,
+# the part earlier steps left in the first moment (momentum), and this
+# step's gradient, which AdamW scales coordinate-wise by one factor, so it
+# splits into the three scenarios exactly. Left: update norm over gradient
+# norm per group; right: scenario 2.2's share of this step's part of the
+# update.
+
+# %%
+study.figure(charts.update_view(shares), "update_view")
+
+# %%
+update_columns = ["objective", "group", "update_over_grad", "update_share_nontarget",
+                  "momentum_share", "n_seeds"]  # fmt: skip
+display(shares[update_columns].style.format(precision=3))
 
 # %% [markdown]
 # ## Over training

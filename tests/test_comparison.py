@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from selfish_lib.study import frequency as cmp
 
@@ -43,14 +44,30 @@ def tokens_table(losses_by_step: dict[int, dict[int, float]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def test_group_curve_by_positions_is_a_ratio_of_sums_like_the_tables():
+    """Token 0 seen 3 times with mean loss 1, token 1 once with loss 5: the group's
+    position-weighted loss is (3 + 5) / 4 = 2, the mean of the symbols' means 3."""
+    table = pd.DataFrame(
+        {"step": [1, 1], "token": [0, 1], "count": [3, 1], "ce_sum": [3.0, 5.0],
+         "objective_sum": [3.0, 5.0]}
+    )  # fmt: skip
+    runs = {"a": FakeRun(math.inf, 0, table)}
+    by_positions = cmp.group_training_curves(runs, INFO, window=1)
+    by_tokens = cmp.group_training_curves(runs, INFO, window=1, average="tokens")
+    assert by_positions["loss"].iloc[0] == 2.0 and by_tokens["loss"].iloc[0] == 3.0
+    with pytest.raises(ValueError, match="average"):
+        cmp.group_training_curves(runs, INFO, average="symbols")
+
+
 def test_group_curve_is_the_mean_of_token_means_then_smoothed():
     table = tokens_table({1: {0: 1.0, 1: 3.0, 2: 5.0}, 2: {0: 3.0, 2: 7.0}})  # token 1 absent
     runs = {"a": FakeRun(math.inf, 0, table)}
-    curves = cmp.group_training_curves(runs, INFO, window=2).set_index(["group", "step"])
+    curves = cmp.group_training_curves(runs, INFO, window=2, average="tokens")
+    curves = curves.set_index(["group", "step"])
     assert curves.loc[("1-10", 1), "loss"] == 2.0  # mean of 1 and 3
     assert curves.loc[("1-10", 2), "loss"] == pytest.approx((2.0 + 3.0) / 2)  # smoothed
     assert curves.loc[("11-20", 2), "loss"] == pytest.approx(6.0)
-    objective = cmp.group_training_curves(runs, INFO, window=1, loss="objective")
+    objective = cmp.group_training_curves(runs, INFO, window=1, loss="objective", average="tokens")
     assert objective.set_index(["group", "step"]).loc[("1-10", 1), "loss"] == 1.0
     with pytest.raises(ValueError, match="window"):
         cmp.group_training_curves(runs, INFO, window=0)
@@ -126,5 +143,60 @@ def test_readable_table_has_one_row_per_group_and_metric():
     assert text.loc[("1-10", "loss"), "HNS − CE"].startswith("+0.500")
     assert text.loc[("1-10", "loss"), "HNS is"] == "worse"
     assert (
-        text.loc[("61-65", "loss"), "CE"] == "n/a" and text.loc[("61-65", "mrr"), "val tokens"] == 0
-    )
+        text.loc[("61-65 *", "loss"), "CE"] == "n/a"
+        and text.loc[("61-65 *", "mrr"), "val positions"] == 0
+    )  # a group under 100 validation positions is marked
+    assert text.loc[("1-10", "loss"), "after Holm"] == "survives"
+
+
+def test_holm_marks_survivors_across_every_group_and_metric():
+    """Two groups x four metrics: 8 comparisons (the 61-65 rows have no data: NaN p-values,
+    not counted); a large consistent loss difference survives, equal ones do not."""
+    runs = {}
+    for seed, (ce, hns) in enumerate([(2.0, 2.5), (2.1, 2.55), (1.9, 2.45)]):
+        runs[("CE", seed)] = FakeRun(math.inf, seed, None, metrics_frame(ce, 0.5))
+        runs[("HNS", seed)] = FakeRun(2.0, seed, None, metrics_frame(hns, 0.5))
+    table = cmp.validation_table(cmp.group_validation(runs, INFO)).set_index("group")
+    assert table.attrs["comparisons"] == 4  # loss, top1, recall5, mrr of 1-10
+    assert table.loc["1-10", "holm_loss"] and not table.loc["1-10", "holm_top1"]
+    assert table.loc["1-10", "p_top1"] == 1.0  # no difference at all
+    assert not table.loc["61-65", "holm_loss"] and table.loc["61-65", "small_group"]
+
+
+class ConstantModel(torch.nn.Module):
+    """Predicts fixed logits whatever the input: known per-position metrics."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = logits
+        self.config = SimpleNamespace(block_size=4)
+        self.vocab_size = len(logits)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*idx.shape, -1)
+
+
+def test_position_bootstrap_interval_covers_the_point_and_is_seeded():
+    """Two constant models on the same validation text: the difference on every position
+    is known; the bootstrap interval contains it and repeats exactly with its seed."""
+    val = torch.tensor([0, 2, 2, 1, 2, 0, 2, 2, 1, 2, 2, 2])
+    corpus = SimpleNamespace(val=val)
+    ce_logits, hns_logits = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, 1.0, 2.0])
+
+    class Stored:
+        def __init__(self, logits):
+            self._model = ConstantModel(logits)
+
+        def model(self, device="cpu"):
+            return self._model
+
+    runs = {("CE", 0): Stored(ce_logits), ("HNS", 0): Stored(hns_logits)}
+    out = cmp.position_bootstrap(runs, corpus, INFO, ["11-20"], n_boot=200)
+    row = out.iloc[0]
+    # token 2 (group 11-20) follows at 8 positions; log-softmax of each model at token 2
+    expected = -torch.log_softmax(hns_logits, 0)[2] + torch.log_softmax(ce_logits, 0)[2]
+    assert row["positions"] == 8
+    assert row["boot_loss"] == pytest.approx(float(expected))
+    assert row["boot_loss_lo"] <= row["boot_loss"] <= row["boot_loss_hi"]
+    again = cmp.position_bootstrap(runs, corpus, INFO, ["11-20"], n_boot=200)
+    pd.testing.assert_frame_equal(out, again)

@@ -115,6 +115,36 @@ def evaluate_split(
     return frame
 
 
+@torch.no_grad()
+def position_values(
+    model: GPT, ids: torch.Tensor, device: torch.device | str = "cpu", batch_windows: int = 256
+) -> pd.DataFrame:
+    """Every position of ``ids`` (1-D, model-vocabulary ids) in the order of ``windows``:
+    its target and its loss, top-1 and top-5 hits and reciprocal rank (what
+    ``evaluate_ids`` sums per token), for resampling positions."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    for x_all, y_all in windows(ids, model.config.block_size):
+        for start in range(0, len(x_all), batch_windows):
+            x = x_all[start : start + batch_windows].to(device)
+            y = y_all[start : start + batch_windows].to(device).reshape(-1)
+            m = position_metrics(model(x).reshape(-1, model.vocab_size), y)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "token": y.cpu().numpy(),
+                        "loss": m["loss"].double().cpu().numpy(),
+                        "top1": m["top1"].cpu().numpy(),
+                        "recall5": m["top5"].cpu().numpy(),
+                        "mrr": m["rr"].cpu().numpy(),
+                    }
+                )
+            )
+    model.train(was_training)
+    return pd.concat(parts, ignore_index=True)
+
+
 def add_metrics(sums: pd.DataFrame) -> pd.DataFrame:
     """Add the mean metrics (loss, top1, recall5, mrr) to a frame of sums; NaN where count is 0."""
     out = sums.copy()

@@ -134,12 +134,33 @@ def where_the_loss_goes(
     return hist, summary
 
 
-def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> Reading:
+def low_only_comparison(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """On the low-resource language: each low-only control minus the bilingual baseline,
+    per metric, paired by seed (does the shared model help that language more than its
+    own data alone, at the same short warmup?)."""
+    low = per_seed[per_seed["language"] == "low"]
+    parts = []
+    for control in ("low-only CE", "low-only HNS"):
+        if control not in set(low["experiment"]):
+            continue
+        for metric in METRICS:
+            d = paired_difference(low, [], metric, "experiment", control, "baseline")
+            parts.append(d.assign(control=control, metric=metric))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def reading(
+    diffs: pd.DataFrame,
+    mass: pd.DataFrame,
+    claims: pd.DataFrame,
+    per_seed: pd.DataFrame | None = None,
+) -> Reading:
     """What the numbers say: HNS minus baseline per language and metric (paired 95%
-    intervals), the mass of easy negatives, and the verdict of every claim."""
+    intervals), the mass of easy negatives, the low-only controls against the baseline
+    (with ``per_seed``), and the verdict of every claim."""
     clipped = any_clipped(diffs)
     lines, summary = [], {"hns_minus_baseline": {}, "claims": {}, "intervals_clipped": clipped}
-    for language in ("low", "high", POOLED):
+    for language in ("low", "high", POOLED, MIXTURE):
         part = diffs[diffs["language"] == language].set_index("metric")
         cells = []
         for metric in METRICS:
@@ -166,11 +187,34 @@ def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> Re
                 f"{b['easy_mass']:.1%} of the probability under CE and {h['easy_mass']:.1%} "
                 f"under HNS"
             )
-    for row in claims.itertuples():
-        summary["claims"][f"{row.claim} {row.scope} {row.metric}"] = row.verdict
-    verdict_lines = [
-        f"- {r.claim} ({r.scope}, {r.metric}): **{r.verdict}**" for r in claims.itertuples()
-    ]
+    control_lines = []
+    if per_seed is not None:
+        controls = low_only_comparison(per_seed)
+        for row in controls.to_dict("records"):
+            if row["metric"] not in ("loss", "top1"):
+                continue
+            word = verdict(row["metric"], row["diff_lo"], row["diff_hi"])
+            summary.setdefault("low_only_minus_baseline", {}).setdefault(row["control"], {})[
+                row["metric"]
+            ] = {"diff": row["diff"], "ci": [row["diff_lo"], row["diff_hi"]], "verdict": word}
+            cell = format_interval(*interval_of(row, "diff"), digits=4, sign="+")
+            control_lines.append(
+                f"- **{row['control']}** minus the baseline, low-resource "
+                f"{row['metric']}: {cell} (the control is **{word}**)"
+            )
+    verdict_lines = []
+    for row in claims.to_dict("records"):
+        beside = row.get("primary") is False
+        key = f"{row['claim']} {row['scope']} {row['metric']}"
+        if beside:
+            key += f" ({row.get('test', '')}, beside)"
+        summary["claims"][key] = row["verdict"]
+        where = "beside the claim: " if beside else ""
+        verdict_lines.append(
+            f"- {row['claim']} ({where}{row['scope']}, {row['metric']}"
+            + (f", test {row['test']}" if row.get("test") else "")
+            + f"): **{row['verdict']}**"
+        )
     text = "\n".join(
         [
             "HNS minus the CE baseline on the validation split (95% intervals paired by seed; "
@@ -183,6 +227,18 @@ def reading(diffs: pd.DataFrame, mass: pd.DataFrame, claims: pd.DataFrame) -> Re
             + "; ".join(mass_lines)
             + ".",
             "",
+            *(
+                [
+                    "The low-only controls (second-alphabet blocks only, 50 times fewer steps, "
+                    "warmup 2) against the bilingual baseline, on the low-resource language "
+                    "(*better* means the control does better than the shared model):",
+                    "",
+                    *control_lines,
+                    "",
+                ]
+                if control_lines
+                else []
+            ),
             "The claims of the study:",
             "",
             *verdict_lines,

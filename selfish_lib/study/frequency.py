@@ -1,14 +1,20 @@
 """CE versus HNS per frequency group: training curves, the validation table, the reading.
 
-Training curves use the full-softmax cross-entropy of each target token on
-the training batches (recorded for both objectives, so they are comparable;
-an HNS run's own objective is a lower bound of it). A group's curve is the
-mean over its tokens of each token's mean loss in a logging window (tokens
-absent from a window are skipped), smoothed with a trailing moving average.
+One averaging rule for curves and tables: a group's number is a ratio of sums over the
+*positions* whose target is in the group (every position weighs the same, so a frequent
+symbol of the group weighs more than a rare one). Training curves use the full-softmax
+cross-entropy of the training batches (recorded for both objectives, so they compare;
+an HNS run's own objective is a lower bound of it), summed per logging window and
+smoothed with a trailing moving average; ``average="tokens"`` gives the mean over the
+group's symbols of each symbol's mean instead (named so wherever it is used).
 
 Validation numbers are whole-split metrics per group (ratios of sums, see
-evaluation.aggregate); intervals are over seeds and differences are paired by
-seed (stats.paired_difference), each clipped to its metric's range (stats.RANGES).
+evaluation.aggregate); intervals are over seeds and differences are paired by seed
+(stats.paired_difference), each clipped to its metric's range (stats.RANGES). A group
+with fewer than ``SMALL_GROUP`` validation positions is marked: its seed interval hides
+how few positions it rests on, so ``position_bootstrap`` adds an interval over
+positions. The table makes one comparison per group and metric; ``holm_<metric>`` says
+which survive Holm's correction over all of them (stats.holm).
 """
 
 from __future__ import annotations
@@ -16,39 +22,47 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..engine.evaluation import METRICS
+from ..engine.evaluation import METRICS, position_values
 from ..engine.runs import stack_runs
-from ..engine.validation import ParameterError, check_int
+from ..engine.validation import ParameterError, check_choice, check_int
 from .readings import METRIC_NAMES, Reading, clipping_note, format_interval, interval_of
-from .stats import aggregate_seeds, any_clipped, compare, paired_difference
+from .stats import aggregate_seeds, any_clipped, compare, holm, paired_difference
+
+SMALL_GROUP = 100  # validation positions under which a group is marked
+AVERAGES = ("positions", "tokens")
 
 # For each metric, whether a larger value is better.
 HIGHER_IS_BETTER = {"loss": False, "top1": True, "recall5": True, "mrr": True}
 
 
 def group_training_curves(
-    runs: dict, token_info: pd.DataFrame, window: int = 5, loss: str = "ce"
+    runs: dict,
+    token_info: pd.DataFrame,
+    window: int = 5,
+    loss: str = "ce",
+    average: str = "positions",
 ) -> pd.DataFrame:
     """Per objective, seed, group and logged step: the smoothed mean training loss.
 
     ``loss`` is 'ce' (comparable across objectives) or 'objective' (what each run
-    minimized). ``window`` is the moving-average width in logged steps.
+    minimized). ``window`` is the moving-average width in logged steps. ``average``
+    'positions' (the tables' rule: sum of the group's losses over its positions in the
+    window) or 'tokens' (mean over the group's symbols of each symbol's mean loss).
     """
     window = check_int("window", window, 1)
-    if loss not in ("ce", "objective"):
-        raise ValueError(f"invalid loss={loss!r}: expected one of 'ce', 'objective'")
+    check_choice("loss", loss, ("ce", "objective"))
+    check_choice("average", average, AVERAGES)
     tokens = stack_runs(runs, lambda r: r.train_tokens)
     tokens = tokens.drop(columns="experiment")
-    tokens["token_loss"] = tokens[f"{loss}_sum"] / tokens["count"]
     merged = tokens.merge(token_info[["token", "group", "language"]], on="token")
-    curves = (
-        merged.groupby(["objective", "seed", "language", "group", "step"], observed=True)[
-            "token_loss"
-        ]
-        .mean()
-        .reset_index()
-        .sort_values("step")
-    )
+    keys = ["objective", "seed", "language", "group", "step"]
+    if average == "positions":
+        sums = merged.groupby(keys, observed=True)[[f"{loss}_sum", "count"]].sum()
+        curves = (sums[f"{loss}_sum"] / sums["count"]).rename("token_loss").reset_index()
+    else:
+        merged["token_loss"] = merged[f"{loss}_sum"] / merged["count"]
+        curves = merged.groupby(keys, observed=True)["token_loss"].mean().reset_index()
+    curves = curves.sort_values("step")
     curves["loss"] = curves.groupby(["objective", "seed", "language", "group"], observed=True)[
         "token_loss"
     ].transform(lambda s: s.rolling(window, min_periods=1).mean())
@@ -98,6 +112,19 @@ def validation_table(
             verdict(metric, lo, hi)
             for lo, hi in zip(table[f"diff_{metric}_lo"], table[f"diff_{metric}_hi"], strict=True)
         ]
+    table["small_group"] = table["count"] < SMALL_GROUP
+    # one comparison per group and metric: Holm over all of them
+    columns = [f"p_{metric}" for metric in METRICS]
+    for metric in METRICS:
+        diff = paired_difference(per_seed, by, metric, "objective", arm, reference)
+        table = table.merge(
+            diff[[*by, "p_value"]].rename(columns={"p_value": f"p_{metric}"}), on=by, how="left"
+        )
+    flat = table[columns].to_numpy(dtype=float).ravel()
+    survives = holm(flat).reshape(len(table), len(METRICS))
+    for j, metric in enumerate(METRICS):
+        table[f"holm_{metric}"] = survives[:, j]
+    table.attrs["comparisons"] = int(np.isfinite(flat).sum())
     n_seeds = per_seed.groupby("objective")["seed"].nunique()
     table.attrs["n_seeds"] = {k: int(v) for k, v in n_seeds.items()}
     table.attrs["arm"], table.attrs["reference"] = arm, reference
@@ -117,18 +144,116 @@ def readable_table(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     rows = []
     for rec in table.to_dict("records"):
         for metric in METRICS:
-            rows.append(
-                {
-                    "group": rec["group"],
-                    "val tokens": rec["count"],
-                    "metric": metric,
-                    reference: cell(rec, f"{reference}_{metric}"),
-                    arm: cell(rec, f"{arm}_{metric}"),
-                    f"{arm} − {reference}": cell(rec, f"diff_{metric}", sign="+"),
-                    f"{arm} is": rec[f"verdict_{metric}"],
-                }
-            )
+            row = {
+                "group": rec["group"] + (" *" if rec.get("small_group") else ""),
+                "val positions": rec["count"],
+                "metric": metric,
+                reference: cell(rec, f"{reference}_{metric}"),
+                arm: cell(rec, f"{arm}_{metric}"),
+                f"{arm} − {reference}": cell(rec, f"diff_{metric}", sign="+"),
+            }
+            if f"boot_{metric}" in rec:
+                row["over positions"] = cell(rec, f"boot_{metric}", sign="+")
+            row[f"{arm} is"] = rec[f"verdict_{metric}"]
+            if f"holm_{metric}" in rec:
+                row["after Holm"] = "survives" if rec[f"holm_{metric}"] else "—"
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def position_bootstrap(
+    runs: dict,
+    corpus,
+    token_info: pd.DataFrame,
+    groups,
+    *,
+    arm: str = "HNS",
+    reference: str = "CE",
+    device: str = "cpu",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A 95% percentile interval over validation positions of the seed-averaged
+    difference ``arm`` minus ``reference``, per group of ``groups`` and metric.
+
+    Every run scores the same positions, so one resample of the group's positions serves
+    every run: the difference of the seed means is computed on it, ``n_boot`` times
+    (seeded: the same interval every time). Columns: group, boot_<metric>,
+    boot_<metric>_lo, boot_<metric>_hi (the point value is the difference on all the
+    positions). This interval reflects the few positions of a small group; the seed
+    interval reflects training noise: they answer different questions and are shown
+    side by side.
+    """
+    n_boot = check_int("n_boot", n_boot, 1)
+    wanted = token_info[token_info["group"].isin(list(groups))][["token", "group"]]
+    per_run: dict[tuple, pd.DataFrame] = {}
+    for key, run in runs.items():
+        values = position_values(run.model(device), corpus.val, device)
+        per_run[key] = values.merge(wanted, on="token", how="inner")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for group in groups:
+        arrays = {}
+        for (objective, _seed), values in per_run.items():
+            part = values[values["group"] == group]
+            arrays.setdefault(objective, []).append(part[list(METRICS)].to_numpy(dtype=float))
+        if arm not in arrays or reference not in arrays or not len(arrays[arm][0]):
+            continue
+        treated, control = np.stack(arrays[arm]), np.stack(arrays[reference])  # seed x pos x m
+        n = treated.shape[1]
+        point = treated.mean(axis=(0, 1)) - control.mean(axis=(0, 1))
+        draws = rng.integers(0, n, size=(n_boot, n))
+        boot = np.stack(
+            [treated[:, idx].mean(axis=(0, 1)) - control[:, idx].mean(axis=(0, 1)) for idx in draws]
+        )
+        lo, hi = np.percentile(boot, [2.5, 97.5], axis=0)
+        row = {"group": group, "positions": n}
+        for j, metric in enumerate(METRICS):
+            row.update({f"boot_{metric}": point[j], f"boot_{metric}_lo": lo[j],
+                        f"boot_{metric}_hi": hi[j]})  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def with_position_intervals(table: pd.DataFrame, boot: pd.DataFrame) -> pd.DataFrame:
+    """``validation_table`` with the ``position_bootstrap`` columns of the groups it has
+    (NaN for the others); attributes kept."""
+    if boot.empty:
+        return table
+    out = table.merge(boot.drop(columns="positions"), on="group", how="left")
+    out.attrs = dict(table.attrs)
+    return out
+
+
+def multiplicity_note(table: pd.DataFrame) -> str:
+    """One paragraph: how many comparisons the table makes, and which survive Holm's
+    correction (family-wise error 5% over all of them)."""
+    survivors = [
+        f"{row['group']} {METRIC_NAMES[m]}"
+        for row in table.to_dict("records")
+        for m in METRICS
+        if row.get(f"holm_{m}")
+    ]
+    n = table.attrs.get("comparisons", 0)
+    small = table.loc[table["small_group"], "group"].tolist() if "small_group" in table else []
+    text = (
+        f"The table makes **{n} comparisons** (one per group with validation positions and "
+        "metric), each at 95%: about one in twenty of them would look different by chance "
+        f"alone. After Holm's correction over all {n} (family-wise error 5%), "
+        + (
+            f"{len(survivors)} survive: " + ", ".join(survivors) + "."
+            if survivors
+            else "none survives."
+        )
+    )
+    if small:
+        text += (
+            f" Groups marked * have fewer than {SMALL_GROUP} validation positions "
+            f"({', '.join(small)}); their 'over positions' column is a 95% bootstrap "
+            "interval over those positions of the seed-averaged difference, beside the "
+            "interval over seeds."
+        )
+    return text
 
 
 def verdict(metric: str, diff_lo: float, diff_hi: float) -> str:
@@ -178,13 +303,23 @@ def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> Reading:
             "ci": None if t is None else [t["diff_lo"], t["diff_hi"]],
             "verdict": t_verdict,
         }
+        record = row._asdict()
         summary["validation"][g] = {
             "count": int(row.count),
+            "small_group": bool(record.get("small_group", False)),
             **{
                 m: {
                     "diff": getattr(row, f"diff_{m}"),
                     "ci": [getattr(row, f"diff_{m}_lo"), getattr(row, f"diff_{m}_hi")],
                     "verdict": getattr(row, f"verdict_{m}"),
+                    "p_value": record.get(f"p_{m}"),
+                    "survives_holm": bool(record.get(f"holm_{m}", False)),
+                    **(
+                        {"ci_over_positions": [record[f"boot_{m}_lo"], record[f"boot_{m}_hi"]]}
+                        if record.get(f"boot_{m}_lo") == record.get(f"boot_{m}_lo")
+                        and f"boot_{m}_lo" in record
+                        else {}
+                    ),
                 }
                 for m in METRICS
             },
@@ -218,7 +353,10 @@ def group_reading(train_final: pd.DataFrame, table: pd.DataFrame) -> Reading:
             *lines,
             "",
             *sentences,
+            "",
+            multiplicity_note(table),
             *clipping_note(clipped),
         ]
     )
+    summary["comparisons"] = int(table.attrs.get("comparisons", 0))
     return Reading(text, summary)

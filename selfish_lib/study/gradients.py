@@ -202,10 +202,40 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
             share = format_interval(*interval_of(row, "share_nontarget"), digits=1, percent=True)
             n_seeds = int(row["n_seeds"])
             over = f" over {n_seeds} seeds" if n_seeds > 1 else ""  # one seed: the cell says so
-            parts.append(
+            text = (
                 f"under {objective} scenario 2.2 carries {share} of the summed gradient norm"
                 f"{over}: outweighs scenarios 1 and 2.1 together: **{verdict}**"
             )
+            if (
+                "share_nontarget_pp" in row
+                and row["share_nontarget_pp"] == row["share_nontarget_pp"]
+            ):
+                pp_verdict = _verdict(
+                    row["share_nontarget_pp_lo"], row["share_nontarget_pp_hi"], n_seeds, 0.5
+                )
+                entry[objective]["per_position"] = {
+                    "share_nontarget": row["share_nontarget_pp"],
+                    "ci": [row["share_nontarget_pp_lo"], row["share_nontarget_pp_hi"]],
+                    "outweighs_input_and_target": pp_verdict,
+                }
+                pp = format_interval(
+                    *interval_of(row, "share_nontarget_pp"), digits=1, percent=True
+                )
+                text += f" (per-position definition: {pp}, **{pp_verdict}**)"
+            if "update_over_grad" in row and row["update_over_grad"] == row["update_over_grad"]:
+                entry[objective]["update"] = {
+                    "update_over_grad": row["update_over_grad"],
+                    "update_share_nontarget": row["update_share_nontarget"],
+                }
+                ratio = format_interval(*interval_of(row, "update_over_grad"), digits=3)
+                moved = format_interval(
+                    *interval_of(row, "update_share_nontarget"), digits=1, percent=True
+                )
+                text += (
+                    f"; AdamW moves these rows by {ratio} per unit of gradient norm, and "
+                    f"scenario 2.2 is {moved} of this step's part of the move"
+                )
+            parts.append(text)
         if group in diffs.index:
             d = diffs.loc[group]
             clipped |= bool(d.get("diff_clipped", False))
@@ -231,7 +261,10 @@ def reading(per_seed: pd.DataFrame, shares: pd.DataFrame, rare_groups) -> Readin
             *lines,
             "",
             "A verdict is *yes* when the whole 95% interval of the share lies above one half, "
-            "*no* when it lies below, and *inconclusive* otherwise.",
+            "*no* when it lies below, and *inconclusive* otherwise. The share is measured "
+            "with the summed definition (each scenario's batch-summed gradient per row); "
+            "the per-position definition beside it sums each position's contribution "
+            "without cancellation.",
             *clipping_note(clipped),
         ]
     )

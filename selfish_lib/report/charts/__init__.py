@@ -65,7 +65,13 @@ from .layout import (
     layout_metrics_chart,
     toy_gradient_chart,
 )
-from .scenarios import nontarget_share_by_group, scenario_curves, scenario_norms_by_rank
+from .scenarios import (
+    nontarget_share_by_group,
+    scenario_curves,
+    scenario_norms_by_rank,
+    share_definitions,
+    update_view,
+)
 
 __all__ = [
     "DIRECTION_COLORS",
@@ -119,6 +125,8 @@ __all__ = [
     "save_figure",
     "scenario_curves",
     "scenario_norms_by_rank",
+    "share_definitions",
+    "update_view",
     "scenario_scale",
     "spec_of_output",
     "to_svg",

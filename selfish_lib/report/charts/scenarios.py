@@ -181,3 +181,105 @@ def scenario_curves(curves: pd.DataFrame, token_info: pd.DataFrame, tokens) -> a
             )
         )
     )
+
+
+def _group_order(frame: pd.DataFrame) -> list[str]:
+    return sorted(frame["group"].unique(), key=lambda g: int(str(g).split("-")[0]))
+
+
+def share_definitions(side: pd.DataFrame) -> alt.FacetChart:
+    """Scenario 2.2's share per rank group under the two definitions (the norm of the
+    batch-summed vector, and the sum of the per-position norms), mean and 95% interval
+    over seeds, one panel per objective. ``side`` is
+    ``gradients.definitions_side_by_side(...)``."""
+    side = side[side["language"] == "high"]
+    x = alt.X("group:N", sort=_group_order(side), title="frequency rank group",
+              axis=alt.Axis(labelAngle=0))  # fmt: skip
+    offset = alt.XOffset("definition:N", sort=["summed", "per-position"])
+    color = alt.Color("definition:N", sort=["summed", "per-position"], title="definition",
+                      scale=alt.Scale(range=["#2C7FB8", "#E6550D"]))  # fmt: skip
+    y = alt.Y("share:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"),
+              title="share of scenario 2.2")  # fmt: skip
+    tooltip = [
+        "objective:N",
+        "group:N",
+        "definition:N",
+        alt.Tooltip("share:Q", format=".1%", title="mean"),
+        alt.Tooltip("share_lo:Q", format=".1%", title="95% CI low"),
+        alt.Tooltip("share_hi:Q", format=".1%", title="95% CI high"),
+        alt.Tooltip("n_seeds:Q", title="seeds"),
+    ]
+    points = (
+        alt.Chart()
+        .mark_point(filled=True, size=50)
+        .encode(x=x, xOffset=offset, y=y, color=color, tooltip=tooltip)
+    )
+    bars = (
+        alt.Chart()
+        .mark_rule(strokeWidth=2)
+        .encode(x=x, xOffset=offset, y="share_lo:Q", y2="share_hi:Q", color=color)
+    )
+    half = alt.Chart().mark_rule(strokeDash=[4, 4], color="#333").encode(y=alt.datum(0.5))
+    return (
+        alt.layer(half, bars, points, data=side)
+        .properties(width=alt.Step(44), height=260)
+        .facet(column=alt.Column("objective:N", sort=list(OBJECTIVE_COLORS), title=None))
+        .properties(
+            title=alt.Title(
+                "Two ways to measure a scenario's size",
+                subtitle="summed: norm of the batch-summed gradient; per-position: sum of "
+                "each position's norm (no cancellation)",
+            )
+        )
+    )
+
+
+def update_view(shares: pd.DataFrame) -> alt.HConcatChart:
+    """How the rows move under AdamW, per rank group: (left) the moment-driven update's
+    norm over the gradient's (log scale), (right) scenario 2.2's share of this step's
+    part of the update. ``shares`` is ``gradients.per_group_share(...)[1]``."""
+    shares = shares[shares["language"] == "high"]
+    order = _group_order(shares)
+    x = alt.X("group:N", sort=order, title="frequency rank group", axis=alt.Axis(labelAngle=0))
+    offset = alt.XOffset("objective:N", sort=list(OBJECTIVE_COLORS))
+    color = alt.Color("objective:N", scale=objective_scale(), title="objective")
+
+    def panel(column: str, title: str, scale: alt.Scale, fmt: str, bounds: str = ""):
+        tooltip = [
+            "objective:N",
+            "group:N",
+            alt.Tooltip(f"{column}:Q", format=fmt, title="mean"),
+            alt.Tooltip(f"{column}_lo:Q", format=fmt, title="95% CI low"),
+            alt.Tooltip(f"{column}_hi:Q", format=fmt, title="95% CI high"),
+        ]
+        y = alt.Y(f"{column}:Q", scale=scale, title=title)
+        points = (
+            alt.Chart(shares)
+            .mark_point(filled=True, size=50)
+            .encode(x=x, xOffset=offset, y=y, color=color, tooltip=tooltip)
+        )
+        bars = (
+            alt.Chart(shares)
+            .mark_rule(strokeWidth=2)
+            .encode(
+                x=x,
+                xOffset=offset,
+                y=f"{column}_lo{bounds}:Q",
+                y2=f"{column}_hi{bounds}:Q",
+                color=color,
+            )
+        )
+        return alt.layer(bars, points).properties(width=alt.Step(44), height=260)
+
+    shares = _clip_for_log(shares, "update_over_grad")  # log axis: bounds above 0
+    left = panel("update_over_grad", "update norm / gradient norm", alt.Scale(type="log"),
+                 ".3g", bounds="_plot")  # fmt: skip
+    right = panel("update_share_nontarget", "share of 2.2 in this step's update",
+                  alt.Scale(domain=[0, 1]), ".1%")  # fmt: skip
+    return alt.hconcat(left, right).properties(
+        title=alt.Title(
+            "How the rows actually move: AdamW's update",
+            subtitle="Adam divides by each coordinate's gradient scale: rare rows move far "
+            "more per unit of gradient",
+        )
+    )
