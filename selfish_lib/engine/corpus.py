@@ -243,6 +243,17 @@ class Corpus:
         )
         return out
 
+    def log_prior(self, bilingual: bool = False, p_low: float = 0.0) -> torch.Tensor:
+        """Log of the training stream's unigram distribution over the model's tokens, add-one
+        smoothed so that no token has probability 0: a symbol of the training split with
+        count c is expected (1 - p_low) c times in the first alphabet and p_low c times in
+        the second (bilingual), and pi = (expected + 1) / (total + V)."""
+        counts = torch.bincount(self.train, minlength=self.vocab_size).double()
+        if bilingual:
+            counts = torch.cat([(1.0 - p_low) * counts, p_low * counts])
+        smoothed = counts + 1.0
+        return torch.log(smoothed / smoothed.sum()).float()
+
     def token_info(self, bilingual: bool = False) -> pd.DataFrame:
         """One row per model token: token, base token, symbol, display, rank, group, language."""
         base = self.frequencies.set_index("token").sort_index()

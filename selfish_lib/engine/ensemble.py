@@ -295,6 +295,7 @@ def _train_ensemble(
     train_logs: list[list[dict]] = [[] for _ in configs]
     scenario_logs = [ScenarioLog() for _ in configs]
     windows = [Window(dev) for _ in configs]
+    log_priors = [corpus.log_prior(c.bilingual, c.p_low).to(dev) for c in configs]
     eval_frames: list[list[pd.DataFrame]] = [[] for _ in configs]
 
     def evaluate(at: int) -> None:
@@ -356,7 +357,8 @@ def _train_ensemble(
                 per_position = []
                 for e, config in enumerate(configs):
                     context = LossContext(step=step, max_steps=config.max_steps,
-                                          model=MemberView(stacked.embedding[e]))  # fmt: skip
+                                          model=MemberView(stacked.embedding[e]),
+                                          log_prior=log_priors[e])  # fmt: skip
                     per_position.append(config.objective.loss(logits[e], y[e], context))
                 means = torch.stack([p.mean() for p in per_position])
                 optimizer.zero_grad(set_to_none=True)

@@ -38,6 +38,9 @@ class LossContext:
     step: int = 0  # 0-based index of the step being taken
     max_steps: int = 1
     model: Any = None  # the model being trained (for objectives that regularise its weights)
+    # log of the training stream's smoothed unigram distribution over the model's tokens
+    # (``Corpus.log_prior``), for objectives that correct for frequency
+    log_prior: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,92 @@ class HardNegatives(Objective):
         return hns_cross_entropy(logits, targets, layout, reduction="none")
 
 
+@register
+@dataclass(frozen=True)
+class Focal(Objective):
+    """Focal loss (Lin et al., 2017): -(1 - p_t)^gamma log p_t. It down-weights the
+    positions the model already gets right, whatever the target's frequency: a control
+    that reweights by difficulty, not by rarity. ``gamma = 0`` is cross-entropy."""
+
+    gamma: float = 2.0
+
+    name: ClassVar[str] = "focal"
+    arm: ClassVar[str] = "Focal"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gamma", _finite_non_negative("gamma", self.gamma))
+
+    def loss(self, logits, targets, context):
+        ce = hns_cross_entropy(logits, targets, math.inf, reduction="none")
+        p_target = torch.exp(-ce)
+        return (1.0 - p_target).pow(self.gamma) * ce
+
+
+@register
+@dataclass(frozen=True)
+class CosineRegularised(Objective):
+    """Cross-entropy plus ``gamma`` times the mean cosine similarity over all pairs of
+    distinct embedding rows (Gao et al., ICLR 2019, "Representation Degeneration"): a
+    penalty on the rows crowding into one direction. The penalty is added to every
+    position, so the batch mean is CE's mean plus ``gamma`` times the penalty."""
+
+    gamma: float = 1.0
+
+    name: ClassVar[str] = "cosine-reg"
+    arm: ClassVar[str] = "CosReg"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gamma", _finite_non_negative("gamma", self.gamma))
+
+    def loss(self, logits, targets, context):
+        if context.model is None:
+            raise ValueError("the cosine regulariser needs LossContext.model (its embedding)")
+        ce = hns_cross_entropy(logits, targets, math.inf, reduction="none")
+        return ce + self.gamma * mean_pairwise_cosine(context.model.embedding)
+
+
+def mean_pairwise_cosine(weight: torch.Tensor) -> torch.Tensor:
+    """Mean of cos(w_i, w_j) over the ordered pairs i != j of the rows of ``weight`` (V, d).
+    With unit rows u_i: (|sum_i u_i|^2 - V) / (V (V - 1)), no V x V matrix needed."""
+    V = weight.size(0)
+    if V < 2:
+        return weight.sum() * 0.0
+    unit = F.normalize(weight, dim=1)
+    total = unit.sum(dim=0)
+    return (total.dot(total) - (unit * unit).sum()) / (V * (V - 1))
+
+
+@register
+@dataclass(frozen=True)
+class LogitAdjusted(Objective):
+    """Logit adjustment (Menon et al., ICLR 2021): train on CE(z + tau * log pi), with pi
+    the training stream's smoothed unigram distribution (``LossContext.log_prior``);
+    evaluation uses z. Frequent tokens get a head start in training, so the model must
+    lift rare ones by itself. ``tau = 0`` is cross-entropy."""
+
+    tau: float = 1.0
+
+    name: ClassVar[str] = "logit-adjust"
+    arm: ClassVar[str] = "LA"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tau", _finite_non_negative("tau", self.tau))
+
+    def loss(self, logits, targets, context):
+        if context.log_prior is None:
+            raise ValueError("logit adjustment needs LossContext.log_prior (Corpus.log_prior)")
+        if self.tau == 0.0:
+            return hns_cross_entropy(logits, targets, math.inf, reduction="none")
+        adjusted = logits + self.tau * context.log_prior.to(logits.dtype)
+        return hns_cross_entropy(adjusted, targets, math.inf, reduction="none")
+
+
+def _finite_non_negative(name: str, value: Any) -> float:
+    if not _is_number(value) or not math.isfinite(value) or value < 0:
+        raise ParameterError(name, value, "a finite real number >= 0")
+    return float(value)
+
+
 def objective_for_layout(
     layout: float = math.inf, layout_schedule: str = "constant", layout_end: float = math.inf
 ) -> Objective:
@@ -238,13 +327,17 @@ def check_objective(value: Any) -> Objective:
 __all__ = [
     "LAYOUT_SCHEDULES",
     "REGISTRY",
+    "CosineRegularised",
     "CrossEntropy",
+    "Focal",
     "HardNegatives",
+    "LogitAdjusted",
     "LossContext",
     "Objective",
     "check_objective",
     "full_cross_entropy",
     "make_objective",
+    "mean_pairwise_cosine",
     "objective_for_layout",
     "objective_from_dict",
     "register",

@@ -385,6 +385,7 @@ def training_step(
     lr: float,
     scenario_log: ScenarioLog | None = None,
     step: int = 0,
+    log_prior: torch.Tensor | None = None,
 ) -> StepOutput:
     """One AdamW step on the batch (x, y) with the config's objective at 0-based ``step``.
 
@@ -396,7 +397,8 @@ def training_step(
         group["lr"] = lr
     model.train()
     logits, capture = forward_pass(model, x, capture=scenario_log is not None)
-    context = LossContext(step=step, max_steps=config.max_steps, model=model)
+    context = LossContext(step=step, max_steps=config.max_steps, model=model,
+                          log_prior=log_prior)  # fmt: skip
     per_pos = config.objective.loss(logits, y, context)
     loss = per_pos.mean()
     optimizer.zero_grad(set_to_none=True)
@@ -582,6 +584,7 @@ def _train(
         return model, make_optimizer(model, config), sampler
 
     model, optimizer, sampler = fresh()
+    log_prior = corpus.log_prior(config.bilingual, config.p_low).to(dev)
     tokens = TokenLossLog(V, dev)
     scenario_log = ScenarioLog()
     train_log: list[dict] = []
@@ -676,6 +679,7 @@ def _train(
                     lr,
                     scenario_log=scenario_log if logged else None,
                     step=step,
+                    log_prior=log_prior,
                 )
                 tokens.add(y, out.ce, out.objective)
                 window.add(out.loss, out.ce.mean())

@@ -1,0 +1,175 @@
+"""The peer objectives (focal loss, cosine regularisation, logit adjustment), each checked
+against an independent formula on a small case before anything compares them."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from selfish_lib.engine.ensemble import train_ensemble
+from selfish_lib.engine.objectives import (
+    CosineRegularised,
+    CrossEntropy,
+    Focal,
+    LogitAdjusted,
+    LossContext,
+    make_objective,
+    mean_pairwise_cosine,
+    objective_from_dict,
+)
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.engine.runs import config_hash
+from selfish_lib.engine.training import TrainConfig, train
+from selfish_lib.engine.validation import ParameterError
+
+
+def batch(V: int = 7, N: int = 11, seed: int = 0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(N, V, generator=g, dtype=dtype, requires_grad=True)
+    targets = torch.randint(0, V, (N,), generator=g)
+    return logits, targets
+
+
+# --- focal ---------------------------------------------------------------------------------
+
+
+def test_focal_with_gamma_zero_is_cross_entropy_exactly():
+    logits, targets = batch(dtype=torch.float32)
+    focal = Focal(gamma=0.0).loss(logits, targets, LossContext())
+    assert torch.equal(focal, CrossEntropy().loss(logits, targets, LossContext()))
+
+
+def test_focal_on_a_hand_case():
+    """V = 2, equal logits: p_t = 1/2, so the loss is (1/2)^2 ln 2 at gamma = 2."""
+    loss = Focal(gamma=2.0).loss(torch.zeros(1, 2), torch.tensor([1]), LossContext())
+    assert loss.item() == pytest.approx(0.25 * math.log(2), rel=1e-6)
+
+
+def test_focal_gradient_matches_the_closed_form():
+    """d/dz of -(1 - p)^g log p with p = softmax(z)_t: with dL/dp = g (1 - p)^(g-1) log p
+    - (1 - p)^g / p and dp/dz = p (onehot - softmax)."""
+    logits, targets = batch()
+    g = 2.0
+    Focal(gamma=g).loss(logits, targets, LossContext()).sum().backward()
+    z = logits.detach()
+    soft = torch.softmax(z, 1)
+    p = soft.gather(1, targets[:, None])
+    dl_dp = g * (1 - p) ** (g - 1) * torch.log(p) - (1 - p) ** g / p
+    onehot = F.one_hot(targets, z.size(1)).double()
+    expected = dl_dp * p * (onehot - soft)
+    torch.testing.assert_close(logits.grad, expected, rtol=1e-10, atol=1e-12)
+
+
+# --- cosine regularisation -----------------------------------------------------------------
+
+
+def test_mean_pairwise_cosine_equals_the_double_loop():
+    g = torch.Generator().manual_seed(1)
+    W = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    pairs = [F.cosine_similarity(W[i], W[j], dim=0) for i in range(6) for j in range(6) if i != j]
+    assert mean_pairwise_cosine(W).item() == pytest.approx(torch.stack(pairs).mean().item())
+    same = torch.ones(5, 3, dtype=torch.float64)  # every pair identical: mean cosine 1
+    assert mean_pairwise_cosine(same).item() == pytest.approx(1.0)
+
+
+def test_cosine_penalty_gradient_by_finite_differences():
+    g = torch.Generator().manual_seed(2)
+    W = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(mean_pairwise_cosine, (W,), eps=1e-6, atol=1e-8)
+
+
+def test_cosine_regularised_adds_gamma_times_the_penalty_to_every_position():
+    logits, targets = batch()
+    W = torch.randn(7, 3, dtype=torch.float64)
+    model = type("M", (), {"embedding": W})()
+    ctx = LossContext(model=model)
+    out = CosineRegularised(gamma=0.5).loss(logits, targets, ctx)
+    ce = CrossEntropy().loss(logits, targets, ctx)
+    torch.testing.assert_close(out - ce, torch.full_like(ce, 0.5 * mean_pairwise_cosine(W).item()))
+    with pytest.raises(ValueError, match="LossContext.model"):
+        CosineRegularised().loss(logits, targets, LossContext())
+
+
+# --- logit adjustment ----------------------------------------------------------------------
+
+
+def test_logit_adjustment_with_tau_zero_is_cross_entropy_exactly():
+    logits, targets = batch(dtype=torch.float32)
+    prior = torch.log(torch.full((7,), 1 / 7))
+    out = LogitAdjusted(tau=0.0).loss(logits, targets, LossContext(log_prior=prior))
+    assert torch.equal(out, CrossEntropy().loss(logits, targets, LossContext()))
+
+
+def test_logit_adjustment_on_a_hand_case():
+    """V = 2, zero logits, prior (0.8, 0.2), tau = 1: the adjusted softmax is the prior, so
+    the loss of target 1 is -ln 0.2; a uniform prior changes nothing (shift invariance)."""
+    prior = torch.log(torch.tensor([0.8, 0.2]))
+    loss = LogitAdjusted(tau=1.0).loss(torch.zeros(1, 2), torch.tensor([1]),
+                                       LossContext(log_prior=prior))  # fmt: skip
+    assert loss.item() == pytest.approx(-math.log(0.2), rel=1e-6)
+    logits, targets = batch()
+    uniform = torch.log(torch.full((7,), 1 / 7, dtype=torch.float64))
+    torch.testing.assert_close(
+        LogitAdjusted(tau=1.0).loss(logits, targets, LossContext(log_prior=uniform)),
+        CrossEntropy().loss(logits, targets, LossContext()),
+    )
+    with pytest.raises(ValueError, match="log_prior"):
+        LogitAdjusted().loss(logits, targets, LossContext())
+
+
+def test_the_log_prior_is_the_smoothed_training_stream(tiny_corpus):
+    counts = torch.bincount(tiny_corpus.train, minlength=tiny_corpus.vocab_size).double()
+    single = tiny_corpus.log_prior().double().exp()
+    assert single.sum().item() == pytest.approx(1.0)
+    torch.testing.assert_close(single, (counts + 1) / (counts + 1).sum(), rtol=1e-6, atol=0)
+    mixed = tiny_corpus.log_prior(bilingual=True, p_low=0.02).double().exp()
+    V = tiny_corpus.vocab_size
+    assert len(mixed) == 2 * V and mixed.sum().item() == pytest.approx(1.0)
+    expected = torch.cat([0.98 * counts, 0.02 * counts]) + 1
+    torch.testing.assert_close(mixed, expected / expected.sum(), rtol=1e-6, atol=0)
+    assert torch.isfinite(tiny_corpus.log_prior(bilingual=True, p_low=1.0)).all()
+
+
+# --- as registered objectives ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "bad"),
+    [("focal", {"gamma": 2.0}, "gamma"), ("cosine-reg", {"gamma": 1.0}, "gamma"),
+     ("logit-adjust", {"tau": 1.0}, "tau")],
+)  # fmt: skip
+def test_peers_are_registered_validated_and_round_trip(name, params, bad):
+    objective = make_objective(name, **params)
+    assert objective_from_dict(objective.to_dict()) == objective
+    for value in (-1.0, math.inf, "2"):
+        with pytest.raises(ParameterError, match=bad):
+            make_objective(name, **{bad: value})
+
+
+def test_each_peer_trains_and_gets_its_own_run(tiny_corpus):
+    base = TrainConfig.flat(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
+                            max_steps=6, warmup_steps=1, eval_interval=6, log_interval=2,
+                            data_sha256=tiny_corpus.sha256)  # fmt: skip
+    ce = train(base, tiny_corpus, device="cpu", progress=False)
+    ids = {config_hash(base)}
+    for objective in (Focal(), CosineRegularised(gamma=5.0), LogitAdjusted()):
+        config = base.replace(objective=objective)
+        result = train(config, tiny_corpus, device="cpu", progress=False)
+        ids.add(config_hash(config))
+        assert (result.train_log["ce"] - ce.train_log["ce"]).abs().max() > 0, objective.label
+    assert len(ids) == 4
+
+
+def test_peers_train_inside_an_ensemble_as_alone(corpus):
+    """The ensemble hands each member its log prior and its own embedding."""
+    smoke = get_profile("smoke")
+    peers = (LogitAdjusted(), CosineRegularised(gamma=5.0), Focal())
+    configs = [smoke.config("single", objective, 0, max_steps=10) for objective in peers]
+    together = train_ensemble(configs, corpus, device="cpu", progress=False)
+    for config, member in zip(configs, together, strict=True):
+        alone = train(config, corpus, device="cpu", progress=False)
+        gap = (alone.train_log["loss"] - member.train_log["loss"]).abs().max()
+        assert gap <= 1e-5, (config.objective.label, gap)
