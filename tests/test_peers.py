@@ -1,5 +1,6 @@
-"""The peer objectives (focal loss, cosine regularisation, logit adjustment), each checked
-against an independent formula on a small case before anything compares them."""
+"""The peer objectives (focal loss, cosine regularisation, logit adjustment, 1.5-entmax),
+each checked against an independent formula on a small case before anything compares
+them."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from selfish_lib.engine.ensemble import train_ensemble
+from selfish_lib.engine.losses import entmax15, entmax15_loss
 from selfish_lib.engine.objectives import (
     CosineRegularised,
     CrossEntropy,
+    Entmax15,
     Focal,
     LogitAdjusted,
     LossContext,
@@ -173,3 +176,43 @@ def test_peers_train_inside_an_ensemble_as_alone(corpus):
         alone = train(config, corpus, device="cpu", progress=False)
         gap = (alone.train_log["loss"] - member.train_log["loss"]).abs().max()
         assert gap <= 1e-5, (config.objective.label, gap)
+
+
+# --- 1.5-entmax -----------------------------------------------------------------------------
+
+
+def test_entmax15_equals_the_packages_and_is_sparse():
+    """Our sort-based 1.5-entmax and its loss against the entmax package (an independent
+    implementation), on spread logits where the support is a strict subset."""
+    entmax = pytest.importorskip("entmax")
+    g = torch.Generator().manual_seed(3)
+    z = 3 * torch.randn(40, 65, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 65, (40,), generator=g)
+    p = entmax15(z)
+    torch.testing.assert_close(p, entmax.entmax15(z, dim=-1), rtol=0, atol=1e-12)
+    assert torch.allclose(p.sum(1), torch.ones(40, dtype=torch.float64))
+    assert (p == 0).any(dim=1).all()  # every row leaves some tokens out
+    torch.testing.assert_close(entmax15_loss(z, y), entmax.entmax15_loss(z, y), rtol=0,
+                               atol=1e-12)  # fmt: skip
+
+
+def test_entmax15_loss_gradient_is_p_minus_onehot_and_zero_off_support():
+    logits, targets = batch()
+    logits = (4 * logits.detach()).requires_grad_()
+    Entmax15().loss(logits, targets, LossContext()).sum().backward()
+    p = entmax15(logits.detach())
+    expected = p - F.one_hot(targets, 7).double()
+    torch.testing.assert_close(logits.grad, expected, rtol=0, atol=1e-12)
+    off = (p == 0) & (F.one_hot(targets, 7) == 0)
+    assert off.any() and (logits.grad[off] == 0).all()
+
+
+def test_entmax15_on_a_hand_case():
+    """z = (2, 0), so x = z / 2 = (1, 0). Support 1: tau_1 = 1 - sqrt(1 - 0) = 0 <= 1;
+    support 2: mean 1/2, mean of squares 1/2, tau_2 = 1/2 - sqrt(1/4) = 0 <= 0. So
+    tau = 0 and p = (1, 0): the loss of target 0 is 0; of target 1, omega(p) = 0 plus
+    (p - e_1) . z = (1, -1) . (2, 0) = 2."""
+    z = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(entmax15(z), torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+    assert entmax15_loss(z, torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-12)
+    assert entmax15_loss(z, torch.tensor([1])).item() == pytest.approx(2.0)

@@ -341,3 +341,44 @@ def nucleus_mask(probs: torch.Tensor, top_p: float) -> torch.Tensor:
     before = sorted_p.cumsum(-1) - sorted_p
     keep_sorted = before < top_p
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+
+
+def entmax15(logits: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """1.5-entmax of ``logits`` along ``dim`` (Peters et al., 2019): the distribution p
+    that maximises p . z + (1 - sum p^1.5) / 0.75, which is p_i = [z_i / 2 - tau]_+^2 with
+    tau set so that p sums to 1. Sparse: tokens far below the top get exactly 0.
+
+    Exact, by sorting: for the k largest halves x_(1) >= ... >= x_(k), the threshold that
+    makes sum (x_(j) - tau)^2 = 1 is tau_k = mean_k - sqrt(mean_k^2 - (sumsq_k - 1) / k);
+    the support is the largest k with tau_k <= x_(k).
+    """
+    x = logits.transpose(dim, -1) / 2
+    x = x - x.amax(dim=-1, keepdim=True)  # shift-invariant; keeps the squares small
+    sorted_x, _ = x.sort(dim=-1, descending=True)
+    k = torch.arange(1, x.size(-1) + 1, device=x.device, dtype=x.dtype)
+    mean = sorted_x.cumsum(-1) / k
+    mean_sq = (sorted_x * sorted_x).cumsum(-1) / k
+    delta = ((1 - k * (mean_sq - mean * mean)) / k).clamp(min=0)
+    tau = mean - delta.sqrt()
+    support = (tau <= sorted_x).sum(dim=-1, keepdim=True)  # tau_k <= x_(k) holds for k <= k*
+    tau_star = tau.gather(-1, support - 1)
+    p = (x - tau_star).clamp(min=0) ** 2
+    return p.transpose(dim, -1)
+
+
+def entmax15_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-position 1.5-entmax loss (a Fenchel-Young loss): with p = entmax15(z),
+    (1 - sum p^1.5) / 0.75 + (p - e_y) . z, which is >= 0 and 0 only when p = e_y; its
+    gradient in z is exactly p - e_y (p is held fixed: the optimality of p makes its own
+    variation contribute nothing). ``logits`` (..., V), ``targets`` (...)."""
+    V = logits.size(-1)
+    z = logits.reshape(-1, V)
+    y = targets.reshape(-1)
+    check_logits_and_targets(z, y, ignore_index=-1)
+    with torch.no_grad():
+        p = entmax15(z.float() if z.dtype in (torch.float16, torch.bfloat16) else z)
+        p = p.to(z.dtype)
+        omega = (1 - (p * p.sqrt()).sum(dim=1)) / 0.75
+        p_minus_e = p.scatter_add(1, y.unsqueeze(1), torch.full_like(p[:, :1], -1.0))
+    loss = omega + (p_minus_e * z).sum(dim=1)
+    return loss.view(targets.shape)

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from .losses import check_layout, hns_cross_entropy
+from .losses import check_layout, entmax15_loss, hns_cross_entropy
 from .validation import ParameterError, check_choice
 
 LAYOUT_SCHEDULES = ("constant", "linear", "cosine")
@@ -271,6 +271,22 @@ class LogitAdjusted(Objective):
         return hns_cross_entropy(adjusted, targets, math.inf, reduction="none")
 
 
+@register
+@dataclass(frozen=True)
+class Entmax15(Objective):
+    """The 1.5-entmax loss (Peters et al., 2019; ``losses.entmax15_loss``): the principled
+    sparse alternative to HNS's hard cut. Its gradient p* - e_y is exactly 0 on the
+    tokens 1.5-entmax gives no probability, a support it chooses itself. A run is still
+    evaluated with the softmax of its logits: its ranking metrics compare with the other
+    objectives', its softmax loss does not measure what it was trained for."""
+
+    name: ClassVar[str] = "entmax15"
+    arm: ClassVar[str] = "Entmax"
+
+    def loss(self, logits, targets, context):
+        return entmax15_loss(logits, targets)
+
+
 def _finite_non_negative(name: str, value: Any) -> float:
     if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise ParameterError(name, value, "a finite real number >= 0")
@@ -329,6 +345,7 @@ __all__ = [
     "REGISTRY",
     "CosineRegularised",
     "CrossEntropy",
+    "Entmax15",
     "Focal",
     "HardNegatives",
     "LogitAdjusted",
