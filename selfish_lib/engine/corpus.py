@@ -9,6 +9,7 @@ time, so every number in the study is tied to the exact same bytes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .validation import check_float, check_int
+from .validation import ParameterError, check_float, check_int
 
 CORPUS_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -171,6 +172,11 @@ class CharTokenizer:
         return _DISPLAY.get(ch, ch)
 
 
+# The share of the training text held out as the tuning split (``Corpus.for_tuning``):
+# hyperparameters are chosen there, never on the reported validation split.
+TUNING_FRACTION = 0.1
+
+
 def split_ids(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a 1-D id tensor into a leading train part and a trailing validation part."""
     val_fraction = check_float("val_fraction", val_fraction, 0.0, 1.0, min_inclusive=False)
@@ -242,6 +248,17 @@ class Corpus:
             self.frequencies["rank"].to_numpy()
         )
         return out
+
+    def for_tuning(self, fraction: float = TUNING_FRACTION) -> Corpus:
+        """The corpus a tuning run sees: the training split without its last ``fraction``,
+        and that tail as the split it is scored on. The reported validation split is
+        never part of it. Frequency ranks and groups stay the training split's, so the
+        groups are the same as in the reported runs."""
+        fraction = check_float("fraction", fraction, 0.0, 1.0, min_inclusive=False)
+        if fraction >= 1.0:
+            raise ParameterError("fraction", fraction, "a real number strictly between 0 and 1")
+        cut = int(len(self.train) * (1.0 - fraction))
+        return dataclasses.replace(self, train=self.train[:cut], val=self.train[cut:])
 
     def log_prior(self, bilingual: bool = False, p_low: float = 0.0) -> torch.Tensor:
         """Log of the training stream's unigram distribution over the model's tokens, add-one

@@ -58,6 +58,7 @@ from .training import (
     learning_rate,
     make_optimizer,
     resolve_device,
+    training_corpus,
     vocab_size,
 )
 from .validation import ParameterError, check_int
@@ -283,6 +284,7 @@ def _train_ensemble(
 ) -> list[TrainResult]:
     shared = configs[0]  # every field but seed and objective is shared
     E, V = len(configs), vocab_size(shared, corpus.vocab_size)
+    corpus = training_corpus(corpus, shared)
     models = [initial_model(c, corpus.vocab_size).to(dev) for c in configs]
     stacked = StackedGPT(models)
     optimizer = stacked.optimizer(shared)

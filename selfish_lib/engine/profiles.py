@@ -38,6 +38,9 @@ class Profile:
     scenario_every: dict  # per setting: steps between scenario records (0 = off)
     sweep: dict  # the layout sweep (notebook 06): steps, seeds, eval_interval of its runs
     p_low: float = 0.02
+    # steps of a tuning run per setting (a quarter of the reported runs' steps): where
+    # hyperparameters are chosen, on the tuning split (``Corpus.for_tuning``)
+    tuning_steps: dict = dataclasses.field(default_factory=dict)
 
     def config(
         self,
@@ -93,6 +96,17 @@ class Profile:
             for seed in chosen
         }
 
+    def tuning_config(
+        self, setting: str, objective: Objective, seed: int | None = None
+    ) -> TrainConfig:
+        """A tuning run: the setting's config trained on the training split without its
+        tail and scored on that tail (``split='tuning'``), for ``tuning_steps[setting]``
+        steps (the profile's reduced budget), evaluated at the end only."""
+        check_choice("setting", setting, SETTINGS)
+        steps = self.tuning_steps.get(setting, max(1, self.steps[setting] // 4))
+        return self.config(setting, objective, seed, split="tuning", max_steps=steps,
+                           eval_interval=steps)  # fmt: skip
+
     def sweep_config(self, objective: Objective, seed: int) -> TrainConfig:
         """A bilingual run of the layout sweep: the sweep's steps and evaluation interval."""
         return self.config(
@@ -124,6 +138,7 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, dropout=0.0, bias=True),
         optim={**_PAPER_OPTIM, "batch_size": 8, "warmup_steps": 5},
         steps={"single": 30, "bilingual": 100, "low_only": 2},
+        tuning_steps={"single": 10, "bilingual": 25, "low_only": 1},
         seeds=(0, 1),
         eval_every={"single": 10, "bilingual": 50, "low_only": 1},
         log_interval=5,
@@ -136,6 +151,7 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, bias=True),
         optim=_PAPER_OPTIM,
         steps={"single": 2000, "bilingual": 8000, "low_only": 160},
+        tuning_steps={"single": 500, "bilingual": 2000, "low_only": 40},
         seeds=(0, 1, 2, 3, 4),
         eval_every={"single": 250, "bilingual": 500, "low_only": 20},
         log_interval=10,
@@ -148,6 +164,7 @@ PROFILES: dict[str, Profile] = {
         model=ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, bias=False),
         optim={**_PAPER_OPTIM, "batch_size": 64},
         steps={"single": 5000, "bilingual": 20000, "low_only": 400},
+        tuning_steps={"single": 1250, "bilingual": 5000, "low_only": 100},
         seeds=(0, 1, 2),
         eval_every={"single": 500, "bilingual": 1000, "low_only": 50},
         log_interval=10,

@@ -45,6 +45,7 @@ from .scenarios import forward as forward_pass
 from .validation import ParameterError, check_choice, check_float, check_int
 
 CHECKPOINT = "checkpoint.pt"
+SPLITS = ("validation", "tuning")
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 # The objective's fields before objectives were objects; still accepted by ``flat``.
 LEGACY_OBJECTIVE_FIELDS = ("layout", "layout_schedule", "layout_end")
@@ -90,6 +91,10 @@ class TrainConfig:
     scenario_interval: int = 0
     # the bytes the run was trained on
     data_sha256: str = CORPUS_SHA256
+    # 'validation': train on the training split, score on the validation split (the
+    # reported runs); 'tuning': train on the training split without its tail and score
+    # on that tail (``Corpus.for_tuning``), where hyperparameters are chosen
+    split: str = "validation"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -119,6 +124,7 @@ class TrainConfig:
                 raise ParameterError(name, value, "a real number >= 0.0 and < 1.0")
         check_float("weight_decay", self.weight_decay, 0.0)
         check_float("grad_clip", self.grad_clip, 0.0, min_inclusive=False, allow_inf=True)
+        check_choice("split", self.split, SPLITS)
         if not isinstance(self.data_sha256, str) or len(self.data_sha256) != 64:
             raise ParameterError("data_sha256", self.data_sha256, "a sha256 of 64 hex digits")
         for name in FLOAT_FIELDS:
@@ -202,6 +208,12 @@ class TrainConfig:
         if isinstance(data.get("objective"), dict):
             data["objective"] = objective_from_dict(data["objective"])
         return cls.flat(**data)
+
+
+def training_corpus(corpus: Corpus, config: TrainConfig) -> Corpus:
+    """The corpus a run trains and is scored on: ``corpus`` itself, or its tuning view
+    for ``split='tuning'``."""
+    return corpus.for_tuning() if config.split == "tuning" else corpus
 
 
 def initial_model(config: TrainConfig, base_vocab_size: int) -> GPT:
@@ -570,6 +582,7 @@ def _train(
     dev = resolve_device(device)
     work = Path(work_dir) if work_dir is not None else None
     V = vocab_size(config, corpus.vocab_size)
+    corpus = training_corpus(corpus, config)
 
     def fresh():
         model = initial_model(config, corpus.vocab_size).to(dev)
