@@ -3,15 +3,16 @@ on the reported validation split, and tuning runs are runs of their own."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
 import torch
 
-from selfish_lib.engine.corpus import TUNING_FRACTION, Corpus
+from selfish_lib.engine.corpus import TUNING_FRACTION, Corpus, sha256_of
 from selfish_lib.engine.objectives import CrossEntropy, HardNegatives
 from selfish_lib.engine.profiles import get_profile
-from selfish_lib.engine.runs import config_hash
+from selfish_lib.engine.runs import MANIFEST, Run, config_hash, get_or_train
 from selfish_lib.engine.training import TrainConfig, train
 from selfish_lib.engine.validation import ParameterError
 
@@ -72,3 +73,24 @@ def test_a_tuning_run_is_scored_on_the_tail(corpus):
     reported = train(config.replace(split="validation"), corpus, device="cpu", progress=False)
     final = reported.eval_tokens[reported.eval_tokens["step"] == config.max_steps]
     assert int(final["count"].sum()) == len(corpus.val) - 1
+
+
+def test_runs_stored_before_the_split_field_still_load(corpus, tmp_path):
+    """A run whose config.json and manifest were written without the ``split`` field (as
+    every version before it wrote them) keeps its id and verifies: configs are compared
+    as configs, not as dictionaries."""
+    config = get_profile("smoke").config("single", CrossEntropy(), 0, max_steps=4)
+    run = get_or_train(config, corpus=corpus, results_dir=tmp_path, device="cpu",
+                       progress=False)  # fmt: skip
+    body = json.loads((run.path / "config.json").read_text())
+    del body["config"]["split"]
+    (run.path / "config.json").write_text(json.dumps(body, indent=2))
+    manifest = json.loads((run.path / MANIFEST).read_text())
+    del manifest["config"]["split"]
+    manifest["files"]["config.json"] = {
+        "size": (run.path / "config.json").stat().st_size,
+        "sha256": sha256_of(run.path / "config.json"),
+    }
+    (run.path / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    again = Run.load(run.path, full=True)
+    assert again.config == config and again.id == config_hash(config)

@@ -138,7 +138,13 @@ def check_run(path: str | os.PathLike, full: bool | None = None) -> TrainConfig:
     key = config_hash(config)
     if key != path.name:
         raise CorruptRun(path, f"config.json hashes to {key}, not to the folder's name")
-    if manifest.get("id") != key or manifest.get("config") != config.to_dict():
+    # compared as configs, not as dicts: a field added to TrainConfig later (with its
+    # default) is absent from older manifests and must not make their runs corrupt
+    try:
+        listed = TrainConfig.from_dict(manifest["config"])
+    except (KeyError, TypeError, ValueError):
+        raise CorruptRun(path, f"{MANIFEST} has no readable config") from None
+    if manifest.get("id") != key or listed != config:
         raise CorruptRun(path, "config.json differs from the manifest's config")
     if full is None:
         full = sum(entry["size"] for entry in files.values()) <= FULL_HASH_LIMIT
