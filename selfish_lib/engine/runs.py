@@ -390,21 +390,19 @@ def get_or_train_group(
         waiting = [c for c in configs if found[c] is None]
         for config in sorted(waiting, key=keys.get):
             locks.enter_context(_training_lock(runs / f".{keys[config]}.partial"))
-        together = []
+        alone, together = [], []
         for config in waiting:
-            key = keys[config]
-            partial, final = runs / f".{key}.partial", runs / key
-            run = _load_verified(final)  # finished by a process we waited for?
+            run = _load_verified(runs / keys[config])  # finished by a process we waited for?
             if run is not None:
                 out[config] = run
-            elif (partial / CHECKPOINT).exists() or len(waiting) == 1:
-                started = time.perf_counter()
-                _train_into(config, corpus, partial, final, key, device, progress)
-                out[config] = _fresh(final, started)
+            elif (runs / f".{keys[config]}.partial" / CHECKPOINT).exists():
+                alone.append(config)  # its own checkpoint: it resumes by itself
             else:
                 together.append(config)
         if len(together) == 1:
-            config = together.pop()
+            alone += together
+            together = []
+        for config in alone:
             key = keys[config]
             started = time.perf_counter()
             _train_into(config, corpus, runs / f".{key}.partial", runs / key, key, device,

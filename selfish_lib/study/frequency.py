@@ -104,9 +104,8 @@ def validation_table(
     for metric in METRICS:
         diff = paired_difference(per_seed, by, metric, "objective", arm, reference)
         columns = ("diff", "diff_lo", "diff_hi", "diff_clipped")
-        diff = diff[[*by, *columns]].rename(
-            columns={c: c.replace("diff", f"diff_{metric}", 1) for c in columns}
-        )
+        names = {c: c.replace("diff", f"diff_{metric}", 1) for c in columns}
+        diff = diff[[*by, *columns, "p_value"]].rename(columns={**names, "p_value": f"p_{metric}"})
         table = table.merge(diff, on=by, how="left")
         table[f"verdict_{metric}"] = [
             verdict(metric, lo, hi)
@@ -114,13 +113,7 @@ def validation_table(
         ]
     table["small_group"] = table["count"] < SMALL_GROUP
     # one comparison per group and metric: Holm over all of them
-    columns = [f"p_{metric}" for metric in METRICS]
-    for metric in METRICS:
-        diff = paired_difference(per_seed, by, metric, "objective", arm, reference)
-        table = table.merge(
-            diff[[*by, "p_value"]].rename(columns={"p_value": f"p_{metric}"}), on=by, how="left"
-        )
-    flat = table[columns].to_numpy(dtype=float).ravel()
+    flat = table[[f"p_{metric}" for metric in METRICS]].to_numpy(dtype=float).ravel()
     survives = holm(flat).reshape(len(table), len(METRICS))
     for j, metric in enumerate(METRICS):
         table[f"holm_{metric}"] = survives[:, j]

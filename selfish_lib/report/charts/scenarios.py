@@ -187,6 +187,30 @@ def _group_order(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["group"].unique(), key=lambda g: int(str(g).split("-")[0]))
 
 
+def _points_with_intervals(
+    data, x, offset, color, y: alt.Y, column: str, keys: list[str], fmt: str, bounds: str = ""
+) -> alt.LayerChart:
+    """Means as points and their 95% intervals as bars, side by side within each group
+    (``offset``): ``column``, ``column_lo``/``_hi`` (the bars use ``_lo<bounds>``, e.g.
+    ``_plot`` for a log axis). ``data`` None: the layer takes its parent's."""
+    tooltip = [
+        *keys,
+        alt.Tooltip(f"{column}:Q", format=fmt, title="mean"),
+        alt.Tooltip(f"{column}_lo:Q", format=fmt, title="95% CI low"),
+        alt.Tooltip(f"{column}_hi:Q", format=fmt, title="95% CI high"),
+        alt.Tooltip("n_seeds:Q", title="seeds"),
+    ]
+    chart = alt.Chart() if data is None else alt.Chart(data)
+    points = chart.mark_point(filled=True, size=50).encode(
+        x=x, xOffset=offset, y=y, color=color, tooltip=tooltip
+    )
+    bars = chart.mark_rule(strokeWidth=2).encode(
+        x=x, xOffset=offset, y=f"{column}_lo{bounds}:Q", y2=f"{column}_hi{bounds}:Q",
+        color=color,
+    )  # fmt: skip
+    return alt.layer(bars, points)
+
+
 def share_definitions(side: pd.DataFrame) -> alt.FacetChart:
     """Scenario 2.2's share per rank group under the two definitions (the norm of the
     batch-summed vector, and the sum of the per-position norms), mean and 95% interval
@@ -200,28 +224,11 @@ def share_definitions(side: pd.DataFrame) -> alt.FacetChart:
                       scale=alt.Scale(range=["#2C7FB8", "#E6550D"]))  # fmt: skip
     y = alt.Y("share:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"),
               title="share of scenario 2.2")  # fmt: skip
-    tooltip = [
-        "objective:N",
-        "group:N",
-        "definition:N",
-        alt.Tooltip("share:Q", format=".1%", title="mean"),
-        alt.Tooltip("share_lo:Q", format=".1%", title="95% CI low"),
-        alt.Tooltip("share_hi:Q", format=".1%", title="95% CI high"),
-        alt.Tooltip("n_seeds:Q", title="seeds"),
-    ]
-    points = (
-        alt.Chart()
-        .mark_point(filled=True, size=50)
-        .encode(x=x, xOffset=offset, y=y, color=color, tooltip=tooltip)
-    )
-    bars = (
-        alt.Chart()
-        .mark_rule(strokeWidth=2)
-        .encode(x=x, xOffset=offset, y="share_lo:Q", y2="share_hi:Q", color=color)
-    )
+    keys = ["objective:N", "group:N", "definition:N"]
+    marks = _points_with_intervals(None, x, offset, color, y, "share", keys, ".1%")
     half = alt.Chart().mark_rule(strokeDash=[4, 4], color="#333").encode(y=alt.datum(0.5))
     return (
-        alt.layer(half, bars, points, data=side)
+        alt.layer(half, marks, data=side)
         .properties(width=alt.Step(44), height=260)
         .facet(column=alt.Column("objective:N", sort=list(OBJECTIVE_COLORS), title=None))
         .properties(
@@ -238,45 +245,23 @@ def update_view(shares: pd.DataFrame) -> alt.HConcatChart:
     """How the rows move under AdamW, per rank group: (left) the moment-driven update's
     norm over the gradient's (log scale), (right) scenario 2.2's share of this step's
     part of the update. ``shares`` is ``gradients.per_group_share(...)[1]``."""
-    shares = shares[shares["language"] == "high"]
-    order = _group_order(shares)
-    x = alt.X("group:N", sort=order, title="frequency rank group", axis=alt.Axis(labelAngle=0))
+    shares = _clip_for_log(shares[shares["language"] == "high"], "update_over_grad")
+    x = alt.X("group:N", sort=_group_order(shares), title="frequency rank group",
+              axis=alt.Axis(labelAngle=0))  # fmt: skip
     offset = alt.XOffset("objective:N", sort=list(OBJECTIVE_COLORS))
     color = alt.Color("objective:N", scale=objective_scale(), title="objective")
-
-    def panel(column: str, title: str, scale: alt.Scale, fmt: str, bounds: str = ""):
-        tooltip = [
-            "objective:N",
-            "group:N",
-            alt.Tooltip(f"{column}:Q", format=fmt, title="mean"),
-            alt.Tooltip(f"{column}_lo:Q", format=fmt, title="95% CI low"),
-            alt.Tooltip(f"{column}_hi:Q", format=fmt, title="95% CI high"),
-        ]
-        y = alt.Y(f"{column}:Q", scale=scale, title=title)
-        points = (
-            alt.Chart(shares)
-            .mark_point(filled=True, size=50)
-            .encode(x=x, xOffset=offset, y=y, color=color, tooltip=tooltip)
-        )
-        bars = (
-            alt.Chart(shares)
-            .mark_rule(strokeWidth=2)
-            .encode(
-                x=x,
-                xOffset=offset,
-                y=f"{column}_lo{bounds}:Q",
-                y2=f"{column}_hi{bounds}:Q",
-                color=color,
-            )
-        )
-        return alt.layer(bars, points).properties(width=alt.Step(44), height=260)
-
-    shares = _clip_for_log(shares, "update_over_grad")  # log axis: bounds above 0
-    left = panel("update_over_grad", "update norm / gradient norm", alt.Scale(type="log"),
-                 ".3g", bounds="_plot")  # fmt: skip
-    right = panel("update_share_nontarget", "share of 2.2 in this step's update",
-                  alt.Scale(domain=[0, 1]), ".1%")  # fmt: skip
-    return alt.hconcat(left, right).properties(
+    keys = ["objective:N", "group:N"]
+    ratio = alt.Y("update_over_grad:Q", scale=alt.Scale(type="log"),
+                  title="update norm / gradient norm")  # fmt: skip
+    share = alt.Y("update_share_nontarget:Q", scale=alt.Scale(domain=[0, 1]),
+                  title="share of 2.2 in this step's update")  # fmt: skip
+    left = _points_with_intervals(
+        shares, x, offset, color, ratio, "update_over_grad", keys, ".3g", bounds="_plot"
+    )  # log axis: bounds above 0; fmt: skip
+    right = _points_with_intervals(shares, x, offset, color, share, "update_share_nontarget",
+                                   keys, ".1%")  # fmt: skip
+    size = dict(width=alt.Step(44), height=260)
+    return alt.hconcat(left.properties(**size), right.properties(**size)).properties(
         title=alt.Title(
             "How the rows actually move: AdamW's update",
             subtitle="Adam divides by each coordinate's gradient scale: rare rows move far "
