@@ -21,8 +21,9 @@ execution choice, not part of the run id; each run's ``config.json`` records it.
 
 Scenario logging works as in a solo run (the hooks read each member's slice of the
 batched gradients). What cannot be batched trains solo (``group_key`` returns None):
-dropout (a member's masks would not be its solo run's random draws) and objectives
-whose loss reads more of the model than its embedding (``Objective.batchable``).
+dropout (a member's masks would not be its solo run's random draws), untied
+embeddings (a stacked model holds one matrix per member) and objectives whose loss
+reads more of the model than its embedding, or keeps state (``Objective.batchable``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from .validation import ParameterError, check_int
 def group_key(config: TrainConfig) -> TrainConfig | None:
     """What runs must share to train in one ensemble (their config with the seed and
     the objective set aside), or None for a run that trains solo."""
-    if config.model.dropout > 0:
+    if config.model.dropout > 0 or not config.model.tie_embeddings:
         return None
     if not config.objective.batchable:
         return None

@@ -3,7 +3,9 @@
 The one property the study depends on is the tie: ``lm_head.weight`` *is*
 ``wte.weight``, so every row of the embedding matrix receives gradient both as
 an input (through the lookup) and as an output row (through the logits), the
-three scenarios of the Selfish Tokens hypothesis.
+three scenarios of the Selfish Tokens hypothesis. ``tie_embeddings=False`` is the
+ablation: two matrices, so that scenario 2.2 (non-target rows pushed away) no
+longer reaches the rows the inputs are looked up in.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ class ModelConfig:
     block_size: int = 64
     dropout: float = 0.0
     bias: bool = True
+    # False: separate input and output embeddings (an ablation; the run id of a tied
+    # model is unchanged, since a field at its default is left out of the id)
+    tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         for name in ("block_size", "n_layer", "n_head", "n_embd"):
@@ -40,9 +45,11 @@ class ModelConfig:
         if dropout >= 1.0:
             raise ParameterError("dropout", self.dropout, "a real number >= 0.0 and < 1.0")
         check_choice("bias", self.bias, (True, False))
+        check_choice("tie_embeddings", self.tie_embeddings, (True, False))
         # Normalised to the field types, so that equal configs are equal (and hash alike).
         object.__setattr__(self, "dropout", dropout)
         object.__setattr__(self, "bias", bool(self.bias))
+        object.__setattr__(self, "tie_embeddings", bool(self.tie_embeddings))
         if self.n_embd % self.n_head:
             raise ParameterError("n_embd", self.n_embd, f"a multiple of n_head={self.n_head}")
 
@@ -115,7 +122,8 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer whose output head shares the token embedding."""
+    """Decoder-only transformer whose output head shares the token embedding (unless
+    ``config.tie_embeddings`` is False)."""
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
@@ -133,7 +141,12 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, vocab_size, bias=False)
         # The tie: one Parameter, two uses. Its .grad is the sum of the three
         # scenarios (input lookup, target row, non-target rows).
-        self.transformer.wte.weight = self.lm_head.weight
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        # Untied, every module still draws its initial weights in the same order, so
+        # an untied model's output head and every other weight equal the tied model's
+        # (the tied matrix is drawn twice and keeps the head's draw): the two differ
+        # only in the input embedding.
         self.apply(self._init_weights)
         # GPT-2's scaled init of the projections that write into the residual
         # stream, so its variance does not grow with depth.
@@ -152,8 +165,19 @@ class GPT(nn.Module):
 
     @property
     def embedding(self) -> torch.Tensor:
-        """The tied (vocab_size, n_embd) embedding matrix W."""
+        """The (vocab_size, n_embd) output embedding W, the rows scenarios 2.1 and 2.2
+        move: the tied matrix, or the output head of an untied model."""
+        return self.lm_head.weight
+
+    @property
+    def input_embedding(self) -> torch.Tensor:
+        """The matrix inputs are looked up in (``embedding`` itself when tied)."""
         return self.transformer.wte.weight
+
+    @property
+    def tied(self) -> bool:
+        """Whether the input and output embeddings are one matrix."""
+        return self.input_embedding is self.embedding
 
     def num_params(self) -> int:
         """Parameter count, the tied matrix counted once."""

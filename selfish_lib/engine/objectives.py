@@ -8,6 +8,16 @@ An objective says what a training step minimises. It is a small frozen dataclass
 - ``canonical()``: the values that enter the run id (``engine.runs.config_hash``);
 - ``loss(logits, targets, context)``: the per-position values the step averages.
 
+Two optional capabilities, for the peers and ablations that need them:
+
+- ``split_head``: the objective gives the hidden states and the output rows different
+  gradients. It defines ``split_loss(z_hidden, z_rows, targets, context)`` instead of
+  ``loss``; both arguments hold the same logits, ``z_hidden`` with the rows detached and
+  ``z_rows`` with the hidden states detached (``scenarios.forward``). ``rows_only``
+  builds a term whose value is 0 and whose gradient is that of its argument.
+- ``initial_state(vocab_size, device)``: tensors the objective carries from step to step
+  (AGG's token counts), kept in ``LossContext.state`` and in the run's checkpoints.
+
 Evaluation never goes through the objective: every run is scored with the plain
 softmax of its logits, so any two objectives are compared on the same numbers.
 A new objective is one class with ``@register``; the run store, the profiles and
@@ -41,6 +51,8 @@ class LossContext:
     # log of the training stream's smoothed unigram distribution over the model's tokens
     # (``Corpus.log_prior``), for objectives that correct for frequency
     log_prior: torch.Tensor | None = None
+    # what a stateful objective carries between steps (``Objective.initial_state``)
+    state: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,8 @@ class Objective:
     # run can then train inside an ensemble (``engine.ensemble``), where that is all
     # a member offers.
     batchable: ClassVar[bool] = True
+    # True when the objective defines ``split_loss`` (see the module's docstring)
+    split_head: ClassVar[bool] = False
 
     @property
     def label(self) -> str:
@@ -77,6 +91,21 @@ class Objective:
     ) -> torch.Tensor:
         """Per-position loss values, shaped like ``targets``."""
         raise NotImplementedError
+
+    def split_loss(
+        self,
+        z_hidden: torch.Tensor,
+        z_rows: torch.Tensor,
+        targets: torch.Tensor,
+        context: LossContext,
+    ) -> torch.Tensor:
+        """Per-position values for a ``split_head`` objective: the logits twice, their
+        gradient reaching the hidden states only (``z_hidden``) or the rows only."""
+        raise NotImplementedError(f"{type(self).__name__} does not split the head")
+
+    def initial_state(self, vocab_size: int, device: torch.device) -> dict | None:
+        """The tensors a stateful objective starts a run with (None: it keeps none)."""
+        return None
 
 
 def register(cls: type[Objective]) -> type[Objective]:
@@ -287,6 +316,115 @@ class Entmax15(Objective):
         return entmax15_loss(logits, targets)
 
 
+def rows_only(values: torch.Tensor) -> torch.Tensor:
+    """``values - values.detach()``: 0 in the forward pass, the gradient of ``values`` in
+    the backward pass. Added to a loss, it changes what reaches the output rows and
+    nothing that is logged."""
+    return values - values.detach()
+
+
+@register
+@dataclass(frozen=True)
+class EmbeddingOnlyHNS(Objective):
+    """The ablation that isolates the hypothesis: HNS on the output rows only. The hidden
+    states get plain cross-entropy's gradient; the rows get HNS's, so a row excluded at
+    a position (its logit below the target's minus ``layout``) is not pushed away there.
+    If this keeps HNS's gain, the gain comes from leaving rare rows alone, not from
+    the hidden states seeing another objective. The loss logged is CE."""
+
+    layout: float = 2.0
+
+    name: ClassVar[str] = "hns-rows"
+    arm: ClassVar[str] = "HNS-rows"
+    batchable: ClassVar[bool] = False
+    split_head: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layout", check_layout(self.layout, finite=True))
+
+    def split_loss(self, z_hidden, z_rows, targets, context):
+        ce = hns_cross_entropy(z_hidden, targets, math.inf, reduction="none")
+        return ce + rows_only(hns_cross_entropy(z_rows, targets, self.layout, reduction="none"))
+
+
+@register
+@dataclass(frozen=True)
+class AdaptiveGradientGating(Objective):
+    """AGG (Yu et al., ACL 2022): cross-entropy whose gradient to rare output rows is
+    scaled down, the hidden states keeping CE's full gradient.
+
+    A token is rare when it occurred less than ``alpha`` times per step, on average
+    over the last ``window`` steps (this one included; fewer at the start). At a
+    position whose target is not rare, each rare row's logit gradient is multiplied by
+    its own rate (gate 1: rows almost never seen are almost never pushed); at a
+    position whose target is rare, each other rare row's by its count over the mean
+    count of the rare tokens, at most 1 (gate 2: the rarest are protected from the
+    rare). Non-rare rows and the target's row keep gate 1.0. The counts are a state
+    (``initial_state``), kept in checkpoints.
+
+    ``window`` is K of the reference: 1000 steps here, about 0.75 epochs of the
+    training text at the paper's batch (the reference uses one epoch); ``alpha`` 0.03
+    is the reference's language-model value.
+    """
+
+    alpha: float = 0.03
+    window: int = 1000
+
+    name: ClassVar[str] = "agg"
+    arm: ClassVar[str] = "AGG"
+    batchable: ClassVar[bool] = False
+    split_head: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", _finite_non_negative("alpha", self.alpha))
+        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
+            raise ParameterError("window", self.window, "an integer >= 1 (steps)")
+
+    def initial_state(self, vocab_size, device):
+        # counts[k] holds the target counts of the step with index k modulo ``window``
+        counts = torch.zeros(self.window, vocab_size, dtype=torch.float64, device=device)
+        return {"counts": counts}
+
+    def split_loss(self, z_hidden, z_rows, targets, context):
+        if context.state is None:
+            raise ValueError("AGG needs LossContext.state (Objective.initial_state)")
+        counts = context.state["counts"]
+        y = targets.reshape(-1)
+        slot = counts[context.step % self.window]
+        slot.zero_()
+        slot.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
+        seen = min(context.step + 1, self.window)
+        gates = agg_gates(counts.sum(dim=0), seen, y, self.alpha).to(z_rows.dtype)
+        V = z_rows.size(-1)
+        rows = z_rows.reshape(-1, V)
+        gated = gates * rows + (1.0 - gates) * rows.detach()
+        ce = hns_cross_entropy(z_hidden, targets, math.inf, reduction="none")
+        gated_ce = hns_cross_entropy(gated, y, math.inf, reduction="none").view(targets.shape)
+        return ce + rows_only(gated_ce)
+
+
+def agg_gates(
+    window_counts: torch.Tensor, steps: int, targets: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """AGG's gates (N, V) for flat ``targets`` (N,), given each token's count over the
+    last ``steps`` steps (``window_counts``, (V,)): rate = count / steps, rare = rate <
+    ``alpha``. A position with a non-rare target gates each rare token by its rate; one
+    with a rare target gates each rare token by min(count / mean rare count, 1); every
+    other entry, the target's own included, is 1."""
+    rate = window_counts / max(1, steps)
+    rare = rate < alpha
+    ones = torch.ones_like(rate)
+    gate1 = torch.where(rare, rate, ones)
+    if bool(rare.any()):
+        mean_rare = window_counts[rare].mean()
+        ratio = window_counts / mean_rare if float(mean_rare) > 0 else ones
+        gate2 = torch.where(rare, ratio.clamp(max=1.0), ones)
+    else:
+        gate2 = ones
+    gates = torch.where(rare[targets].unsqueeze(1), gate2.unsqueeze(0), gate1.unsqueeze(0))
+    return gates.scatter(1, targets.unsqueeze(1), 1.0)
+
+
 def _finite_non_negative(name: str, value: Any) -> float:
     if not _is_number(value) or not math.isfinite(value) or value < 0:
         raise ParameterError(name, value, "a finite real number >= 0")
@@ -343,6 +481,10 @@ def check_objective(value: Any) -> Objective:
 __all__ = [
     "LAYOUT_SCHEDULES",
     "REGISTRY",
+    "AdaptiveGradientGating",
+    "EmbeddingOnlyHNS",
+    "agg_gates",
+    "rows_only",
     "CosineRegularised",
     "CrossEntropy",
     "Entmax15",

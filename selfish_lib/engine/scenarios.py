@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 
 from .model import GPT
 
@@ -45,14 +46,28 @@ class Capture:
         return "lookup" in self.grads and "logits" in self.grads
 
 
-def forward(model: GPT, idx: torch.Tensor, capture: bool = False):
+def forward(model: GPT, idx: torch.Tensor, capture: bool = False, split_head: bool = False):
     """Logits of ``idx`` exactly as ``model(idx)`` computes them; with ``capture`` also a
-    Capture whose gradients are filled in by the next ``backward``."""
+    Capture whose gradients are filled in by the next ``backward``.
+
+    ``split_head`` returns the logits twice, as ``(z_hidden, z_rows)``: the same values,
+    one computed with the output rows detached (its gradient reaches the hidden states
+    only), one with the hidden states detached (its gradient reaches the output rows
+    only), for objectives that give the two sides different gradients
+    (``Objective.split_head``). The capture then reads the rows' side, which is what
+    scenarios 2.1 and 2.2 are made of.
+    """
     tok_emb = model.embed(idx)
     hidden = model.hidden(idx, tok_emb)
-    logits = model.lm_head(hidden)
+    if split_head:
+        W = model.embedding
+        logits = F.linear(hidden, W.detach())
+        rows = F.linear(hidden.detach(), W)
+        out, row_side = (logits, rows), rows
+    else:
+        out = row_side = model.lm_head(hidden)
     if not capture:
-        return logits, None
+        return out, None
     cap = Capture(tokens=idx.reshape(-1), hidden=hidden.detach().reshape(-1, hidden.size(-1)))
 
     def keep(name: str, width: int):
@@ -62,8 +77,22 @@ def forward(model: GPT, idx: torch.Tensor, capture: bool = False):
         return hook
 
     tok_emb.register_hook(keep("lookup", tok_emb.size(-1)))
-    logits.register_hook(keep("logits", logits.size(-1)))
-    return logits, cap
+    row_side.register_hook(keep("logits", row_side.size(-1)))
+    return out, cap
+
+
+def token_matrices(model) -> tuple[torch.Tensor, ...]:
+    """The parameters a token's rows live in: the tied matrix, or the input embedding and
+    the output head of an untied model (``joined`` puts a token's two rows side by side)."""
+    if getattr(model, "tied", True):
+        return (model.embedding,)
+    return (model.input_embedding, model.embedding)
+
+
+def joined(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """One (V, k d) matrix from the per-matrix (V, d) tensors: a token's rows end to end.
+    Every quantity of the update split is elementwise, so it is exact on the joined rows."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)
 
 
 def decompose(
@@ -200,10 +229,20 @@ class ScenarioLog:
         targets: torch.Tensor,
         weight: torch.Tensor,
         grad: torch.Tensor | None = None,
+        untied: bool = False,
     ) -> None:
         """Call after backward and before clipping and the optimizer step. ``grad`` is the
-        weight's gradient when it is not ``weight.grad`` (a member of an ensemble)."""
+        weight's gradient when it is not ``weight.grad`` (a member of an ensemble).
+        ``untied``: ``weight`` and ``grad`` are an untied model's input and output rows
+        joined (``joined``), and each scenario lives in its own half."""
         parts = decompose(cap, targets)
+        if untied:
+            zeros = torch.zeros_like(parts["input"])
+            parts = {
+                "input": torch.cat([parts["input"], zeros], dim=1),
+                "target": torch.cat([zeros, parts["target"]], dim=1),
+                "nontarget": torch.cat([zeros, parts["nontarget"]], dim=1),
+            }
         grad = (weight.grad if grad is None else grad).detach()
         norms = row_norms(parts)
         residual = (parts["input"] + parts["target"] + parts["nontarget"] - grad).norm(dim=1)
@@ -277,24 +316,28 @@ def _clip_scale(clipped: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
     return clipped.norm() / raw_norm
 
 
-def adam_state_before(optimizer: torch.optim.Optimizer, weight: torch.Tensor) -> AdamState:
-    """The AdamState of ``weight`` before ``optimizer.step()`` (a torch AdamW)."""
-    group = next(g for g in optimizer.param_groups if any(p is weight for p in g["params"]))
-    state = optimizer.state.get(weight, {})
-    before = state.get("exp_avg")
+def adam_state_before(optimizer: torch.optim.Optimizer, weight) -> AdamState:
+    """The AdamState of ``weight`` (a parameter, or a tuple joined as ``joined``) before
+    ``optimizer.step()`` (a torch AdamW)."""
+    weights = weight if isinstance(weight, tuple) else (weight,)
+    group = next(g for g in optimizer.param_groups if any(p is weights[0] for p in g["params"]))
+    befores = [optimizer.state.get(w, {}).get("exp_avg") for w in weights]
     beta1, beta2 = group["betas"]
     return AdamState(
-        exp_avg_before=None if before is None else before.detach().clone(),
+        exp_avg_before=None
+        if any(b is None for b in befores)
+        else joined(tuple(b.detach() for b in befores)).clone(),
         beta1=beta1,
         beta2=beta2,
         eps=group["eps"],
     )
 
 
-def adam_step_of(optimizer: torch.optim.Optimizer, weight: torch.Tensor) -> tuple:
-    """(v_t, t) of ``weight`` after ``optimizer.step()``."""
-    state = optimizer.state[weight]
-    return state["exp_avg_sq"], int(state["step"])
+def adam_step_of(optimizer: torch.optim.Optimizer, weight) -> tuple:
+    """(v_t, t) of ``weight`` (a parameter or a tuple, joined) after ``optimizer.step()``."""
+    weights = weight if isinstance(weight, tuple) else (weight,)
+    states = [optimizer.state[w] for w in weights]
+    return joined(tuple(st["exp_avg_sq"] for st in states)), int(states[0]["step"])
 
 
 def tidy(wide: pd.DataFrame, token_info: pd.DataFrame) -> pd.DataFrame:

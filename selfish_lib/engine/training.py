@@ -40,7 +40,7 @@ from .objectives import (
     objective_for_layout,
     objective_from_dict,
 )
-from .scenarios import ScenarioLog, adam_state_before, adam_step_of
+from .scenarios import ScenarioLog, adam_state_before, adam_step_of, joined, token_matrices
 from .scenarios import forward as forward_pass
 from .validation import ParameterError, check_choice, check_float, check_int
 
@@ -398,40 +398,53 @@ def training_step(
     scenario_log: ScenarioLog | None = None,
     step: int = 0,
     log_prior: torch.Tensor | None = None,
+    objective_state: dict | None = None,
 ) -> StepOutput:
     """One AdamW step on the batch (x, y) with the config's objective at 0-based ``step``.
 
     With a ``scenario_log``, hooks read the gradients the scenario split needs
     from this same backward pass and the log records the step (as ``step + 1``,
     the number of steps done); the numbers of the step are identical either way.
+    ``objective_state`` is what a stateful objective carries from step to step
+    (``Objective.initial_state``); None starts a fresh one.
     """
     for group in optimizer.param_groups:
         group["lr"] = lr
     model.train()
-    logits, capture = forward_pass(model, x, capture=scenario_log is not None)
+    objective = config.objective
+    if objective_state is None:
+        objective_state = objective.initial_state(model.vocab_size, x.device)
+    split = objective.split_head
+    logits, capture = forward_pass(model, x, capture=scenario_log is not None, split_head=split)
     context = LossContext(step=step, max_steps=config.max_steps, model=model,
-                          log_prior=log_prior)  # fmt: skip
-    per_pos = config.objective.loss(logits, y, context)
+                          log_prior=log_prior, state=objective_state)  # fmt: skip
+    if split:  # the hidden side's logits are the model's logits
+        per_pos = objective.split_loss(logits[0], logits[1], y, context)
+        logits = logits[0]
+    else:
+        per_pos = objective.loss(logits, y, context)
     loss = per_pos.mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if capture is not None:
-        scenario_log.before_step(step + 1, capture, y, model.embedding)
-        adam = adam_state_before(optimizer, model.embedding)
+        rows = token_matrices(model)
+        grads = joined(tuple(w.grad for w in rows))
+        scenario_log.before_step(step + 1, capture, y, joined(rows), grads, untied=len(rows) > 1)
+        adam = adam_state_before(optimizer, rows)
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
     if capture is not None:
-        exp_avg_sq, adam_step = adam_step_of(optimizer, model.embedding)
-        scenario_log.after_step(model.embedding, lr, config.weight_decay, adam, exp_avg_sq,
-                                adam_step, model.embedding.grad)  # fmt: skip
+        exp_avg_sq, adam_step = adam_step_of(optimizer, rows)
+        scenario_log.after_step(joined(rows), lr, config.weight_decay, adam, exp_avg_sq,
+                                adam_step, joined(tuple(w.grad for w in rows)))  # fmt: skip
     with torch.no_grad():
-        objective = per_pos.detach()
+        objective_values = per_pos.detach()
         # Every run is also logged with the full-softmax CE, so objectives compare.
-        if isinstance(config.objective, CrossEntropy):
-            ce = objective
+        if isinstance(objective, CrossEntropy):
+            ce = objective_values
         else:
             ce = full_cross_entropy(logits.detach(), y)
-    return StepOutput(loss.detach(), objective, ce, grad_norm)
+    return StepOutput(loss.detach(), objective_values, ce, grad_norm)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -597,6 +610,7 @@ def _train(
         return model, make_optimizer(model, config), sampler
 
     model, optimizer, sampler = fresh()
+    objective_state = config.objective.initial_state(V, dev)
     log_prior = corpus.log_prior(config.bilingual, config.p_low).to(dev)
     tokens = TokenLossLog(V, dev)
     scenario_log = ScenarioLog()
@@ -627,6 +641,8 @@ def _train(
             window.load_state_dict(state["window"])
             tokens.load_state_dict(state["train_tokens"])
             scenario_log.records = state["scenarios"]
+            if objective_state is not None:
+                objective_state = {k: v.to(dev) for k, v in state["objective_state"].items()}
             eval_frames = [pd.DataFrame(state["eval_tokens"])] if state["eval_tokens"] else []
 
     def evaluate(at: int) -> pd.DataFrame:
@@ -653,6 +669,7 @@ def _train(
                 "train_tokens": tokens.state_dict(),
                 "window": window.state_dict(),
                 "scenarios": scenario_log.records,
+                "objective_state": objective_state,
                 "eval_tokens": evals.to_dict("list"),
                 "config": config.to_dict(),
             },
@@ -693,6 +710,7 @@ def _train(
                     scenario_log=scenario_log if logged else None,
                     step=step,
                     log_prior=log_prior,
+                    objective_state=objective_state,
                 )
                 tokens.add(y, out.ce, out.objective)
                 window.add(out.loss, out.ce.mean())
