@@ -38,10 +38,10 @@ def head_case(V: int = 6, N: int = 9, d: int = 4, seed: int = 0):
     return h, W, y
 
 
-def split_gradients(objective, h, W, y, context=LossContext()):
+def split_gradients(objective, h, W, y, context: LossContext | None = None):
     """dL/dh and dL/dW of ``objective.split_loss`` on the head z = h W^T."""
     z_hidden, z_rows = h @ W.detach().T, h.detach() @ W.T
-    values = objective.split_loss(z_hidden, z_rows, y, context)
+    values = objective.split_loss(z_hidden, z_rows, y, context or LossContext())
     return values, torch.autograd.grad(values.sum(), (h, W))
 
 
