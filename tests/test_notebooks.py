@@ -192,3 +192,32 @@ def test_notebook_06_sweeps_the_layouts_and_reports_them_without_a_kernel(report
     assert html.count("An interactive widget is here") == 3
     assert html.count('class="selfish-vega"') == 2
     assert "Layout sweep, chosen: 2" in html
+
+
+def test_notebook_07_compares_every_arm_and_adds_its_claims(report):
+    """Every registered peer and ablation appears in the ranking of both settings, tuning
+    chose a value for every tuned arm, each chart is saved, and the peer claims stand
+    in claims.json beside chapter 04's."""
+    from selfish_lib.study import field
+
+    figures = {p.name for p in (report / "figures").iterdir()}
+    names = ["tuning"] + [f"{k}_{s}" for k in ("metrics", "differences", "shares", "geometry")
+                          for s in ("single", "bilingual")]  # fmt: skip
+    for name in names:
+        assert f"07_{name}.svg" in figures and f"07_{name}.png" in figures, name
+    fragment = json.loads((report / "summary.json").read_text())["fragments"][
+        "07_hns_against_the_field"
+    ]
+    arms = [arm.name for arm in field.arms()]
+    for setting in ("single", "bilingual"):
+        assert sorted(fragment["ranking"][setting]) == sorted(arms)
+        tuned = {a.name for a in field.arms() if a.tuned}
+        assert set(fragment["chosen"][setting]) == tuned
+    rows = json.loads((report / "claims.json").read_text())
+    sources = {r["source"] for r in rows}
+    assert {"04_bilingual_simulation", "07_hns_against_the_field"} <= sources
+    f1 = [r for r in rows if r["claim"] == "F1" and r["primary"]]
+    peers = {a.name for a in field.arms() if a.role == "peer"}
+    assert {r["B"] for r in f1} == peers
+    assert all(r["verdict"] in ("supported", "contradicted", "inconclusive") for r in rows)
+    assert [r for r in rows if r["claim"] == "F2" and r["primary"]]

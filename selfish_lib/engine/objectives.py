@@ -67,6 +67,12 @@ class Objective:
     batchable: ClassVar[bool] = True
     # True when the objective defines ``split_loss`` (see the module's docstring)
     split_head: ClassVar[bool] = False
+    # What a comparison of objectives (``study.field``) makes of it: 'reference' (CE),
+    # 'hns', 'peer' (a published remedy) or 'ablation' (a part of HNS alone)
+    role: ClassVar[str] = "peer"
+    # The one hyperparameter a comparison tunes and its three candidate values (the
+    # published value in the middle), or None for an objective with nothing to tune
+    tuning: ClassVar[tuple[str, tuple[float, ...]] | None] = None
 
     @property
     def label(self) -> str:
@@ -147,6 +153,7 @@ class CrossEntropy(Objective):
 
     name: ClassVar[str] = "ce"
     arm: ClassVar[str] = "CE"
+    role: ClassVar[str] = "reference"
 
     def canonical(self) -> dict[str, Any]:
         # Runs trained before objectives were objects left every objective field at its
@@ -174,6 +181,8 @@ class HardNegatives(Objective):
 
     name: ClassVar[str] = "hns"
     arm: ClassVar[str] = "HNS"
+    role: ClassVar[str] = "hns"
+    tuning: ClassVar = ("layout", (1.0, 2.0, 4.0))
 
     def __post_init__(self) -> None:
         check_choice("layout_schedule", self.schedule, LAYOUT_SCHEDULES)
@@ -231,6 +240,7 @@ class Focal(Objective):
 
     name: ClassVar[str] = "focal"
     arm: ClassVar[str] = "Focal"
+    tuning: ClassVar = ("gamma", (1.0, 2.0, 4.0))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gamma", _finite_non_negative("gamma", self.gamma))
@@ -253,6 +263,7 @@ class CosineRegularised(Objective):
 
     name: ClassVar[str] = "cosine-reg"
     arm: ClassVar[str] = "CosReg"
+    tuning: ClassVar = ("gamma", (0.1, 1.0, 10.0))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "gamma", _finite_non_negative("gamma", self.gamma))
@@ -287,6 +298,7 @@ class LogitAdjusted(Objective):
 
     name: ClassVar[str] = "logit-adjust"
     arm: ClassVar[str] = "LA"
+    tuning: ClassVar = ("tau", (0.5, 1.0, 2.0))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tau", _finite_non_negative("tau", self.tau))
@@ -336,6 +348,7 @@ class EmbeddingOnlyHNS(Objective):
 
     name: ClassVar[str] = "hns-rows"
     arm: ClassVar[str] = "HNS-rows"
+    role: ClassVar[str] = "ablation"  # at the layout HNS is compared at: not tuned
     batchable: ClassVar[bool] = False
     split_head: ClassVar[bool] = True
 
@@ -372,6 +385,7 @@ class AdaptiveGradientGating(Objective):
 
     name: ClassVar[str] = "agg"
     arm: ClassVar[str] = "AGG"
+    tuning: ClassVar = ("alpha", (0.01, 0.03, 0.1))
     batchable: ClassVar[bool] = False
     split_head: ClassVar[bool] = True
 

@@ -101,11 +101,12 @@ class Profile:
     ) -> TrainConfig:
         """A tuning run: the setting's config trained on the training split without its
         tail and scored on that tail (``split='tuning'``), for ``tuning_steps[setting]``
-        steps (the profile's reduced budget), evaluated at the end only."""
+        steps (the profile's reduced budget), evaluated at the end only, without a
+        scenario log (tuning reads its score and nothing else)."""
         check_choice("setting", setting, SETTINGS)
         steps = self.tuning_steps.get(setting, max(1, self.steps[setting] // 4))
         return self.config(setting, objective, seed, split="tuning", max_steps=steps,
-                           eval_interval=steps)  # fmt: skip
+                           eval_interval=steps, scenario_interval=0)  # fmt: skip
 
     def sweep_config(self, objective: Objective, seed: int) -> TrainConfig:
         """A bilingual run of the layout sweep: the sweep's steps and evaluation interval."""

@@ -248,7 +248,10 @@ class Run:
         """The final model, in eval mode."""
         state = torch.load(self.path / "model.pt", map_location=device, weights_only=False)
         sizes = dict(state["gpt_config"])
-        model = GPT(ModelConfig(**{k: sizes[k] for k in MODEL_FIELDS}), sizes["vocab_size"])
+        # a field added later (tie_embeddings) is absent from older runs: its default
+        model = GPT(
+            ModelConfig(**{k: sizes[k] for k in MODEL_FIELDS if k in sizes}), sizes["vocab_size"]
+        )
         model.load_state_dict(state["model"])
         return model.to(device).eval()
 
@@ -455,6 +458,15 @@ def _load_verified(final: Path) -> Run | None:
     except CorruptRun as exc:
         set_aside(final, exc.reason)
         return None
+
+
+def stored_run(config: TrainConfig, results_dir: str | os.PathLike | None = None) -> Run | None:
+    """The completed, verified run of ``config`` in the store, or None if it is not there
+    (nothing is trained; a corrupt folder is set aside)."""
+    final = results_root(results_dir) / "runs" / config_hash(config)
+    if not (final / MARKER).exists():
+        return None
+    return _load_verified(final)
 
 
 def verify_store(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:

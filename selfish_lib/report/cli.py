@@ -35,7 +35,7 @@ from ..engine.training import TrainingInterrupted, resolve_device
 from ..engine.validation import ParameterError
 from .parameters import check_device
 from .pipeline import NotebookError, prepare, render_reports, run_pipeline, select_notebooks
-from .plan import calibrate, format_duration, plan_table
+from .plan import PENDING_STATUS, calibrate, format_duration, plan_table
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -274,7 +274,7 @@ def _plan(args: argparse.Namespace) -> int:
         results_dir=args.results_dir, data_path=args.data_path, extra_parameters=extra,
         reports_dir=tempfile.gettempdir(),  # the plan writes no report
     )  # fmt: skip
-    configs = prepared.configs()
+    configs = prepared.configs(include_pending=True)
     if not configs:
         print("the selected notebooks train no run")
         return 0
@@ -289,6 +289,8 @@ def _plan(args: argparse.Namespace) -> int:
     print(shown.drop(columns="estimate_s").to_string(index=False))
     counts = table["status"].map(lambda v: v.split(" ")[0]).value_counts()
     summary = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "partial", "missing"))
+    if counts.get("after", 0):
+        summary += f", {counts['after']} {PENDING_STATUS} (their value is not chosen yet)"
     line = f"{len(table)} runs: {summary}"
     if timings is not None:
         total = float(table["estimate_s"].fillna(0).sum())

@@ -34,7 +34,7 @@ from ..engine.losses import check_layout
 from ..engine.profiles import PROFILE_NAMES, Profile, get_profile
 from ..engine.training import resolve_device
 from ..engine.validation import ParameterError, check_choice, check_float, check_int, check_seeds
-from ..study import layout, projection
+from ..study import field, layout, projection
 
 Validator = Callable[[str, Any, "Parameters"], Any]
 
@@ -175,6 +175,16 @@ def _shown_layout(name: str, value: Any, checked: Parameters) -> float:
     return layout.check_shown_layout(value, checked.get("layouts", layout.DEFAULT_LAYOUTS))
 
 
+def _settings(name: str, value: Any, checked: Parameters) -> tuple[str, ...]:
+    """A non-empty list of distinct settings of chapter 07 ('single', 'bilingual')."""
+    allowed = "a non-empty list of distinct settings among " + ", ".join(field.FIELD_SETTINGS)
+    if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ParameterError(name, value, allowed)
+    if len(set(value)) != len(value) or not set(value) <= set(field.FIELD_SETTINGS):
+        raise ParameterError(name, value, allowed)
+    return tuple(value)
+
+
 def _perplexity(name: str, value: Any, checked: Parameters) -> float:
     return projection.check_perplexity(value, len(checked.token_info(bilingual=True)))
 
@@ -222,6 +232,7 @@ NOTEBOOKS: dict[str, dict[str, Validator]] = {
         "layout": _shown_layout,
         "top_p": _open_unit,
     },
+    "07_hns_against_the_field": {"layout": _hns_layout, "settings": _settings},
 }
 
 

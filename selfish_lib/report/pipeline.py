@@ -40,6 +40,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -66,6 +67,7 @@ from .charts import EMBED_OPTIONS, javascript_bundle, spec_of_output
 from .parameters import COMMON, NOTEBOOK_NAME, check_device, own_parameters
 from .parameters import check_study as check_study  # re-exported: pipeline.check_study
 from .plan import (
+    PENDING,
     calibrate,
     declared_runs,
     estimate_seconds,
@@ -432,15 +434,29 @@ class Prepared:
     report_dir: Path
     notebooks: list[tuple[Path, dict[str, Any]]]  # (source, injected parameters)
     grids: dict[str, dict[str, dict]]  # notebook -> part -> key -> TrainConfig
+    checked: dict[str, Any] = dataclasses.field(default_factory=dict)  # notebook -> parameters
 
-    def configs(self) -> list:
-        """Every distinct run of the plan, in the order the notebooks read them."""
+    def configs(self, include_pending: bool = False) -> list:
+        """Every distinct run of the plan, in the order the notebooks read them; the
+        runs of a ``PENDING`` part (not configured yet) only with ``include_pending``."""
         seen: dict[str, Any] = {}
         for grids in self.grids.values():
-            for configs in grids.values():
+            for part, configs in grids.items():
+                if part == PENDING and not include_pending:
+                    continue
                 for config in configs.values():
                     seen.setdefault(config_hash(config), config)
         return list(seen.values())
+
+    @property
+    def pending(self) -> bool:
+        """Whether some notebook's runs wait for others (a ``PENDING`` part)."""
+        return any(PENDING in grids for grids in self.grids.values())
+
+    def declare_again(self) -> None:
+        """Declare every notebook's runs again, from the store as it is now (after the
+        runs that a pending part waited for were trained)."""
+        self.grids = {name: declared_runs(name, params) for name, params in self.checked.items()}
 
 
 def prepare(
@@ -484,7 +500,7 @@ def prepare(
         "report_dir": str(report_dir),
         "notebook_name": None,  # each notebook's own, set by notebook_parameters
     }
-    notebooks, grids = [], {}
+    notebooks, grids, checked_all = [], {}, {}
     for path in paths:
         nb = read_notebook(path)
         params = notebook_parameters(path.stem, parameter_names(nb), common, extra.get(path.stem))
@@ -494,7 +510,9 @@ def prepare(
         )
         notebooks.append((path, params))
         grids[path.stem] = declared_runs(path.stem, checked)
-    return Prepared(profile, device, seeds, store, corpus_path, report_dir, notebooks, grids)
+        checked_all[path.stem] = checked
+    return Prepared(profile, device, seeds, store, corpus_path, report_dir, notebooks, grids,
+                    checked_all)  # fmt: skip
 
 
 def run_pipeline(
@@ -554,26 +572,21 @@ def run_pipeline(
     jobs = check_int("jobs", jobs, 1)
     ensemble = check_int("ensemble", ensemble, 1)
     address = check_executor(executor, address, device)  # Ray installed? before any work
-    configs = prepared.configs()
-    if configs:
-        missing = [c for c in configs if run_status(c, prepared.store) != "done"]
-        line = f"plan: {len(configs)} runs, {len(missing)} to train"
-        corpus = None
-        if missing:
-            corpus = load_corpus(prepared.corpus_path)
-            timings = calibrate(missing, corpus, device)
-            seconds = sum(estimate_seconds(c, timings[shape_of(c)]) for c in missing)
-            if address is not None:  # a Ray cluster's: its resources divide the time
-                line += f" (about {format_duration(seconds)} on one worker, spread over Ray)"
-            else:
-                where = f"{jobs} job(s)" if executor == "local" else f"{jobs} Ray CPU(s)"
-                line += f" (about {format_duration(seconds / jobs)} with {where})"
-        print(f"{line}, then {len(prepared.notebooks)} notebooks", flush=True)
-        train_all(
-            configs, results_dir=prepared.store, data_path=prepared.corpus_path, corpus=corpus,
-            device=device, jobs=jobs, progress=progress, executor=executor, address=address,
-            ensemble=ensemble,
-        )  # fmt: skip
+    trained: set[str] = set()
+    # A notebook whose runs wait for others (a pending part) is declared again once
+    # those are trained; every round trains what is new, until nothing waits.
+    while True:
+        configs = [c for c in prepared.configs() if config_hash(c) not in trained]
+        if configs:
+            _train_round(prepared, configs, device, jobs, progress, executor, address, ensemble)
+            trained.update(config_hash(c) for c in configs)
+        if not prepared.pending:
+            break
+        prepared.declare_again()
+        if all(config_hash(c) in trained for c in prepared.configs()):
+            if prepared.pending:  # trained, yet still waiting: a declaration that never resolves
+                raise RuntimeError("some notebook's runs still wait for runs already trained")
+            break
     report_dir = prepared.report_dir
     report_dir.mkdir(parents=True, exist_ok=True)
     folder = Path(notebooks_dir) if notebooks_dir is not None else NOTEBOOKS_DIR
@@ -599,6 +612,38 @@ def run_pipeline(
             htmls.append(_run_one(path, params, report_dir, folder, progress))
         _update_summary(summary_path, finished=_now())
     return htmls
+
+
+def _train_round(
+    prepared: Prepared,
+    configs: list,
+    device: str,
+    jobs: int,
+    progress: bool,
+    executor: str,
+    address: str | None,
+    ensemble: int,
+) -> None:
+    """Train what is missing of ``configs``, after a line that says how much that is."""
+    missing = [c for c in configs if run_status(c, prepared.store) != "done"]
+    line = f"plan: {len(configs)} runs, {len(missing)} to train"
+    corpus = None
+    if missing:
+        corpus = load_corpus(prepared.corpus_path)
+        timings = calibrate(missing, corpus, device)
+        seconds = sum(estimate_seconds(c, timings[shape_of(c)]) for c in missing)
+        if address is not None:  # a Ray cluster's: its resources divide the time
+            line += f" (about {format_duration(seconds)} on one worker, spread over Ray)"
+        else:
+            where = f"{jobs} job(s)" if executor == "local" else f"{jobs} Ray CPU(s)"
+            line += f" (about {format_duration(seconds / jobs)} with {where})"
+    waiting = " (more once tuning has chosen)" if prepared.pending else ""
+    print(f"{line}, then {len(prepared.notebooks)} notebooks{waiting}", flush=True)
+    train_all(
+        configs, results_dir=prepared.store, data_path=prepared.corpus_path, corpus=corpus,
+        device=device, jobs=jobs, progress=progress, executor=executor, address=address,
+        ensemble=ensemble,
+    )  # fmt: skip
 
 
 def check_reports_dir(reports_dir: str | os.PathLike, profile: str) -> Path:

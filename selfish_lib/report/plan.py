@@ -39,7 +39,7 @@ from ..engine.training import (
     resolve_device,
     training_step,
 )
-from ..study import bilingual
+from ..study import bilingual, field
 from ..study import layout as sweep
 from .parameters import Parameters, validate
 
@@ -71,7 +71,18 @@ def _sweep_runs(params: Mapping[str, Any]) -> Grids:
     return {"runs": sweep.sweep_configs(profile, params["layouts"], params["schedule"], seeds)}
 
 
-# notebook -> its validated parameters -> {part: {key: TrainConfig}}
+def _field_runs(params: Mapping[str, Any]) -> Grids:
+    settings = params.get("settings", field.FIELD_SETTINGS)
+    infos = {s: params.token_info(bilingual=s == "bilingual") for s in settings}
+    return field.field_plan(
+        profile_of(params), settings, infos, params["layout"], params["results_dir"]
+    )
+
+
+# notebook -> its validated parameters -> {part: {key: TrainConfig}}. A part named
+# ``PENDING`` lists runs that cannot be configured yet (chapter 07's tuned arms before
+# their tuning runs exist): plan counts them, nothing trains them, and the pipeline
+# declares again after training until no part is pending.
 DECLARED: dict[str, Callable[[Mapping[str, Any]], Grids]] = {
     "01_hypothesis": lambda params: {},
     "02_gradient_scenarios": lambda params: {"runs": comparison(params, "single")},
@@ -79,7 +90,10 @@ DECLARED: dict[str, Callable[[Mapping[str, Any]], Grids]] = {
     "04_bilingual_simulation": _bilingual_runs,
     "05_embedding_geometry": lambda params: {"runs": comparison(params, "bilingual")},
     "06_layout_explorer": _sweep_runs,
+    "07_hns_against_the_field": _field_runs,
 }
+PENDING = field.PENDING
+PENDING_STATUS = "after tuning"
 
 
 def declared_runs(notebook: str | None, params: Mapping[str, Any]) -> Grids:
@@ -187,7 +201,7 @@ def plan_table(
     """One row per distinct run of the notebooks' grids, in first-seen order."""
     rows: dict[str, dict] = {}
     for notebook, grids in notebook_grids.items():
-        for configs in grids.values():
+        for part, configs in grids.items():
             for config in configs.values():
                 key = config_hash(config)
                 if key in rows:
@@ -195,6 +209,9 @@ def plan_table(
                         rows[key]["notebooks"].append(notebook)
                     continue
                 status = run_status(config, results_dir)
+                if part == PENDING and status != "done":
+                    # its value is chosen by tuning: the row stands for its cost
+                    status = PENDING_STATUS
                 done = 0
                 if status.startswith("partial"):
                     done = int(status.rsplit(" ", 1)[1])

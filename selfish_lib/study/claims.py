@@ -286,6 +286,12 @@ DEFINITIONS = {
 }
 
 
+def concat(tables) -> pd.DataFrame:
+    """Claims tables one below the other (empty tables left out)."""
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
 def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """The claims table with 'mean [low, high]' text cells (``readings.format_interval``,
     ``digits`` significant digits), for display."""
@@ -332,7 +338,9 @@ def styled(claims: pd.DataFrame):
 def save_claims(
     claims: pd.DataFrame, report_dir: str | os.PathLike | None, profile: str | None = None
 ) -> Path | None:
-    """Write ``claims.json`` (a list of rows, NaN as null) into ``report_dir`` atomically.
+    """Write the rows of ``claims`` into ``report_dir``'s ``claims.json`` (a list of rows,
+    NaN as null), atomically. Rows already there from another ``source`` (another
+    chapter's claims) are kept; those from the sources of ``claims`` are replaced.
 
     With the ``profile`` the claims were computed in, every row also records it and
     ``pipeline_check_only``: true for a profile whose numbers only check the pipeline
@@ -340,8 +348,18 @@ def save_claims(
     """
     if report_dir is None:
         return None
+    path = Path(report_dir) / "claims.json"
     records = json.loads(claims.to_json(orient="records"))
     if profile is not None:
         marks = {"profile": profile, "pipeline_check_only": pipeline_check_only(profile)}
         records = [{**record, **marks} for record in records]
-    return write_atomic(Path(report_dir) / "claims.json", json.dumps(records, indent=2) + "\n")
+    sources = {record.get("source") for record in records}
+    kept = []
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = []  # an unreadable file is replaced, not merged
+        if isinstance(previous, list):
+            kept = [r for r in previous if isinstance(r, dict) and r.get("source") not in sources]
+    return write_atomic(path, json.dumps(kept + records, indent=2) + "\n")

@@ -50,6 +50,7 @@ from .core import (
     to_svg,
     use_offline_renderer,
 )
+from .field import arm_differences, arm_geometry, arm_metrics, arm_shares, tuning_scores
 from .geometry import (
     embedding_projections,
     metric_comparison,
@@ -74,6 +75,11 @@ from .scenarios import (
 )
 
 __all__ = [
+    "arm_differences",
+    "arm_geometry",
+    "arm_metrics",
+    "arm_shares",
+    "tuning_scores",
     "DIRECTION_COLORS",
     "EMBED_OPTIONS",
     "EXCLUDED_COLOR",

@@ -287,3 +287,27 @@ def _clip_for_log(frame: pd.DataFrame, value: str) -> pd.DataFrame:
     out[f"{hi}_plot"] = out[hi].where(out[hi].notna(), out[value])
     out[f"{lo}_plot"] = out[f"{lo}_plot"].where(out[f"{lo}_plot"].notna(), out[value])
     return out
+
+
+def points_with_intervals(
+    data, x, offset, color, y: alt.Y, column: str, keys: list[str], fmt: str, bounds: str = ""
+) -> alt.LayerChart:
+    """Means as points and their 95% intervals as bars, side by side within each group
+    (``offset``, or None for one per x): ``column``, ``column_lo``/``_hi`` (the bars use ``_lo<bounds>``, e.g.
+    ``_plot`` for a log axis). ``data`` None: the layer takes its parent's."""
+    tooltip = [
+        *keys,
+        alt.Tooltip(f"{column}:Q", format=fmt, title="mean"),
+        alt.Tooltip(f"{column}_lo:Q", format=fmt, title="95% CI low"),
+        alt.Tooltip(f"{column}_hi:Q", format=fmt, title="95% CI high"),
+        alt.Tooltip("n_seeds:Q", title="seeds"),
+    ]
+    chart = alt.Chart() if data is None else alt.Chart(data)
+    side = {} if offset is None else {"xOffset": offset}  # None: one mark per x
+    points = chart.mark_point(filled=True, size=50).encode(
+        x=x, y=y, color=color, tooltip=tooltip, **side
+    )
+    bars = chart.mark_rule(strokeWidth=2).encode(
+        x=x, y=f"{column}_lo{bounds}:Q", y2=f"{column}_hi{bounds}:Q", color=color, **side
+    )
+    return alt.layer(bars, points)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from .core import OBJECTIVE_COLORS, _clip_for_log, _rank_order, objective_scale, scenario_scale
+from .core import (
+    OBJECTIVE_COLORS,
+    _clip_for_log,
+    _rank_order,
+    objective_scale,
+    points_with_intervals,
+    scenario_scale,
+)
 
 
 def scenario_norms_by_rank(tokens: pd.DataFrame) -> alt.FacetChart:
@@ -187,30 +194,6 @@ def _group_order(frame: pd.DataFrame) -> list[str]:
     return sorted(frame["group"].unique(), key=lambda g: int(str(g).split("-")[0]))
 
 
-def _points_with_intervals(
-    data, x, offset, color, y: alt.Y, column: str, keys: list[str], fmt: str, bounds: str = ""
-) -> alt.LayerChart:
-    """Means as points and their 95% intervals as bars, side by side within each group
-    (``offset``): ``column``, ``column_lo``/``_hi`` (the bars use ``_lo<bounds>``, e.g.
-    ``_plot`` for a log axis). ``data`` None: the layer takes its parent's."""
-    tooltip = [
-        *keys,
-        alt.Tooltip(f"{column}:Q", format=fmt, title="mean"),
-        alt.Tooltip(f"{column}_lo:Q", format=fmt, title="95% CI low"),
-        alt.Tooltip(f"{column}_hi:Q", format=fmt, title="95% CI high"),
-        alt.Tooltip("n_seeds:Q", title="seeds"),
-    ]
-    chart = alt.Chart() if data is None else alt.Chart(data)
-    points = chart.mark_point(filled=True, size=50).encode(
-        x=x, xOffset=offset, y=y, color=color, tooltip=tooltip
-    )
-    bars = chart.mark_rule(strokeWidth=2).encode(
-        x=x, xOffset=offset, y=f"{column}_lo{bounds}:Q", y2=f"{column}_hi{bounds}:Q",
-        color=color,
-    )  # fmt: skip
-    return alt.layer(bars, points)
-
-
 def share_definitions(side: pd.DataFrame) -> alt.FacetChart:
     """Scenario 2.2's share per rank group under the two definitions (the norm of the
     batch-summed vector, and the sum of the per-position norms), mean and 95% interval
@@ -225,7 +208,7 @@ def share_definitions(side: pd.DataFrame) -> alt.FacetChart:
     y = alt.Y("share:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%"),
               title="share of scenario 2.2")  # fmt: skip
     keys = ["objective:N", "group:N", "definition:N"]
-    marks = _points_with_intervals(None, x, offset, color, y, "share", keys, ".1%")
+    marks = points_with_intervals(None, x, offset, color, y, "share", keys, ".1%")
     half = alt.Chart().mark_rule(strokeDash=[4, 4], color="#333").encode(y=alt.datum(0.5))
     return (
         alt.layer(half, marks, data=side)
@@ -255,10 +238,10 @@ def update_view(shares: pd.DataFrame) -> alt.HConcatChart:
                   title="update norm / gradient norm")  # fmt: skip
     share = alt.Y("update_share_nontarget:Q", scale=alt.Scale(domain=[0, 1]),
                   title="share of 2.2 in this step's update")  # fmt: skip
-    left = _points_with_intervals(
+    left = points_with_intervals(
         shares, x, offset, color, ratio, "update_over_grad", keys, ".3g", bounds="_plot"
     )  # log axis: bounds above 0; fmt: skip
-    right = _points_with_intervals(shares, x, offset, color, share, "update_share_nontarget",
+    right = points_with_intervals(shares, x, offset, color, share, "update_share_nontarget",
                                    keys, ".1%")  # fmt: skip
     size = dict(width=alt.Step(44), height=260)
     return alt.hconcat(left.properties(**size), right.properties(**size)).properties(
