@@ -8,9 +8,9 @@ engine: data, model, objectives, training and the run store; imports no other la
   engine.validation       ParameterError and the checks every entry point validates with
   engine.files            files written atomically (temporary name, then rename); JSON values
   engine.corpus           Tiny Shakespeare, the character tokenizer, splits, frequency ranks
-  engine.model            the small GPT with tied input and output embeddings
+  engine.model            the small GPT with tied (or, as an ablation, untied) embeddings
   engine.losses           the HNS cross-entropy, its keep mask and the nucleus margin
-  engine.objectives       registered objectives (CrossEntropy, HardNegatives) as data
+  engine.objectives       registered objectives as data: CE, HNS, the peers, the ablations
   engine.scenarios        the exact split of the tied-embedding gradient into three scenarios
   engine.training         TrainConfig, the device, and the loop that turns a config into a model
   engine.evaluation       deterministic whole-split validation metrics
@@ -34,6 +34,7 @@ study: the analysis of each chapter, tables and readings, no charts; imports eng
   study.geometry          notebook 05: the geometry of CE and HNS models over seeds
   study.layout            notebook 06: the layout sweep, its tables and reading
   study.toy               notebook 06: the toy explainer of a layout and the nucleus margin
+  study.field             notebook 07: every objective tuned alike and compared with CE
 report: presentation; imports study and engine
   report.charts           the Altair figures, one builder per figure (package)
   report.charts.core      the offline renderer, static copies, shared style and palettes
@@ -43,6 +44,7 @@ report: presentation; imports study and engine
   report.charts.bilingual    figures of notebook 04
   report.charts.geometry     figures of notebook 05
   report.charts.layout       figures of notebook 06
+  report.charts.field        figures of notebook 07
   report.widgets          ipywidgets explorers that redraw charts from stored results
   report.parameters       every notebook parameter and its validator, in one table
   report.plan             the runs each notebook declares; status and time estimates
