@@ -111,6 +111,17 @@ for setting, result in found.items():
                          f"differences_{setting}"))  # fmt: skip
 
 # %% [markdown]
+# The same differences as tables, one per metric: every frequency group
+# (one language) or language (bilingual), '(+)' where the arm is better than
+# CE and '(−)' where it is worse (95% interval beside 0).
+
+# %%
+for setting, result in found.items():
+    display(Markdown(f"### {setting}"))
+    for metric in field.METRICS:
+        display(field.difference_table(result.diffs, metric).style.hide(axis="index"))
+
+# %% [markdown]
 # ## The ranking
 #
 # The arms ranked by the quantity each setting's question is about: top-1 on

@@ -172,6 +172,9 @@ def test_ranking_orders_by_the_settings_metric_and_flags_entmax_loss():
     assert ranked.set_index("arm").loc["Entmax", "loss"].endswith("(not comparable)")
     loss = diffs[(diffs["experiment"] == "Entmax") & (diffs["metric"] == "loss")]
     assert not loss["loss_comparable"].any()
+    top1 = field.difference_table(diffs, "top1").set_index("top-1 accuracy, arm − CE")
+    assert top1.loc["HNS", "low-resource"] == "+0.2000 [+0.2000, +0.2000] (+)"
+    assert list(field.difference_table(diffs, "loss").iloc[:, 0]) == ["HNS"]  # no Entmax
 
 
 def test_claims_of_two_chapters_share_claims_json(tmp_path):

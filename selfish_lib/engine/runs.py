@@ -551,7 +551,7 @@ def describe_runs(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
                 "run": key,
                 "id": run.id,
                 "setting": run.config.setting,
-                "objective": run.config.objective.label,
+                "objective": run.config.label,
                 "seed": run.config.seed,
                 "steps": run.config.max_steps,
                 "train_seconds": run.meta.get("train_seconds"),
@@ -576,7 +576,7 @@ def list_runs(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
             {
                 "id": run.id,
                 "setting": run.config.setting,
-                "objective": run.config.objective.label,
+                "objective": run.config.label,
                 "seed": run.config.seed,
                 "max_steps": run.config.max_steps,
                 "train_seconds": run.meta.get("train_seconds"),

@@ -157,6 +157,12 @@ class TrainConfig:
         return cls(**fields)
 
     @property
+    def label(self) -> str:
+        """The objective's label, and 'untied' for untied embeddings (plans, progress bars)."""
+        untied = "" if self.model.tie_embeddings else ", untied"
+        return self.objective.label + untied
+
+    @property
     def setting(self) -> str:
         """'single', 'bilingual' or 'low_only'."""
         if not self.bilingual:
@@ -681,7 +687,7 @@ def _train(
     bar = tqdm(
         total=config.max_steps,
         initial=step,
-        desc=config.objective.label,
+        desc=config.label,
         unit="step",
         disable=not progress,
         mininterval=1.0,

@@ -224,7 +224,7 @@ def plan_table(
                     "id": key,
                     "notebooks": [notebook],
                     "setting": config.setting,
-                    "objective": config.objective.label,
+                    "objective": config.label,
                     "seed": config.seed,
                     "steps": config.max_steps,
                     "status": status,

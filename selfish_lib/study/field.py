@@ -353,6 +353,26 @@ def differences(per_seed: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def difference_table(diffs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """One metric's arm-minus-CE differences as text cells, 'diff [lo, hi]' with the
+    verdict's mark (+ better, − worse), one row per arm and one column per scope."""
+    marks = {"better": " (+)", "worse": " (−)", "indistinguishable": ""}
+    part = diffs[diffs["metric"] == metric]
+    if metric == "loss":
+        part = part[part["loss_comparable"]]
+    cells = part.assign(
+        cell=[
+            format_interval(*interval_of(r, "diff"), digits=4, sign="+") + marks[r["verdict"]]
+            for r in part.to_dict("records")
+        ]  # fmt: skip
+    )
+    table = cells.pivot(index="experiment", columns="scope", values="cell")
+    table = table.reindex(index=list(dict.fromkeys(part["experiment"])))
+    table = table[list(dict.fromkeys(part["scope"]))]
+    table.columns = [LANGUAGE_NAMES.get(c, c) for c in table.columns]
+    return table.rename_axis(f"{METRIC_NAMES[metric]}, arm − CE").reset_index()
+
+
 def scenario_view(runs: Mapping, token_info: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scenario 2.2's share of the gradient and of AdamW's update, per arm, for the rare
     tokens (ranks 51-65) and the rest, per language: ``(per seed, mean and interval)``.
@@ -575,6 +595,7 @@ __all__ = [
     "arm_table",
     "arms",
     "chosen_arms",
+    "difference_table",
     "differences",
     "field_claims",
     "field_plan",

@@ -293,8 +293,9 @@ def points_with_intervals(
     data, x, offset, color, y: alt.Y, column: str, keys: list[str], fmt: str, bounds: str = ""
 ) -> alt.LayerChart:
     """Means as points and their 95% intervals as bars, side by side within each group
-    (``offset``, or None for one per x): ``column``, ``column_lo``/``_hi`` (the bars use ``_lo<bounds>``, e.g.
-    ``_plot`` for a log axis). ``data`` None: the layer takes its parent's."""
+    (``offset``, or None for one mark per x): ``column``, ``column_lo``/``_hi`` (the bars
+    use ``_lo<bounds>``, e.g. ``_plot`` for a log axis). ``data`` None: the layer takes
+    its parent's."""
     tooltip = [
         *keys,
         alt.Tooltip(f"{column}:Q", format=fmt, title="mean"),
