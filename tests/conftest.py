@@ -54,6 +54,7 @@ def smoke_reproduction(tmp_path_factory) -> Path:
         reports_dir=root / "reports",
         results_dir=root / "results",
         progress=False,
+        jobs=2,  # the runs of a smoke reproduction train in two processes (CI has 2 cores)
     )
     names = sorted(pipeline.available_notebooks())
     assert htmls == [root / "reports" / "smoke" / f"{name}.html" for name in names]
