@@ -65,7 +65,12 @@ from selfish_lib.report.notebook import Markdown, charts, display, open_study
 from selfish_lib.study import claims, field
 
 study = open_study(globals())  # checks every parameter first: a typo fails here
-display(field.arm_table(layout).style.hide(axis="index"))
+
+# %% [markdown]
+# The arms, their roles, and what tuning tries for each:
+
+# %%
+field.arm_table(layout).style.hide(axis="index")
 
 # %% [markdown]
 # ## Tuning

@@ -63,6 +63,7 @@ from ..engine.profiles import get_profile
 from ..engine.runs import config_hash, results_root
 from ..engine.training import resolve_device
 from ..engine.validation import ParameterError, check_int, check_seeds
+from ..study.claims import merged_claims
 from .charts import EMBED_OPTIONS, javascript_bundle, spec_of_output
 from .parameters import COMMON, NOTEBOOK_NAME, check_device, own_parameters
 from .parameters import check_study as check_study  # re-exported: pipeline.check_study
@@ -80,6 +81,7 @@ from .plan import (
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 KERNEL = "python3"
 SUMMARY = "summary.json"
+CLAIMS = "claims.json"  # written by more than one chapter (study.claims.save_claims)
 FRAGMENT_SUFFIX = ".summary.json"
 FAILED_SUFFIX = ".failed.ipynb"
 NOTEBOOK_PATTERN = NOTEBOOK_NAME
@@ -724,6 +726,9 @@ def _run_one(path: Path, params: dict, report_dir: Path, cwd: Path, progress: bo
     for source in sorted(p for p in staging.rglob("*") if p.is_file()):
         target = report_dir / source.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
+        if source.name == CLAIMS and target.exists():  # chapters share it: merge by source
+            rows = merged_claims(target, json.loads(source.read_text()))
+            write_atomic(source, json.dumps(rows, indent=2) + "\n")
         os.replace(source, target)
     shutil.rmtree(staging, ignore_errors=True)
     (report_dir / f"{name}{FAILED_SUFFIX}").unlink(missing_ok=True)

@@ -353,13 +353,21 @@ def save_claims(
     if profile is not None:
         marks = {"profile": profile, "pipeline_check_only": pipeline_check_only(profile)}
         records = [{**record, **marks} for record in records]
+    return write_atomic(path, json.dumps(merged_claims(path, records), indent=2) + "\n")
+
+
+def merged_claims(path: str | os.PathLike, records: list[dict]) -> list[dict]:
+    """The rows of the claims file ``path`` (if any) whose ``source`` is not among those of
+    ``records``, then ``records``: one chapter's claims replace its own, not the others'.
+    An unreadable file is replaced, not merged."""
+    path = Path(path)
     sources = {record.get("source") for record in records}
     kept = []
     if path.exists():
         try:
             previous = json.loads(path.read_text())
         except (OSError, ValueError):
-            previous = []  # an unreadable file is replaced, not merged
+            previous = []
         if isinstance(previous, list):
             kept = [r for r in previous if isinstance(r, dict) and r.get("source") not in sources]
-    return write_atomic(path, json.dumps(kept + records, indent=2) + "\n")
+    return kept + records

@@ -485,7 +485,7 @@ def field_claims(per_seed: pd.DataFrame, setting: str = "bilingual",
                 "F2",
                 "HNS on the embedding gradient only keeps most (more than half) of HNS's "
                 f"gain over CE on {name} ({where}).",
-                source, name, where, "HNS-rows − CE", rows_only - ce,
+                source, f"{name} gain over CE", where, "HNS-rows − CE", rows_only - ce,
                 f"{MOST_OF_THE_GAIN:g} × (HNS − CE)", MOST_OF_THE_GAIN * (hns - ce),
                 bounds=(-1.0, 1.0),
                 definition="per seed, (HNS-rows − CE) − 0.5 (HNS − CE), both at the "
