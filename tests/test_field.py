@@ -109,10 +109,12 @@ def test_tuning_picks_the_best_score_and_the_published_value_on_ties(monkeypatch
     table = field.tuning_table(smoke, "single", info)
     rows = table[table["arm"] == "AGG"]
     assert rows.loc[rows["chosen"], "value"].tolist() == [0.03]  # tie: the published one
+    assert not rows["at_edge"].any()
     values[config_hash(agg[2][1])] = 0.9
     table = field.tuning_table(smoke, "single", info)
     rows = table[table["arm"] == "AGG"]
     assert rows.loc[rows["chosen"], "value"].tolist() == [0.1]
+    assert rows.loc[rows["at_edge"], "value"].tolist() == [0.1]  # the largest value tried
     # an arm with a missing tuning run chooses nothing
     assert not table[table["arm"] == "LA"]["chosen"].any()
 

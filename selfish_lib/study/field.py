@@ -162,8 +162,9 @@ def tuning_table(
     results_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """One row per tuned arm and candidate: its tuning score (NaN while the run is not in
-    the store), and ``chosen`` for the value each arm's tuning picked (no value is
-    chosen for an arm until all its candidates are scored)."""
+    the store), ``chosen`` for the value each arm's tuning picked (no value is chosen
+    for an arm until all its candidates are scored), and ``at_edge`` where that value is
+    the smallest or largest candidate (the best one may lie beyond the range tried)."""
     rows = []
     by_name = {arm.name: arm for arm in arms(layout)}
     for (name, value), config in tuning_configs(profile, setting, layout).items():
@@ -192,6 +193,12 @@ def tuning_table(
             ["score", "tie", "value"], ascending=[False, True, True]
         )
         table.loc[order.index[0], "chosen"] = True
+    # a choice at the end of the candidates says the best value may lie beyond them
+    ends = (
+        table.groupby("arm")["value"].transform("min"),
+        table.groupby("arm")["value"].transform("max"),
+    )
+    table["at_edge"] = table["chosen"] & ((table["value"] == ends[0]) | (table["value"] == ends[1]))
     return table
 
 
@@ -555,7 +562,15 @@ def reading(claims: pd.DataFrame, rankings: Mapping[str, pd.DataFrame],
                 rec["hyperparameter"]: rec["value"], "score": rec["score"]}  # fmt: skip
             cells.append(f"{rec['arm']} {rec['hyperparameter']}={rec['value']:g} "
                          f"({rec['setting']})")  # fmt: skip
-        lines += ["Tuning chose: " + "; ".join(cells) + ".", ""]
+        lines += ["Tuning chose: " + "; ".join(cells) + "."]
+        edge = chosen[chosen["at_edge"]]
+        if len(edge):
+            names = ", ".join(f"{r['arm']} ({r['setting']})" for r in edge.to_dict("records"))
+            lines.append(f"At the end of its range of three: {names}; the best value of "
+                         "these may lie beyond it, so their comparison is with the best "
+                         "of the values tried, not necessarily their best.")  # fmt: skip
+            summary["at_edge"] = list(edge["arm"] + " (" + edge["setting"] + ")")
+        lines.append("")
     for setting, table in rankings.items():
         if table.empty:
             continue
