@@ -47,7 +47,8 @@
 # **Tuning.** Every method with a hyperparameter gets the same budget: three
 # values (the published one in the middle), each trained once on the
 # *tuning split*, the last 10% of the training text, never the validation
-# split the tables report, for a quarter of the steps. The value with the
+# split the tables report, for the profile's tuning steps (a quarter of the
+# reported runs' steps in the paper profile). The value with the
 # best top-1 on that split is chosen: on the low-resource language in the
 # bilingual setting, the quantity the claims are about, so that every peer
 # gets its best shot; over every position with one language. Entmax and the
