@@ -21,6 +21,13 @@ def _with_roles(frame: pd.DataFrame, roles: dict[str, str]) -> pd.DataFrame:
     return frame.assign(role=[ROLE_TITLES[roles.get(e, "peer")] for e in frame["experiment"]])
 
 
+def _as_value(frame: pd.DataFrame, column: str, keys: list[str]) -> pd.DataFrame:
+    """``keys``, ``n_seeds`` and ``column`` with its interval renamed ``value``,
+    ``value_lo``, ``value_hi``: one quantity in the long form the charts draw."""
+    names = {column: "value", f"{column}_lo": "value_lo", f"{column}_hi": "value_hi"}
+    return frame[[*keys, *names, "n_seeds"]].rename(columns=names)
+
+
 def _scope_title(scope: str) -> str:
     return LANGUAGE_NAMES.get(scope, scope)
 
@@ -29,20 +36,11 @@ def arm_metrics(
     table: pd.DataFrame, roles: dict[str, str], scopes: list[str], order: list[str]
 ) -> alt.FacetChart:
     """Each metric per arm (mean and 95% interval over seeds), one row of panels per
-    metric and one column per scope; entmax's loss is drawn hollow (not comparable)."""
+    metric and one column per scope (entmax's loss is drawn, but the subtitle and the
+    ranking table say it is not comparable)."""
     parts = []
     for metric in ("loss", "top1", "recall5", "mrr"):
-        part = table[table["scope"].isin(scopes)][
-            [
-                "experiment",
-                "scope",
-                metric,
-                f"{metric}_lo",
-                f"{metric}_hi",
-                "n_seeds",
-                "loss_comparable",
-            ]
-        ].rename(columns={metric: "value", f"{metric}_lo": "value_lo", f"{metric}_hi": "value_hi"})
+        part = _as_value(table[table["scope"].isin(scopes)], metric, ["experiment", "scope"])
         parts.append(part.assign(metric=METRIC_NAMES[metric]))
     data = _with_roles(pd.concat(parts, ignore_index=True), roles)
     data["scope"] = data["scope"].map(_scope_title)
@@ -109,12 +107,7 @@ def arm_shares(shares: pd.DataFrame, roles: dict[str, str], order: list[str]) ->
     ):
         if column not in shares:
             continue
-        part = shares[
-            ["experiment", "language", "group", column, f"{column}_lo", f"{column}_hi", "n_seeds"]
-        ]
-        part = part.rename(
-            columns={column: "value", f"{column}_lo": "value_lo", f"{column}_hi": "value_hi"}
-        )
+        part = _as_value(shares, column, ["experiment", "language", "group"])
         parts.append(part.assign(quantity=title))
     data = _with_roles(pd.concat(parts, ignore_index=True), roles)
     data["where"] = data["language"].map(LANGUAGE_NAMES) + ", " + data["group"]
@@ -149,10 +142,7 @@ def arm_geometry(geometry: pd.DataFrame, roles: dict[str, str], order: list[str]
     for column, title in names.items():
         if column not in geometry:
             continue
-        part = geometry[["experiment", column, f"{column}_lo", f"{column}_hi", "n_seeds"]]
-        part = part.rename(
-            columns={column: "value", f"{column}_lo": "value_lo", f"{column}_hi": "value_hi"}
-        )
+        part = _as_value(geometry, column, ["experiment"])
         parts.append(part.assign(measure=title))
     data = _with_roles(pd.concat(parts, ignore_index=True), roles)
     x = alt.X("experiment:N", sort=order, title=None, axis=alt.Axis(labelAngle=-40))
