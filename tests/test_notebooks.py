@@ -221,3 +221,29 @@ def test_notebook_07_compares_every_arm_and_adds_its_claims(report):
     assert {r["B"] for r in f1} == peers
     assert all(r["verdict"] in ("supported", "contradicted", "inconclusive") for r in rows)
     assert [r for r in rows if r["claim"] == "F2" and r["primary"]]
+
+
+def test_notebook_08_runs_every_vocabulary_and_adds_its_claims(report):
+    """Every vocabulary size of the smoke profile is trained in both settings, each chart
+    is saved, the tokenizer table has the characters and every V, and the claims S1-S4
+    stand in claims.json beside the other chapters'."""
+    from selfish_lib.engine.profiles import get_profile
+
+    sizes = list(get_profile("smoke").subword["sizes"])
+    figures = {p.name for p in (report / "figures").iterdir()}
+    for name in ("zipf", "shares_single", "shares_bilingual", "effect_by_size", "probe"):
+        assert f"08_{name}.svg" in figures and f"08_{name}.png" in figures, name
+    fragment = json.loads((report / "summary.json").read_text())["fragments"]["08_subword_scale"]
+    assert fragment["sizes"] == sizes
+    assert sorted({row["V"] for row in fragment["probe"]}) == sizes
+    nb = nbformat.read(report / "08_subword_scale.ipynb", as_version=4)
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs(nb))
+    for size in sizes:
+        assert f"bpe-{size}" in tables
+    rows = json.loads((report / "claims.json").read_text())
+    ours = [r for r in rows if r["source"] == "08_subword_scale"]
+    assert {f"S{k} (V={v})" for k in (1, 2, 3) for v in sizes} | {"S4"} == {
+        r["claim"] for r in ours
+    }
+    assert {"04_bilingual_simulation", "07_hns_against_the_field"} <= {r["source"] for r in rows}
+    assert all(r["verdict"] in ("supported", "contradicted", "inconclusive") for r in ours)

@@ -1,5 +1,6 @@
-"""The corpus: loading Tiny Shakespeare, the character tokenizer, splits,
-frequency ranks, the seeded block sampler and the bilingual id shift.
+"""The corpus: loading Tiny Shakespeare, its tokenizers (characters, or BPE subwords
+over those characters), splits, frequency ranks and groups, the seeded block sampler
+and the bilingual id shift.
 
 Where the text comes from, in order: an explicit ``path``; the ``SELFISH_DATA``
 environment variable; the user cache (``$XDG_CACHE_HOME/selfish-tokens``); a
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -29,7 +32,10 @@ CORPUS_URL = (
 CORPUS_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 CORPUS_FILENAME = "tinyshakespeare.txt"
 ENV_VAR = "SELFISH_DATA"
-GROUP_SIZE = 10  # frequency ranks are grouped 1-10, 11-20, ...
+GROUP_SIZE = 10  # frequency ranks are grouped 1-10, 11-20, ... (up to 100 tokens)
+N_GROUPS = 10  # larger vocabularies: ten groups of equal numbers of ranks (rank deciles)
+CHARACTERS = "char"
+MAX_SUBWORDS = 65536
 
 
 class CorpusNotFoundError(FileNotFoundError):
@@ -171,6 +177,145 @@ class CharTokenizer:
         ch = self.symbols[int(token) % self.vocab_size]
         return _DISPLAY.get(ch, ch)
 
+    @property
+    def spec(self) -> str:
+        """The tokenizer's name in a run's config: 'char'."""
+        return CHARACTERS
+
+
+_SPEC = re.compile(r"bpe-(\d+)")
+
+
+def check_tokenizer(name: str, value) -> str:
+    """A tokenizer name: 'char' (one token per character) or 'bpe-V' (BPE over the
+    corpus's characters with a vocabulary of V subwords, 2 <= V <= 65536; whether the
+    corpus supports V is checked when the tokenizer is trained)."""
+    allowed = f"'{CHARACTERS}' or 'bpe-V' with an integer V from 2 to {MAX_SUBWORDS}"
+    if value == CHARACTERS:
+        return value
+    match = _SPEC.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not 2 <= int(match.group(1)) <= MAX_SUBWORDS:
+        raise ParameterError(name, value, allowed)
+    return f"bpe-{int(match.group(1))}"  # bpe-01024 and bpe-1024 are one tokenizer
+
+
+def subword_size(spec: str) -> int | None:
+    """V of a 'bpe-V' tokenizer name; None for characters."""
+    spec = check_tokenizer("tokenizer", spec)
+    return None if spec == CHARACTERS else int(spec.split("-")[1])
+
+
+# The pre-tokenizer keeps BPE inside words: a run of letters (with the space before it),
+# of digits, of other symbols, or of whitespace. Merges across a word boundary would make
+# tokens of frequent word pairs, which says more about the corpus than about the words.
+_WORDS = r" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+"
+
+
+@dataclass(frozen=True)
+class SubwordTokenizer:
+    """BPE subwords over the characters of a corpus (not over bytes: every token is a
+    string of the corpus's characters, so every id is one the text can produce), trained
+    with the ``tokenizers`` package on the training split only.
+
+    Ids below ``len(alphabet)``-ish are the characters, the rest are merges in the order
+    they were learnt; as for characters, id ``i + vocab_size`` is the low-resource twin of
+    ``i``. ``serialized`` is the trained tokenizer (the ``tokenizers`` JSON): its sha256
+    is the tokenizer's identity, stored with every run trained on it.
+    """
+
+    spec: str
+    symbols: tuple[str, ...] = field(repr=False)
+    serialized: str = field(repr=False)
+
+    @classmethod
+    def train(cls, training_text: str, alphabet: tuple[str, ...], size: int) -> SubwordTokenizer:
+        """BPE with ``size`` tokens learnt from ``training_text``, every character of
+        ``alphabet`` a token. Deterministic: the same text and size give the same merges
+        (and the same ``sha256``). Raises ParameterError when ``size`` is below the
+        alphabet or above the number of tokens the text supports (pairs seen twice)."""
+        from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+        spec = check_tokenizer("tokenizer", f"bpe-{size}")
+        if size < len(alphabet):
+            raise ParameterError(
+                "tokenizer", spec, f"a vocabulary of at least {len(alphabet)} subwords "
+                "(the corpus's characters, each a token)"
+            )  # fmt: skip
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(_WORDS), behavior="isolated")
+        trainer = trainers.BpeTrainer(
+            vocab_size=size, min_frequency=2, initial_alphabet=list(alphabet),
+            limit_alphabet=len(alphabet), special_tokens=[], show_progress=False,
+        )  # fmt: skip
+        tokenizer.train_from_iterator([training_text], trainer=trainer)
+        reached = tokenizer.get_vocab_size()
+        if reached < size:
+            raise ParameterError(
+                "tokenizer", spec, f"a vocabulary of at most {reached} subwords (the training "
+                "split has no more pairs seen at least twice)"
+            )  # fmt: skip
+        vocab = tokenizer.get_vocab()
+        symbols = tuple(sorted(vocab, key=vocab.get))
+        out = cls(spec, symbols, tokenizer.to_str())
+        object.__setattr__(out, "_backend", tokenizer)
+        return out
+
+    @classmethod
+    def from_serialized(cls, spec: str, serialized: str) -> SubwordTokenizer:
+        """The tokenizer a run stored (``serialized``, its ``tokenizer.json``)."""
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(serialized)
+        vocab = backend.get_vocab()
+        out = cls(check_tokenizer("tokenizer", spec), tuple(sorted(vocab, key=vocab.get)),
+                  serialized)  # fmt: skip
+        object.__setattr__(out, "_backend", backend)
+        return out
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the trained tokenizer (its serialized form)."""
+        return hashlib.sha256(self.serialized.encode("utf-8")).hexdigest()
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of subwords of one alphabet."""
+        return len(self.symbols)
+
+    def encode(self, text: str, *, low_resource: bool = False) -> list[int]:
+        """Ids of ``text``; in the second alphabet when ``low_resource``."""
+        ids = self._backend.encode(text).ids
+        if sum(len(self.symbols[i]) for i in ids) != len(text):  # a character was dropped
+            alphabet = {s for s in self.symbols if len(s) == 1}
+            missing = next(ch for ch in text if ch not in alphabet)
+            raise ValueError(f"character {missing!r} is not in the vocabulary")
+        offset = self.vocab_size if low_resource else 0
+        return [i + offset for i in ids]
+
+    def decode(self, ids) -> str:
+        """Text of ``ids`` (the tokens' strings joined); the second alphabet decodes as the
+        first."""
+        n = self.vocab_size
+        return "".join(self.symbols[int(i) % n] for i in ids)
+
+    def display(self, token: int) -> str:
+        """A printable label for ``token`` (its whitespace made visible)."""
+        text = self.symbols[int(token) % self.vocab_size]
+        return "".join(_DISPLAY.get(ch, ch) for ch in text)
+
+    def __getstate__(self) -> dict:
+        return {"spec": self.spec, "symbols": self.symbols, "serialized": self.serialized}
+
+    def __setstate__(self, state: dict) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        from tokenizers import Tokenizer
+
+        object.__setattr__(self, "_backend", Tokenizer.from_str(self.serialized))
+
+
+Tokenizer = CharTokenizer | SubwordTokenizer
+
 
 # The share of the training text held out as the tuning split (``Corpus.for_tuning``):
 # hyperparameters are chosen there, never on the reported validation split.
@@ -184,6 +329,14 @@ def split_ids(ids: torch.Tensor, val_fraction: float = 0.1) -> tuple[torch.Tenso
     return ids[:n_train], ids[n_train:]
 
 
+def group_size_for(n_ranks: int) -> int:
+    """Ranks per frequency group for a vocabulary of ``n_ranks`` tokens: groups of ten up
+    to 100 tokens (the 65 characters keep the groups 1-10, ..., 61-65), otherwise ten
+    groups of equal numbers of ranks (rank deciles by training frequency: 1024 subwords
+    give 1-103, 104-206, ..., 928-1024)."""
+    return max(GROUP_SIZE, math.ceil(n_ranks / N_GROUPS))
+
+
 def rank_group(rank: int, group_size: int = GROUP_SIZE, n_ranks: int | None = None) -> str:
     """Label of the frequency group of a 1-based rank, e.g. 13 -> '11-20'."""
     lo = (rank - 1) // group_size * group_size + 1
@@ -193,11 +346,12 @@ def rank_group(rank: int, group_size: int = GROUP_SIZE, n_ranks: int | None = No
     return f"{lo}-{hi}"
 
 
-def frequency_table(ids: torch.Tensor, tokenizer: CharTokenizer) -> pd.DataFrame:
+def frequency_table(ids: torch.Tensor, tokenizer: Tokenizer) -> pd.DataFrame:
     """Per-symbol counts of ``ids`` (one alphabet), ranked by frequency.
 
     Columns: token, symbol, display, count, share, rank (1 = most frequent; ties
-    broken by token id so ranks are unique), group (rank group of 10).
+    broken by token id so ranks are unique), group (``group_size_for`` ranks: groups of
+    ten for the characters, rank deciles for subwords).
     """
     n = tokenizer.vocab_size
     counts = torch.bincount(ids % n, minlength=n).tolist()
@@ -212,29 +366,58 @@ def frequency_table(ids: torch.Tensor, tokenizer: CharTokenizer) -> pd.DataFrame
     df["share"] = df["count"] / max(1, int(df["count"].sum()))
     df = df.sort_values(["count", "token"], ascending=[False, True]).reset_index(drop=True)
     df["rank"] = range(1, n + 1)
-    df["group"] = [rank_group(r, n_ranks=n) for r in df["rank"]]
+    size = group_size_for(n)
+    df["group"] = [rank_group(r, size, n_ranks=n) for r in df["rank"]]
     return df
 
 
 @dataclass(frozen=True)
 class Corpus:
-    """A tokenized corpus with its 90/10 split and training-split frequency ranks."""
+    """A tokenized corpus with its 90/10 split and training-split frequency ranks.
+
+    The split is made on the text (its first 90% of characters train), so that every
+    tokenizer of one text has the same training and validation text; a subword
+    tokenizer is learnt from the training text alone.
+    """
 
     text: str
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     train: torch.Tensor
     val: torch.Tensor
     sha256: str
     frequencies: pd.DataFrame = field(repr=False)
+    val_fraction: float = 0.1
 
     @classmethod
-    def from_text(cls, text: str, val_fraction: float = 0.1) -> Corpus:
-        """Build a corpus from any text (used for synthetic corpora in tests)."""
-        tok = CharTokenizer.from_text(text)
-        ids = torch.tensor(tok.encode(text), dtype=torch.long)
-        train, val = split_ids(ids, val_fraction)
+    def from_text(cls, text: str, val_fraction: float = 0.1, tokenizer: str = CHARACTERS
+                  ) -> Corpus:  # fmt: skip
+        """Build a corpus from any text (used for synthetic corpora in tests), tokenized
+        by characters or by ``tokenizer='bpe-V'``."""
+        spec = check_tokenizer("tokenizer", tokenizer)
+        chars = CharTokenizer.from_text(text)
         sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-        return cls(text, tok, train, val, sha, frequency_table(train, tok))
+        if spec == CHARACTERS:
+            ids = torch.tensor(chars.encode(text), dtype=torch.long)
+            train, val = split_ids(ids, val_fraction)
+            tok: Tokenizer = chars
+        else:
+            n_train = len(split_ids(torch.empty(len(text)), val_fraction)[0])
+            train_text, val_text = text[:n_train], text[n_train:]
+            tok = SubwordTokenizer.train(train_text, chars.symbols, subword_size(spec))
+            train = torch.tensor(tok.encode(train_text), dtype=torch.long)
+            val = torch.tensor(tok.encode(val_text), dtype=torch.long)
+        return cls(text, tok, train, val, sha, frequency_table(train, tok), val_fraction)
+
+    def with_tokenizer(self, tokenizer: str) -> Corpus:
+        """The same text and split under another tokenizer ('char' or 'bpe-V'); trained
+        once per process for each text, split and tokenizer."""
+        spec = check_tokenizer("tokenizer", tokenizer)
+        if spec == self.tokenizer.spec:
+            return self
+        key = (self.sha256, self.val_fraction, spec)
+        if key not in _TOKENIZED:
+            _TOKENIZED[key] = Corpus.from_text(self.text, self.val_fraction, spec)
+        return _TOKENIZED[key]
 
     @property
     def vocab_size(self) -> int:
@@ -286,14 +469,22 @@ class Corpus:
         return pd.concat(frames, ignore_index=True)
 
 
+_TOKENIZED: dict[tuple[str, float, str], Corpus] = {}
+
+
 def load_corpus(
-    path: str | os.PathLike | None = None, *, val_fraction: float = 0.1, download: bool = True
+    path: str | os.PathLike | None = None,
+    *,
+    val_fraction: float = 0.1,
+    download: bool = True,
+    tokenizer: str = CHARACTERS,
 ) -> Corpus:
-    """Load and verify Tiny Shakespeare, tokenize it and split it 90/10."""
+    """Load and verify Tiny Shakespeare, tokenize it (characters, or ``tokenizer='bpe-V'``)
+    and split it 90/10."""
     text = load_text(path, download=download)
     corpus = Corpus.from_text(text, val_fraction)
     assert corpus.sha256 == CORPUS_SHA256, "text round trip changed the corpus bytes"
-    return corpus
+    return corpus.with_tokenizer(tokenizer)
 
 
 def shift_blocks(blocks: torch.Tensor, low: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -284,8 +284,8 @@ def _train_ensemble(
     progress: bool,
 ) -> list[TrainResult]:
     shared = configs[0]  # every field but seed and objective is shared
-    E, V = len(configs), vocab_size(shared, corpus.vocab_size)
     corpus = training_corpus(corpus, shared)
+    E, V = len(configs), vocab_size(shared, corpus.vocab_size)
     models = [initial_model(c, corpus.vocab_size).to(dev) for c in configs]
     stacked = StackedGPT(models)
     optimizer = stacked.optimizer(shared)

@@ -41,6 +41,11 @@ class Profile:
     # steps of a tuning run per setting (a quarter of the reported runs' steps): where
     # hyperparameters are chosen, on the tuning split (``Corpus.for_tuning``)
     tuning_steps: dict = dataclasses.field(default_factory=dict)
+    # the subword scale (notebook 08): BPE vocabulary sizes, and the sparser logging a
+    # large vocabulary needs (the per-token tables grow with V, and so does the cost of
+    # evaluating the whole validation split): steps between training loss records and,
+    # per setting, between scenario records and between evaluations
+    subword: dict = dataclasses.field(default_factory=dict)
 
     def config(
         self,
@@ -108,6 +113,19 @@ class Profile:
         return self.config(setting, objective, seed, split="tuning", max_steps=steps,
                            eval_interval=steps, scenario_interval=0)  # fmt: skip
 
+    def subword_config(
+        self, setting: str, objective: Objective, size: int, seed: int | None = None
+    ) -> TrainConfig:
+        """A run of the subword scale: the setting's config with ``size`` BPE subwords
+        (``tokenizer='bpe-<size>'``) and the subword logging intervals."""
+        check_choice("setting", setting, ("single", "bilingual"))
+        return self.config(
+            setting, objective, seed, tokenizer=f"bpe-{size}",
+            log_interval=self.subword["log_interval"],
+            scenario_interval=self.subword["scenario_every"][setting],
+            eval_interval=self.subword["eval_every"][setting],
+        )  # fmt: skip
+
     def sweep_config(self, objective: Objective, seed: int) -> TrainConfig:
         """A bilingual run of the layout sweep: the sweep's steps and evaluation interval."""
         return self.config(
@@ -146,6 +164,12 @@ PROFILES: dict[str, Profile] = {
         checkpoint_interval=10,
         scenario_every={"single": 5, "bilingual": 10, "low_only": 1},
         sweep={"steps": 40, "seeds": (0, 1), "eval_interval": 40},
+        subword={
+            "sizes": (128, 256),
+            "log_interval": 5,
+            "scenario_every": {"single": 10, "bilingual": 25},
+            "eval_every": {"single": 10, "bilingual": 50},
+        },  # fmt: skip
     ),
     "paper": Profile(
         name="paper",
@@ -159,6 +183,12 @@ PROFILES: dict[str, Profile] = {
         checkpoint_interval=500,
         scenario_every={"single": 10, "bilingual": 50, "low_only": 10},
         sweep={"steps": 3000, "seeds": (0, 1, 2), "eval_interval": 500},
+        subword={
+            "sizes": (256, 1024, 4096),
+            "log_interval": 100,
+            "scenario_every": {"single": 100, "bilingual": 500},
+            "eval_every": {"single": 250, "bilingual": 2000},
+        },  # fmt: skip
     ),
     "large": Profile(
         name="large",
@@ -172,6 +202,12 @@ PROFILES: dict[str, Profile] = {
         checkpoint_interval=1000,
         scenario_every={"single": 50, "bilingual": 200, "low_only": 10},
         sweep={"steps": 10000, "seeds": (0, 1, 2), "eval_interval": 1000},
+        subword={
+            "sizes": (1024, 4096, 8192),
+            "log_interval": 100,
+            "scenario_every": {"single": 250, "bilingual": 1000},
+            "eval_every": {"single": 500, "bilingual": 5000},
+        },  # fmt: skip
     ),
 }
 PROFILE_NAMES = tuple(PROFILES)

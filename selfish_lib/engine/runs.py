@@ -11,6 +11,10 @@ and trained again; it is never served. Work in progress lives in
 ``results/runs/.<hash>.partial/`` (with its checkpoint) and is renamed into place only
 when complete, so an interrupted run never looks finished and the next
 ``get_or_train`` resumes it.
+
+A subword run also stores its trained tokenizer (``tokenizer.json``, in the manifest);
+a run whose stored tokenizer is not the one the corpus trains now (say, under another
+version of ``tokenizers``) is set aside as stale and trained again, like a corrupt one.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from .corpus import Corpus, load_corpus, sha256_of
+from .corpus import CHARACTERS, Corpus, SubwordTokenizer, load_corpus, sha256_of
 from .ensemble import train_ensemble
 from .evaluation import aggregate
 from .files import check_writable_folder, exclusive_lock
@@ -53,6 +57,7 @@ CORRUPT_DIR = ".corrupt"
 # Above this many bytes a load checks sizes only; `selfish verify` always hashes.
 FULL_HASH_LIMIT = 512 << 20
 TABLES = ("train_log", "train_tokens", "eval_tokens", "scenarios")
+TOKENIZER = "tokenizer.json"
 
 
 def default_results_dir() -> Path:
@@ -244,6 +249,13 @@ class Run:
         step = int(ev["step"].max()) if step is None else step
         return aggregate(ev[ev["step"] == step], token_info, by)
 
+    def tokenizer(self) -> SubwordTokenizer | None:
+        """The subword tokenizer the run was trained with (None for characters)."""
+        if self.config.tokenizer == CHARACTERS:
+            return None
+        serialized = (self.path / TOKENIZER).read_text(encoding="utf-8")
+        return SubwordTokenizer.from_serialized(self.config.tokenizer, serialized)
+
     def model(self, device: str = "cpu") -> GPT:
         """The final model, in eval mode."""
         state = torch.load(self.path / "model.pt", map_location=device, weights_only=False)
@@ -286,7 +298,28 @@ def _train_into(
     started = time.time()
     result = train(config, corpus, partial, device=device, progress=progress)
     assert result is not None
+    _write_tokenizer(config, corpus, partial)
     _write_into(result, config, partial, final, key, started, {"executor": "solo"})
+
+
+def _write_tokenizer(config: TrainConfig, corpus: Corpus, partial: Path) -> None:
+    """Store a subword run's trained tokenizer beside its tables (nothing for characters)."""
+    if config.tokenizer != CHARACTERS:
+        tokenizer = corpus.with_tokenizer(config.tokenizer).tokenizer
+        (partial / TOKENIZER).write_text(tokenizer.serialized, encoding="utf-8")
+
+
+def stale_tokenizer(run: Run, corpus: Corpus) -> str | None:
+    """Why ``run``'s stored tokenizer is not the one ``corpus`` trains for its config, or
+    None when it is (always for characters)."""
+    if run.config.tokenizer == CHARACTERS:
+        return None
+    stored = sha256_of(run.path / TOKENIZER)
+    now = corpus.with_tokenizer(run.config.tokenizer).tokenizer.sha256
+    if stored != now:
+        return (f"its {TOKENIZER} (sha256 {stored[:12]}) is not the {run.config.tokenizer} "
+                f"tokenizer the corpus trains now (sha256 {now[:12]})")  # fmt: skip
+    return None
 
 
 def _write_into(
@@ -343,14 +376,14 @@ def get_or_train(
     runs = root / "runs"
     key = config_hash(config)
     final = runs / key
-    run = _load_verified(final)
+    run = _load_verified(final, corpus)
     if run is not None:
         return run
     if corpus is None:
         corpus = load_corpus()
     partial = runs / f".{key}.partial"
     with _training_lock(partial):
-        run = _load_verified(final)  # finished by the process we waited for?
+        run = _load_verified(final, corpus)  # finished by the process we waited for?
         if run is not None:
             shutil.rmtree(partial, ignore_errors=True)  # only our lock file is left there
             return run
@@ -383,7 +416,7 @@ def get_or_train_group(
     resolve_device(device)
     runs = root / "runs"
     keys = {config: config_hash(config) for config in configs}
-    found = {c: _load_verified(runs / k) for c, k in keys.items()}
+    found = {c: _load_verified(runs / k, corpus) for c, k in keys.items()}
     if all(run is not None for run in found.values()):
         return [found[c] for c in configs]
     if corpus is None:
@@ -395,7 +428,8 @@ def get_or_train_group(
             locks.enter_context(_training_lock(runs / f".{keys[config]}.partial"))
         alone, together = [], []
         for config in waiting:
-            run = _load_verified(runs / keys[config])  # finished by a process we waited for?
+            # finished by a process we waited for?
+            run = _load_verified(runs / keys[config], corpus)
             if run is not None:
                 out[config] = run
             elif (runs / f".{keys[config]}.partial" / CHECKPOINT).exists():
@@ -436,6 +470,7 @@ def _train_group_into(
     for index, (config, result, partial) in enumerate(zip(configs, results, partials, strict=True)):
         key = keys[config]
         execution = {"executor": "ensemble", "members": len(configs), "member": index}
+        _write_tokenizer(config, corpus, partial)
         _write_into(result, config, partial, runs / key, key, wall, execution)
         out[config] = _fresh(runs / key, started)
     return out
@@ -449,15 +484,21 @@ def _fresh(final: Path, started: float) -> Run:
     return run
 
 
-def _load_verified(final: Path) -> Run | None:
-    """The run in ``final`` if it is there and sound; a corrupt one is set aside (None)."""
+def _load_verified(final: Path, corpus: Corpus | None = None) -> Run | None:
+    """The run in ``final`` if it is there and sound (and, with ``corpus``, trained with
+    the tokenizer the corpus gives now); a corrupt or stale one is set aside (None)."""
     if not final.exists():
         return None
     try:
-        return Run.load(final)
+        run = Run.load(final)
     except CorruptRun as exc:
         set_aside(final, exc.reason)
         return None
+    stale = stale_tokenizer(run, corpus) if corpus is not None else None
+    if stale is not None:
+        set_aside(final, stale)
+        return None
+    return run
 
 
 def stored_run(config: TrainConfig, results_dir: str | os.PathLike | None = None) -> Run | None:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .corpus import CORPUS_SHA256, BlockSampler, Corpus
+from .corpus import CHARACTERS, CORPUS_SHA256, BlockSampler, Corpus, check_tokenizer
 from .evaluation import evaluate_split
 from .model import GPT, ModelConfig
 from .objectives import (
@@ -70,7 +70,9 @@ class TrainConfig:
 
     model: ModelConfig = ModelConfig()
     objective: Objective = CrossEntropy()
-    # data
+    # data: 'char' (one token per character) or 'bpe-V' (V BPE subwords over the
+    # characters, learnt from the training split: ``Corpus.with_tokenizer``)
+    tokenizer: str = CHARACTERS
     bilingual: bool = False
     p_low: float = 0.0
     # optimization
@@ -100,6 +102,7 @@ class TrainConfig:
         if not isinstance(self.model, ModelConfig):
             raise ParameterError("model", self.model, "a ModelConfig")
         check_objective(self.objective)
+        object.__setattr__(self, "tokenizer", check_tokenizer("tokenizer", self.tokenizer))
         check_choice("bilingual", self.bilingual, (True, False))
         object.__setattr__(self, "bilingual", bool(self.bilingual))
         check_float("p_low", self.p_low, 0.0, 1.0)
@@ -158,9 +161,11 @@ class TrainConfig:
 
     @property
     def label(self) -> str:
-        """The objective's label, and 'untied' for untied embeddings (plans, progress bars)."""
+        """The objective's label, with 'untied' for untied embeddings and the tokenizer
+        when it is not characters (plans, progress bars)."""
         untied = "" if self.model.tie_embeddings else ", untied"
-        return self.objective.label + untied
+        subwords = "" if self.tokenizer == CHARACTERS else f", {self.tokenizer}"
+        return self.objective.label + untied + subwords
 
     @property
     def setting(self) -> str:
@@ -217,8 +222,10 @@ class TrainConfig:
 
 
 def training_corpus(corpus: Corpus, config: TrainConfig) -> Corpus:
-    """The corpus a run trains and is scored on: ``corpus`` itself, or its tuning view
-    for ``split='tuning'``."""
+    """The corpus a run trains and is scored on: ``corpus`` under the config's tokenizer
+    (any tokenizer of the same text may be passed), or its tuning view for
+    ``split='tuning'``."""
+    corpus = corpus.with_tokenizer(config.tokenizer)
     return corpus.for_tuning() if config.split == "tuning" else corpus
 
 
@@ -600,8 +607,8 @@ def _train(
         )
     dev = resolve_device(device)
     work = Path(work_dir) if work_dir is not None else None
-    V = vocab_size(config, corpus.vocab_size)
     corpus = training_corpus(corpus, config)
+    V = vocab_size(config, corpus.vocab_size)
 
     def fresh():
         model = initial_model(config, corpus.vocab_size).to(dev)

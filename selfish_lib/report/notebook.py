@@ -108,9 +108,10 @@ class NotebookStudy:
         """The seeds the notebook runs over (the profile's unless ``seeds`` was given)."""
         return self.profile.seeds
 
-    def token_info(self, bilingual: bool = False) -> pd.DataFrame:
-        """The corpus's token table (both alphabets if ``bilingual``), computed once."""
-        return self.params.token_info(bilingual)
+    def token_info(self, bilingual: bool = False, tokenizer: str = "char") -> pd.DataFrame:
+        """The corpus's token table (both alphabets if ``bilingual``) under ``tokenizer``
+        ('char' or 'bpe-V'), computed once."""
+        return self.params.token_info(bilingual, tokenizer)
 
     def runs(self, configs: Mapping[Any, Any], *, show: bool = True) -> dict:
         """Train what is missing of ``configs`` (key -> TrainConfig) and load the rest from the
@@ -124,7 +125,9 @@ class NotebookStudy:
         )
         if show:
             bilingual = any(config.bilingual for config in configs.values())
-            display(describe_runs(runs, self.token_info(bilingual)))
+            for tokenizer in dict.fromkeys(c.tokenizer for c in configs.values()):
+                part = {k: r for k, r in runs.items() if r.config.tokenizer == tokenizer}
+                display(describe_runs(part, self.token_info(bilingual, tokenizer)))
         return runs
 
     def planned_runs(self, part: str = "runs", *, show: bool = True) -> dict:

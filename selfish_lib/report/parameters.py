@@ -34,7 +34,7 @@ from ..engine.losses import check_layout
 from ..engine.profiles import PROFILE_NAMES, Profile, get_profile
 from ..engine.training import resolve_device
 from ..engine.validation import ParameterError, check_choice, check_float, check_int, check_seeds
-from ..study import field, layout, projection
+from ..study import field, layout, projection, subword
 
 Validator = Callable[[str, Any, "Parameters"], Any]
 
@@ -53,7 +53,7 @@ class Parameters(Mapping):
         self.notebook = notebook
         self.values: dict[str, Any] = dict(values or {})
         self._corpus: Corpus | None = None
-        self._token_info: dict[bool, pd.DataFrame] = {}
+        self._token_info: dict[tuple[bool, str], pd.DataFrame] = {}
 
     def __getitem__(self, name: str) -> Any:
         return self.values[name]
@@ -74,11 +74,14 @@ class Parameters(Mapping):
             self._corpus = load_corpus(self.values.get("data_path"))
         return self._corpus
 
-    def token_info(self, bilingual: bool = False) -> pd.DataFrame:
-        """``corpus.token_info(bilingual=...)``, computed once per alphabet setting."""
-        if bilingual not in self._token_info:
-            self._token_info[bilingual] = self.corpus.token_info(bilingual=bilingual)
-        return self._token_info[bilingual]
+    def token_info(self, bilingual: bool = False, tokenizer: str = "char") -> pd.DataFrame:
+        """``corpus.token_info(bilingual=...)`` under ``tokenizer`` ('char' or 'bpe-V'),
+        computed once per alphabet setting and tokenizer."""
+        key = (bilingual, tokenizer)
+        if key not in self._token_info:
+            corpus = self.corpus.with_tokenizer(tokenizer)
+            self._token_info[key] = corpus.token_info(bilingual=bilingual)
+        return self._token_info[key]
 
 
 # --- validators ------------------------------------------------------------------------
@@ -176,13 +179,19 @@ def _shown_layout(name: str, value: Any, checked: Parameters) -> float:
 
 
 def _settings(name: str, value: Any, checked: Parameters) -> tuple[str, ...]:
-    """A non-empty list of distinct settings of chapter 07 ('single', 'bilingual')."""
+    """A non-empty list of distinct settings of chapters 07 and 08 ('single', 'bilingual')."""
     allowed = "a non-empty list of distinct settings among " + ", ".join(field.FIELD_SETTINGS)
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
         raise ParameterError(name, value, allowed)
     if len(set(value)) != len(value) or not set(value) <= set(field.FIELD_SETTINGS):
         raise ParameterError(name, value, allowed)
     return tuple(value)
+
+
+def _sizes(name: str, value: Any, checked: Parameters) -> tuple[int, ...] | None:
+    """None (the profile's sizes) or distinct BPE vocabulary sizes the corpus supports
+    (each tokenizer is trained here, so that a bad size fails before any run)."""
+    return None if value is None else subword.check_sizes(name, value, checked.corpus)
 
 
 def _perplexity(name: str, value: Any, checked: Parameters) -> float:
@@ -233,6 +242,7 @@ NOTEBOOKS: dict[str, dict[str, Validator]] = {
         "top_p": _open_unit,
     },
     "07_hns_against_the_field": {"layout": _hns_layout, "settings": _settings},
+    "08_subword_scale": {"layout": _hns_layout, "settings": _settings, "sizes": _sizes},
 }
 
 

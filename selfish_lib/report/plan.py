@@ -39,7 +39,7 @@ from ..engine.training import (
     resolve_device,
     training_step,
 )
-from ..study import bilingual, field
+from ..study import bilingual, field, subword
 from ..study import layout as sweep
 from .parameters import Parameters, validate
 
@@ -79,6 +79,13 @@ def _field_runs(params: Mapping[str, Any]) -> Grids:
     )
 
 
+def _subword_runs(params: Mapping[str, Any]) -> Grids:
+    settings = params.get("settings", subword.SUBWORD_SETTINGS)
+    profile = profile_of(params)
+    return {s: subword.subword_configs(profile, s, params.get("sizes"), params["layout"])
+            for s in settings}  # fmt: skip
+
+
 # notebook -> its validated parameters -> {part: {key: TrainConfig}}. A part named
 # ``PENDING`` lists runs that cannot be configured yet (chapter 07's tuned arms before
 # their tuning runs exist): plan counts them, nothing trains them, and the pipeline
@@ -91,6 +98,7 @@ DECLARED: dict[str, Callable[[Mapping[str, Any]], Grids]] = {
     "05_embedding_geometry": lambda params: {"runs": comparison(params, "bilingual")},
     "06_layout_explorer": _sweep_runs,
     "07_hns_against_the_field": _field_runs,
+    "08_subword_scale": _subword_runs,
 }
 PENDING = field.PENDING
 PENDING_STATUS = "after tuning"
@@ -137,7 +145,7 @@ def run_status(config: TrainConfig, results_dir: str | Path | None = None) -> st
 
 def shape_of(config: TrainConfig) -> tuple:
     """What the time of a step depends on (the objective and seed aside)."""
-    return (config.model, config.batch_size, config.bilingual)
+    return (config.model, config.batch_size, config.bilingual, config.tokenizer)
 
 
 def calibrate(
@@ -164,6 +172,7 @@ def _calibrate_one(
     shape = shape_of(config)
     if shape in out:
         return
+    corpus = corpus.with_tokenizer(config.tokenizer)  # the vocabulary sets the step's cost
     model = initial_model(config, corpus.vocab_size).to(dev)
     optimizer = make_optimizer(model, config)
     sampler = BlockSampler(corpus.train, config.model.block_size, config.batch_size,

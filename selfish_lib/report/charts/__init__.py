@@ -73,6 +73,7 @@ from .scenarios import (
     share_definitions,
     update_view,
 )
+from .subword import decile_shares, effect_by_size, probe_by_size, zipf_curves
 
 __all__ = [
     "arm_differences",
@@ -136,6 +137,10 @@ __all__ = [
     "scenario_scale",
     "spec_of_output",
     "to_svg",
+    "zipf_curves",
+    "decile_shares",
+    "effect_by_size",
+    "probe_by_size",
     "toy_gradient_chart",
     "unigram_probe_scatter",
     "use_offline_renderer",

@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · The subword scale
+#
+# **Question.** With 65 characters the long tail is five symbols. The
+# hypothesis is about rare tokens, and real vocabularies, tens of thousands
+# of subwords with Zipf-distributed frequencies, have them by the thousand.
+# Does scenario 2.2 dominate more of the vocabulary as it grows, and does
+# HNS's gain hold, shrink or grow?
+#
+# **The tokenizers.** Byte-pair encoding over the corpus's characters (not
+# over bytes: every subword is a string the text can produce), learnt from
+# the training split alone, at each vocabulary size V of the profile. The
+# validation text never reaches the tokenizer; a subword run stores its
+# trained tokenizer and is named by it. Each V is its own experiment with
+# the paper model: CE against HNS at `layout`, paired by seed, in one
+# language and in the bilingual simulation (its second alphabet is ids + V).
+#
+# **Frequency groups.** The 65 characters keep their groups of ten ranks.
+# A subword vocabulary is cut into ten groups of equal numbers of ranks:
+# decile 1 is the most frequent tenth of the subwords, decile 10 the
+# rarest tenth.
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke, paper or large
+device = "auto"  # auto, cpu, cuda, cuda:N or mps
+seeds = None  # a list of seeds, or None for those of the profile
+layout = 2.0  # the HNS margin compared with CE
+settings = ["single", "bilingual"]  # one language (deciles), two languages, or both
+sizes = None  # BPE vocabulary sizes, e.g. [256, 1024, 4096]; None: the profile's
+
+# %%
+from selfish_lib.report.notebook import Markdown, charts, display, open_study
+from selfish_lib.study import claims, subword
+
+study = open_study(globals())  # checks every parameter first: a bad size fails here
+vocabularies = subword.subword_sizes(study.profile, sizes)
+
+# %% [markdown]
+# ## The vocabularies
+#
+# What each tokenizer makes of the training split: how many tokens it
+# becomes, how many subwords it never produces at all (merges absorbed by
+# longer ones: their rows are only ever pushed away, never a target), and
+# how little of the text the rarest group holds.
+
+# %%
+display(subword.tokenizer_table(study.corpus, vocabularies).style.format(precision=4)
+        .hide(axis="index"))  # fmt: skip
+study.figure(charts.zipf_curves(subword.zipf_points(study.corpus, vocabularies)), "zipf")
+
+# %% [markdown]
+# ## The runs
+#
+# CE and HNS at every V and seed, in each setting.
+
+# %%
+runs = {setting: subword.by_size(study.planned_runs(setting)) for setting in settings}
+corpora = {size: study.corpus.with_tokenizer(f"bpe-{size}") for size in vocabularies}
+infos = {
+    setting: {size: study.token_info(setting == "bilingual", f"bpe-{size}")
+              for size in vocabularies}
+    for setting in settings
+}  # fmt: skip
+
+# %% [markdown]
+# ## Scenario 2.2 by frequency decile
+#
+# Chapter 02's instrument at each V: the share of scenario 2.2 (non-target
+# rows pushed away) in each decile's gradient and in this step's part of
+# AdamW's update, summed over the logged steps. The hypothesis predicts a
+# share that rises towards the rare deciles, and a tail that is longer, and
+# more selfish, as V grows.
+
+# %%
+scale = subword.compare(runs, infos, corpora, study.profile.p_low)
+for setting, shares in scale.shares.items():
+    if len(shares):
+        display(Markdown(f"### {setting}"))
+        display(study.figure(charts.decile_shares(shares), f"shares_{setting}"))
+
+# %% [markdown]
+# ## HNS minus CE as V grows
+#
+# The four metrics of the whole validation split, HNS minus CE paired by
+# seed: on the two rarest deciles pooled (one language) and on the
+# low-resource language (bilingual). '(+)' marks an interval that says HNS
+# is better, '(−)' worse.
+
+# %%
+for setting in settings:
+    display(scale.difference_table(setting).style.hide(axis="index"))
+study.figure(charts.effect_by_size(scale.all_diffs, scale.scopes), "effect_by_size")
+
+# %% [markdown]
+# ## The unigram probe at each V
+#
+# Chapter 05's probe: one latent direction x is fitted so that
+# softmax(W x) matches the unigram distribution the model was trained on
+# (on the bilingual runs when there are some). Its KL says how much of the
+# frequency profile one direction of the output embedding carries; the
+# rarest decile's reconstructed mass over its true mass says whether that
+# direction over-estimates the tail (above 1).
+
+# %%
+display(scale.probe.style.format(precision=4).hide(axis="index"))
+study.figure(charts.probe_by_size(scale.probe), "probe")
+
+# %% [markdown]
+# ## The claims of this chapter
+#
+# - **S1**, per V: with CE, scenario 2.2 is more than half of the rarest
+#   decile's gradient (one language).
+# - **S2**, per V: HNS lowers the validation loss of the two rarest deciles
+#   (one language).
+# - **S3**, per V: HNS raises top-1 on the low-resource language (bilingual).
+# - **S4**: with CE, 2.2's share of the rarest decile's gradient is higher at
+#   the largest V than at the smallest.
+#
+# Verdicts follow from the 95% interval of A − B over seeds, paired by seed:
+# *supported* above 0, *contradicted* below, *inconclusive* otherwise. They
+# are written to `claims.json` beside the other chapters' claims.
+
+# %%
+claims.save_claims(scale.claims, study.report_dir, profile=study.profile.name)
+claims.styled(scale.claims) if len(scale.claims) else Markdown("No claim: no runs.")
+
+# %% [markdown]
+# ## What the numbers say
+
+# %%
+study.fragment({"layout": layout, "settings": list(settings), "sizes": list(vocabularies),
+                **scale.reading.summary})  # fmt: skip
+Markdown(study.conclusion(scale.reading))
