@@ -41,7 +41,6 @@ from selfish_lib.report.notebook import Markdown, charts, display, open_study
 from selfish_lib.study import claims, subword
 
 study = open_study(globals())  # checks every parameter first: a bad size fails here
-vocabularies = subword.subword_sizes(study.profile, sizes)
 
 # %% [markdown]
 # ## The vocabularies
@@ -52,6 +51,7 @@ vocabularies = subword.subword_sizes(study.profile, sizes)
 # how little of the text the rarest group holds.
 
 # %%
+vocabularies = subword.subword_sizes(study.profile, sizes)
 display(subword.tokenizer_table(study.corpus, vocabularies).style.format(precision=4)
         .hide(axis="index"))  # fmt: skip
 study.figure(charts.zipf_curves(subword.zipf_points(study.corpus, vocabularies)), "zipf")

@@ -7,7 +7,7 @@ One line a module:
 engine: data, model, objectives, training and the run store; imports no other layer
   engine.validation       ParameterError and the checks every entry point validates with
   engine.files            files written atomically (temporary name, then rename); JSON values
-  engine.corpus           Tiny Shakespeare, the character tokenizer, splits, frequency ranks
+  engine.corpus           Tiny Shakespeare, its tokenizers (characters, BPE), splits, ranks
   engine.model            the small GPT with tied (or, as an ablation, untied) embeddings
   engine.losses           the HNS cross-entropy, its keep mask and the nucleus margin
   engine.objectives       registered objectives as data: CE, HNS, the peers, the ablations
@@ -35,6 +35,7 @@ study: the analysis of each chapter, tables and readings, no charts; imports eng
   study.layout            notebook 06: the layout sweep, its tables and reading
   study.toy               notebook 06: the toy explainer of a layout and the nucleus margin
   study.field             notebook 07: every objective tuned alike and compared with CE
+  study.subword           notebook 08: CE and HNS at BPE vocabularies of growing size
 report: presentation; imports study and engine
   report.charts           the Altair figures, one builder per figure (package)
   report.charts.core      the offline renderer, static copies, shared style and palettes
@@ -45,6 +46,7 @@ report: presentation; imports study and engine
   report.charts.geometry     figures of notebook 05
   report.charts.layout       figures of notebook 06
   report.charts.field        figures of notebook 07
+  report.charts.subword      figures of notebook 08
   report.widgets          ipywidgets explorers that redraw charts from stored results
   report.parameters       every notebook parameter and its validator, in one table
   report.plan             the runs each notebook declares; status and time estimates

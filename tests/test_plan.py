@@ -11,7 +11,7 @@ import torch
 from selfish_lib.engine.executors import train_all
 from selfish_lib.engine.runs import MARKER, config_hash
 from selfish_lib.engine.training import CHECKPOINT, train
-from selfish_lib.report import pipeline
+from selfish_lib.report import pipeline, plan
 from selfish_lib.report.cli import main as cli
 from selfish_lib.report.plan import estimate_seconds, format_duration, plan_table, run_status
 
@@ -53,7 +53,7 @@ def test_plan_status_missing_partial_and_estimate(tmp_path, tiny_corpus):
     state["config"] = config.to_dict()
     torch.save(state, partial / CHECKPOINT)
     assert run_status(config, tmp_path / "results") == "partial at step 10"
-    timings = {(config.model, config.batch_size, config.bilingual): (0.5, 2.0)}
+    timings = {plan.shape_of(config): (0.5, 2.0)}
     table = plan_table(prepared.grids, tmp_path / "results", timings)
     row = table.set_index("id").loc[config_hash(config)]
     left = config.max_steps - 10

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import tokenizers
 import torch
 
 from .validation import ParameterError, check_float, check_int
@@ -233,17 +234,17 @@ class SubwordTokenizer:
         ``alphabet`` a token. Deterministic: the same text and size give the same merges
         (and the same ``sha256``). Raises ParameterError when ``size`` is below the
         alphabet or above the number of tokens the text supports (pairs seen twice)."""
-        from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
-
         spec = check_tokenizer("tokenizer", f"bpe-{size}")
         if size < len(alphabet):
             raise ParameterError(
                 "tokenizer", spec, f"a vocabulary of at least {len(alphabet)} subwords "
                 "(the corpus's characters, each a token)"
             )  # fmt: skip
-        tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(_WORDS), behavior="isolated")
-        trainer = trainers.BpeTrainer(
+        tokenizer = tokenizers.Tokenizer(tokenizers.models.BPE())
+        tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Split(
+            tokenizers.Regex(_WORDS), behavior="isolated"
+        )
+        trainer = tokenizers.trainers.BpeTrainer(
             vocab_size=size, min_frequency=2, initial_alphabet=list(alphabet),
             limit_alphabet=len(alphabet), special_tokens=[], show_progress=False,
         )  # fmt: skip
@@ -263,9 +264,7 @@ class SubwordTokenizer:
     @classmethod
     def from_serialized(cls, spec: str, serialized: str) -> SubwordTokenizer:
         """The tokenizer a run stored (``serialized``, its ``tokenizer.json``)."""
-        from tokenizers import Tokenizer
-
-        backend = Tokenizer.from_str(serialized)
+        backend = tokenizers.Tokenizer.from_str(serialized)
         vocab = backend.get_vocab()
         out = cls(check_tokenizer("tokenizer", spec), tuple(sorted(vocab, key=vocab.get)),
                   serialized)  # fmt: skip
@@ -309,9 +308,7 @@ class SubwordTokenizer:
     def __setstate__(self, state: dict) -> None:
         for key, value in state.items():
             object.__setattr__(self, key, value)
-        from tokenizers import Tokenizer
-
-        object.__setattr__(self, "_backend", Tokenizer.from_str(self.serialized))
+        object.__setattr__(self, "_backend", tokenizers.Tokenizer.from_str(self.serialized))
 
 
 Tokenizer = CharTokenizer | SubwordTokenizer

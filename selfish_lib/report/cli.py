@@ -25,7 +25,7 @@ import tempfile
 import traceback
 from collections.abc import Sequence
 
-from ..engine.corpus import load_corpus
+from ..engine.corpus import load_corpus, subword_size
 from ..engine.distributed import RayRunError
 from ..engine.executors import EXECUTORS, default_jobs
 from ..engine.objectives import objective_for_layout
@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--setting", default="single", help=", ".join(SETTINGS))
     train.add_argument("--layout", type=_layout, default=float("inf"), help="FLOAT or inf")
     train.add_argument("--seed", type=int, default=None, help="default: the profile's first")
+    train.add_argument(
+        "--tokenizer", default="char",
+        help="char (default) or bpe-V: V BPE subwords, the run notebook 08 reads at that V",
+    )  # fmt: skip
     train.add_argument("--device", default="auto")
     train.add_argument("--results-dir", default="results")
     train.add_argument("--data-path")
@@ -307,17 +311,23 @@ def _report(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     objective = objective_for_layout(args.layout)
-    config = get_profile(args.profile).config(args.setting, objective, seed=args.seed)
+    profile = get_profile(args.profile)
+    size = subword_size(args.tokenizer)  # validated here: a bad name fails before any work
+    if size is None:
+        config = profile.config(args.setting, objective, seed=args.seed)
+    else:
+        config = profile.subword_config(args.setting, objective, size, seed=args.seed)
     check_device(args.device)
     corpus = load_corpus(args.data_path)
+    tokenized = corpus.with_tokenizer(config.tokenizer)  # a size the corpus cannot support fails
     run = get_or_train(config, corpus=corpus, results_dir=args.results_dir, device=args.device)
-    what = f"run {run.id} ({config.setting}, {config.objective.label}, seed {config.seed})"
+    what = f"run {run.id} ({config.setting}, {config.label}, seed {config.seed})"
     seconds = run.meta.get("train_seconds", float("nan"))
     if run.trained_now:
         print(f"trained {what} in {seconds:.1f} s")
     else:
         print(f"loaded {what} from the store, trained earlier in {seconds:.1f} s")
-    metrics = run.metrics(corpus.token_info(bilingual=run.config.bilingual), by=["language"])
+    metrics = run.metrics(tokenized.token_info(bilingual=run.config.bilingual), by=["language"])
     print(metrics.to_string(index=False))
     return 0
 

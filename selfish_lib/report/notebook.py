@@ -126,7 +126,7 @@ class NotebookStudy:
         if show:
             bilingual = any(config.bilingual for config in configs.values())
             for tokenizer in dict.fromkeys(c.tokenizer for c in configs.values()):
-                part = {k: r for k, r in runs.items() if r.config.tokenizer == tokenizer}
+                part = {k: runs[k] for k, c in configs.items() if c.tokenizer == tokenizer}
                 display(describe_runs(part, self.token_info(bilingual, tokenizer)))
         return runs
 
