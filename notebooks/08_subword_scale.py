@@ -117,7 +117,9 @@ study.figure(charts.probe_by_size(scale.probe), "probe")
 # ## The claims of this chapter
 #
 # - **S1**, per V: with CE, scenario 2.2 is more than half of the rarest
-#   decile's gradient (one language).
+#   decile's gradient (one language); beside it, the same share of this
+#   step's part of AdamW's update, which rescales a rare row's small
+#   gradients.
 # - **S2**, per V: HNS lowers the validation loss of the two rarest deciles
 #   (one language).
 # - **S3**, per V: HNS raises top-1 on the low-resource language (bilingual).

@@ -263,7 +263,8 @@ def test_subword_claims_follow_the_intervals_of_hand_made_numbers():
         loss_ce=[5.0, 5.1, 5.2], loss_hns=[4.0, 4.2, 4.1],  # HNS lower: S2 supported
         top1_ce=[0.30, 0.31, 0.29], top1_hns=[0.20, 0.22, 0.21],  # HNS lower: S3 contradicted
     )  # fmt: skip
-    table = subword.subword_claims(*frames).set_index("claim")
+    table = subword.subword_claims(*frames)
+    table = table[table["primary"]].set_index("claim")
     assert set(table.index) == {"S1 (V=256)", "S1 (V=1024)", "S2 (V=256)", "S2 (V=1024)",
                                 "S3 (V=256)", "S3 (V=1024)", "S4"}  # fmt: skip
     assert table.loc["S1 (V=256)", "verdict"] == "supported"
@@ -279,5 +280,12 @@ def test_subword_claims_follow_the_intervals_of_hand_made_numbers():
         top1_ce=[0.30, 0.31, 0.29], top1_hns=[0.30, 0.31, 0.29],
     )  # fmt: skip
     assert set(subword.subword_claims(*noisy)["verdict"]) == {"inconclusive"}
+    # the update's share stands beside S1 when the frames have it
+    with_update = frames[0].assign(update_share_nontarget=0.9)
+    s1 = subword.subword_claims(with_update, frames[1], frames[2])
+    s1 = s1[s1["claim"] == "S1 (V=256)"]
+    assert s1["primary"].tolist() == [True, False]
+    assert s1["verdict"].tolist() == ["supported", "supported"]
+    assert s1["diff"].iloc[1] == pytest.approx(0.4)
     empty = pd.DataFrame()
     assert subword.subword_claims(empty, empty, empty).empty

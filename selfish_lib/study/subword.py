@@ -48,6 +48,12 @@ REFERENCE, TREATMENT = "CE", "HNS"
 RAREST = "rarest decile"  # the scope of the pooled rarest tenth of the vocabulary
 SHARE_THRESHOLD = 0.5  # S1: scenario 2.2 "dominates" a row's gradient above half of it
 SHARES = ("share_nontarget", "update_share_nontarget")
+# S1 as made (the gradient, chapter 02's summed definition), and beside it the same share
+# of this step's part of AdamW's update, which rescales a rare row's small gradients
+S1_DEFINITIONS = (
+    ("share_nontarget", "gradient, summed over the logged steps", True),
+    ("update_share_nontarget", "this step's part of AdamW's update (beside)", False),
+)
 
 
 def check_sizes(name: str, value, corpus: Corpus | None = None) -> tuple[int, ...]:
@@ -276,7 +282,8 @@ def subword_claims(
     """The chapter's claims, one row per vocabulary size (and S4 once):
 
     - **S1**: with CE, scenario 2.2 is more than half of the rarest decile's gradient
-      (one language; its share against 0.5);
+      (one language; its share against 0.5), and beside it (``primary`` False) its
+      share of the update;
     - **S2**: HNS lowers the validation loss of the two rarest deciles (one language);
     - **S3**: HNS raises top-1 on the low-resource language (bilingual);
     - **S4**: 2.2's share of the rarest decile's gradient under CE is higher at the
@@ -290,13 +297,16 @@ def subword_claims(
         last = ce.groupby("V")["decile"].transform("max")
         rarest = ce[ce["decile"] == last]
         for size in sorted(rarest["V"].unique()):
-            share = _series(rarest, "share_nontarget", V=size)
-            rows.append(claim_row(
-                f"S1 (V={size})", f"With CE, scenario 2.2 is more than half of the rarest "
-                f"decile's gradient at V = {size}", SOURCE, "share_nontarget", RAREST,
-                "2.2 share (CE)", share, "one half", share * 0 + SHARE_THRESHOLD,
-                bounds=RANGES["share_nontarget"], definition="summed over the logged steps",
-            ))  # fmt: skip
+            for column, definition, primary in S1_DEFINITIONS:
+                if column not in rarest:
+                    continue
+                share = _series(rarest, column, V=size)
+                rows.append(claim_row(
+                    f"S1 (V={size})", f"With CE, scenario 2.2 is more than half of the rarest "
+                    f"decile's gradient at V = {size}", SOURCE, column, RAREST,
+                    "2.2 share (CE)", share, "one half", share * 0 + SHARE_THRESHOLD,
+                    bounds=RANGES[column], definition=definition, primary=primary,
+                ))  # fmt: skip
         sizes = sorted(rarest["V"].unique())
         if len(sizes) > 1:
             big = _series(rarest, "share_nontarget", V=sizes[-1])
@@ -339,6 +349,10 @@ def reading(claims: pd.DataFrame, diffs_single: pd.DataFrame, diffs_bilingual: p
     if claims.empty:
         return Reading("No claim: no runs.", summary)
     for rec in claims.to_dict("records"):
+        if not rec["primary"]:
+            diff = format_interval(*interval_of(rec, "diff"), digits=4, sign="+")
+            lines.append(f"  - beside it, {rec['definition']}: {rec['verdict']}, {diff}.")
+            continue
         diff = format_interval(*interval_of(rec, "diff"), digits=4, sign="+")
         lines.append(f"- **{rec['claim']}** ({rec['statement']}): **{rec['verdict']}**; "
                      f"{rec['A']} − {rec['B']} = {diff} over {rec['n_seeds']} seeds.")  # fmt: skip
