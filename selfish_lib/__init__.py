@@ -36,6 +36,7 @@ study: the analysis of each chapter, tables and readings, no charts; imports eng
   study.toy               notebook 06: the toy explainer of a layout and the nucleus margin
   study.field             notebook 07: every objective tuned alike and compared with CE
   study.subword           notebook 08: CE and HNS at BPE vocabularies of growing size
+  study.sampling          notebook 09: nucleus coverage and size, calibration, sampled text
 report: presentation; imports study and engine
   report.charts           the Altair figures, one builder per figure (package)
   report.charts.core      the offline renderer, static copies, shared style and palettes
@@ -47,6 +48,7 @@ report: presentation; imports study and engine
   report.charts.layout       figures of notebook 06
   report.charts.field        figures of notebook 07
   report.charts.subword      figures of notebook 08
+  report.charts.sampling     figures of notebook 09
   report.widgets          ipywidgets explorers that redraw charts from stored results
   report.parameters       every notebook parameter and its validator, in one table
   report.plan             the runs each notebook declares; status and time estimates

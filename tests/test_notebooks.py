@@ -247,3 +247,26 @@ def test_notebook_08_runs_every_vocabulary_and_adds_its_claims(report):
     }
     assert {"04_bilingual_simulation", "07_hns_against_the_field"} <= {r["source"] for r in rows}
     assert all(r["verdict"] in ("supported", "contradicted", "inconclusive") for r in ours)
+
+
+def test_notebook_09_measures_sampling_and_adds_the_nucleus_claim(report):
+    """The nucleus, reliability and sample charts of both settings are saved, the lemma
+    holds on every measured position, and N1 stands in claims.json."""
+    figures = {p.name for p in (report / "figures").iterdir()}
+    for kind in ("nucleus", "reliability", "samples"):
+        for setting in ("single", "bilingual"):
+            name = f"09_{kind}_{setting}"
+            assert f"{name}.svg" in figures and f"{name}.png" in figures, name
+    fragment = json.loads((report / "summary.json").read_text())["fragments"]["09_sampling"]
+    assert fragment["lemma_holds"] == {"single": True, "bilingual": True}
+    assert 0 <= fragment["bilingual"]["floor"] < 1
+    assert set(fragment["bilingual"]["samples"]) == {"CE/high", "CE/low", "HNS/high", "HNS/low"}
+    rows = [r for r in json.loads((report / "claims.json").read_text())
+            if r["source"] == "09_sampling"]  # fmt: skip
+    primary = [r for r in rows if r["primary"]]
+    assert [r["claim"] for r in primary] == ["N1"] and primary[0]["test"] == "not_worse"
+    assert primary[0]["definition"] == "coverage at top-p 0.9"
+    assert primary[0]["verdict"] in ("supported", "contradicted", "inconclusive")
+    nb = nbformat.read(report / "09_sampling.ipynb", as_version=4)
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs(nb))
+    assert "ece" in tables and "smallest margin" in tables

@@ -145,6 +145,68 @@ def position_values(
     return pd.concat(parts, ignore_index=True)
 
 
+# The nucleus masses at which sampling is measured (top-p sampling's usual range).
+NUCLEUS_MASSES = (0.8, 0.9, 0.95)
+
+
+def nucleus_values(
+    logits: torch.Tensor, targets: torch.Tensor, masses: Sequence[float] = NUCLEUS_MASSES
+) -> dict[str, torch.Tensor]:
+    """What sampling from the full softmax of ``logits`` (N, V) sees at each position:
+
+    - ``confidence``, the top probability, and ``correct``, whether the target is top-1
+      (ties against the target, as in ``position_metrics``); ``brier``, the squared
+      distance between the distribution and the target's one-hot vector;
+    - per mass p of ``masses``: ``size_p``, the number of tokens of the top-p nucleus
+      (the shortest prefix of the tokens sorted by probability whose mass reaches p,
+      ``losses.nucleus_mask``), ``covered_p``, whether the target is inside it, and
+      ``floor_p``, the smallest probability inside it.
+    """
+    probs = F.softmax(logits.double(), dim=-1)
+    p_target = probs.gather(1, targets.unsqueeze(1)).squeeze(1)
+    rank = (logits >= logits.gather(1, targets.unsqueeze(1))).sum(dim=1)
+    out = {
+        "confidence": probs.max(dim=1).values,
+        "correct": (rank == 1).double(),
+        "brier": (probs * probs).sum(dim=1) - 2 * p_target + 1,
+    }
+    sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
+    before = sorted_p.cumsum(-1) - sorted_p
+    # the target's place in the same (stable) order the nucleus is cut from
+    place = (order == targets.unsqueeze(1)).double().argmax(dim=1)
+    for mass in masses:
+        size = (before < mass).sum(dim=1)  # the prefix is contiguous: its length
+        out[f"size_{mass}"] = size.double()
+        out[f"covered_{mass}"] = (place < size).double()
+        out[f"floor_{mass}"] = sorted_p.gather(1, (size - 1).unsqueeze(1)).squeeze(1)
+    return out
+
+
+@torch.no_grad()
+def sampling_values(
+    model: GPT,
+    ids: torch.Tensor,
+    masses: Sequence[float] = NUCLEUS_MASSES,
+    device: torch.device | str = "cpu",
+    batch_windows: int = 64,
+) -> pd.DataFrame:
+    """``nucleus_values`` at every position of ``ids`` (1-D, model-vocabulary ids), in the
+    order of ``windows``, with each position's target ``token``."""
+    was_training = model.training
+    model.eval()
+    parts = []
+    for x_all, y_all in windows(ids, model.config.block_size):
+        for start in range(0, len(x_all), batch_windows):
+            x = x_all[start : start + batch_windows].to(device)
+            y = y_all[start : start + batch_windows].to(device).reshape(-1)
+            values = nucleus_values(model(x).reshape(-1, model.vocab_size), y, masses)
+            frame = pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()})
+            frame.insert(0, "token", y.cpu().numpy())
+            parts.append(frame)
+    model.train(was_training)
+    return pd.concat(parts, ignore_index=True)
+
+
 def add_metrics(sums: pd.DataFrame) -> pd.DataFrame:
     """Add the mean metrics (loss, top1, recall5, mrr) to a frame of sums; NaN where count is 0."""
     out = sums.copy()

@@ -179,7 +179,7 @@ def _shown_layout(name: str, value: Any, checked: Parameters) -> float:
 
 
 def _settings(name: str, value: Any, checked: Parameters) -> tuple[str, ...]:
-    """A non-empty list of distinct settings of chapters 07 and 08 ('single', 'bilingual')."""
+    """A non-empty list of distinct settings of chapters 07 to 09 ('single', 'bilingual')."""
     allowed = "a non-empty list of distinct settings among " + ", ".join(field.FIELD_SETTINGS)
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
         raise ParameterError(name, value, allowed)
@@ -243,6 +243,14 @@ NOTEBOOKS: dict[str, dict[str, Validator]] = {
     },
     "07_hns_against_the_field": {"layout": _hns_layout, "settings": _settings},
     "08_subword_scale": {"layout": _hns_layout, "settings": _settings, "sizes": _sizes},
+    "09_sampling": {
+        "layout": _hns_layout,
+        "settings": _settings,
+        "temperature": _positive(),
+        "top_p": _open_unit,
+        "sample_length": _integer(2),
+        "bins": _integer(1),
+    },
 }
 
 

@@ -99,6 +99,9 @@ DECLARED: dict[str, Callable[[Mapping[str, Any]], Grids]] = {
     "06_layout_explorer": _sweep_runs,
     "07_hns_against_the_field": _field_runs,
     "08_subword_scale": _subword_runs,
+    "09_sampling": lambda params: {
+        s: comparison(params, s) for s in params.get("settings", field.FIELD_SETTINGS)
+    },
 }
 PENDING = field.PENDING
 PENDING_STATUS = "after tuning"

@@ -66,6 +66,7 @@ from .layout import (
     layout_metrics_chart,
     toy_gradient_chart,
 )
+from .sampling import nucleus_coverage, reliability_diagram, unseen_bigrams
 from .scenarios import (
     nontarget_share_by_group,
     scenario_curves,
@@ -138,6 +139,9 @@ __all__ = [
     "spec_of_output",
     "to_svg",
     "zipf_curves",
+    "nucleus_coverage",
+    "reliability_diagram",
+    "unseen_bigrams",
     "decile_shares",
     "effect_by_size",
     "probe_by_size",
