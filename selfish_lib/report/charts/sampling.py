@@ -26,7 +26,7 @@ def nucleus_coverage(table: pd.DataFrame, scopes: list[str]) -> alt.FacetChart:
             part["value_lo"], part["value_hi"] = table[f"{column}_lo"], table[f"{column}_hi"]
             parts.append(part.assign(p=mass, quantity=title))
     data = _scope(pd.concat(parts, ignore_index=True))
-    x = alt.X("p:O", title="nucleus mass p")
+    x = alt.X("p:O", title="nucleus mass p", axis=alt.Axis(labelAngle=0))
     color = alt.Color("experiment:N", scale=objective_scale(), title="objective")
     y = alt.Y("value:Q", scale=alt.Scale(zero=False), title=None)
     marks = points_with_intervals(None, x, alt.XOffset("experiment:N"), color, y, "value",
