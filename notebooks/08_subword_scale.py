@@ -124,7 +124,7 @@ study.figure(charts.probe_by_size(scale.probe), "probe")
 #   (one language).
 # - **S3**, per V: HNS raises top-1 on the low-resource language (bilingual).
 # - **S4**: with CE, 2.2's share of the rarest decile's gradient is higher at
-#   the largest V than at the smallest.
+#   the largest V than at the smallest; beside it, the same for the update.
 #
 # Verdicts follow from the 95% interval of A − B over seeds, paired by seed:
 # *supported* above 0, *contradicted* below, *inconclusive* otherwise. They

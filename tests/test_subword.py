@@ -287,5 +287,7 @@ def test_subword_claims_follow_the_intervals_of_hand_made_numbers():
     assert s1["primary"].tolist() == [True, False]
     assert s1["verdict"].tolist() == ["supported", "supported"]
     assert s1["diff"].iloc[1] == pytest.approx(0.4)
+    s4 = subword.subword_claims(with_update, frames[1], frames[2])
+    assert s4[s4["claim"] == "S4"]["primary"].tolist() == [True, False]
     empty = pd.DataFrame()
     assert subword.subword_claims(empty, empty, empty).empty

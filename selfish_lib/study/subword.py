@@ -48,8 +48,9 @@ REFERENCE, TREATMENT = "CE", "HNS"
 RAREST = "rarest decile"  # the scope of the pooled rarest tenth of the vocabulary
 SHARE_THRESHOLD = 0.5  # S1: scenario 2.2 "dominates" a row's gradient above half of it
 SHARES = ("share_nontarget", "update_share_nontarget")
-# S1 as made (the gradient, chapter 02's summed definition), and beside it the same share
-# of this step's part of AdamW's update, which rescales a rare row's small gradients
+# S1 and S4 as made (the gradient, chapter 02's summed definition), and beside them the
+# same share of this step's part of AdamW's update, which rescales a rare row's small
+# gradients
 S1_DEFINITIONS = (
     ("share_nontarget", "gradient, summed over the logged steps", True),
     ("update_share_nontarget", "this step's part of AdamW's update (beside)", False),
@@ -287,7 +288,8 @@ def subword_claims(
     - **S2**: HNS lowers the validation loss of the two rarest deciles (one language);
     - **S3**: HNS raises top-1 on the low-resource language (bilingual);
     - **S4**: 2.2's share of the rarest decile's gradient under CE is higher at the
-      largest V than at the smallest (the tail gets more selfish as V grows).
+      largest V than at the smallest (the tail gets more selfish as V grows), and
+      beside it the same for the update.
 
     A frame that is empty (a setting not run) gives no row for its claims.
     """
@@ -308,14 +310,16 @@ def subword_claims(
                     bounds=RANGES[column], definition=definition, primary=primary,
                 ))  # fmt: skip
         sizes = sorted(rarest["V"].unique())
-        if len(sizes) > 1:
-            big = _series(rarest, "share_nontarget", V=sizes[-1])
-            small = _series(rarest, "share_nontarget", V=sizes[0])
+        for column, definition, primary in S1_DEFINITIONS if len(sizes) > 1 else ():
+            if column not in rarest:
+                continue
+            big = _series(rarest, column, V=sizes[-1])
+            small = _series(rarest, column, V=sizes[0])
             rows.append(claim_row(
                 "S4", f"With CE, 2.2's share of the rarest decile's gradient is higher at "
-                f"V = {sizes[-1]} than at V = {sizes[0]}", SOURCE, "share_nontarget", RAREST,
+                f"V = {sizes[-1]} than at V = {sizes[0]}", SOURCE, column, RAREST,
                 f"V = {sizes[-1]}", big, f"V = {sizes[0]}", small,
-                bounds=RANGES["share_nontarget"], definition="summed over the logged steps",
+                bounds=RANGES[column], definition=definition, primary=primary,
             ))  # fmt: skip
     if len(single):
         tail = single[single["scope"].str.startswith("deciles")]
