@@ -53,7 +53,7 @@ SHARES = ("share_nontarget", "update_share_nontarget")
 # gradients
 S1_DEFINITIONS = (
     ("share_nontarget", "gradient, summed over the logged steps", True),
-    ("update_share_nontarget", "this step's part of AdamW's update (beside)", False),
+    ("update_share_nontarget", "this step's part of AdamW's update", False),
 )
 
 
