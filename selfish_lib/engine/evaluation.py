@@ -115,6 +115,16 @@ def evaluate_split(
     return frame
 
 
+def _position_batches(model: GPT, ids: torch.Tensor, device, batch_windows: int):
+    """(logits (N, V), targets (N,)) of every position of ``ids``, batch by batch, in the
+    order of ``windows``."""
+    for x_all, y_all in windows(ids, model.config.block_size):
+        for start in range(0, len(x_all), batch_windows):
+            x = x_all[start : start + batch_windows].to(device)
+            y = y_all[start : start + batch_windows].to(device).reshape(-1)
+            yield model(x).reshape(-1, model.vocab_size), y
+
+
 @torch.no_grad()
 def position_values(
     model: GPT, ids: torch.Tensor, device: torch.device | str = "cpu", batch_windows: int = 256
@@ -125,22 +135,19 @@ def position_values(
     was_training = model.training
     model.eval()
     parts = []
-    for x_all, y_all in windows(ids, model.config.block_size):
-        for start in range(0, len(x_all), batch_windows):
-            x = x_all[start : start + batch_windows].to(device)
-            y = y_all[start : start + batch_windows].to(device).reshape(-1)
-            m = position_metrics(model(x).reshape(-1, model.vocab_size), y)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "token": y.cpu().numpy(),
-                        "loss": m["loss"].double().cpu().numpy(),
-                        "top1": m["top1"].cpu().numpy(),
-                        "recall5": m["top5"].cpu().numpy(),
-                        "mrr": m["rr"].cpu().numpy(),
-                    }
-                )
+    for logits, y in _position_batches(model, ids, device, batch_windows):
+        m = position_metrics(logits, y)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "token": y.cpu().numpy(),
+                    "loss": m["loss"].double().cpu().numpy(),
+                    "top1": m["top1"].cpu().numpy(),
+                    "recall5": m["top5"].cpu().numpy(),
+                    "mrr": m["rr"].cpu().numpy(),
+                }
             )
+        )
     model.train(was_training)
     return pd.concat(parts, ignore_index=True)
 
@@ -195,14 +202,11 @@ def sampling_values(
     was_training = model.training
     model.eval()
     parts = []
-    for x_all, y_all in windows(ids, model.config.block_size):
-        for start in range(0, len(x_all), batch_windows):
-            x = x_all[start : start + batch_windows].to(device)
-            y = y_all[start : start + batch_windows].to(device).reshape(-1)
-            values = nucleus_values(model(x).reshape(-1, model.vocab_size), y, masses)
-            frame = pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()})
-            frame.insert(0, "token", y.cpu().numpy())
-            parts.append(frame)
+    for logits, y in _position_batches(model, ids, device, batch_windows):
+        values = nucleus_values(logits, y, masses)
+        frame = pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()})
+        frame.insert(0, "token", y.cpu().numpy())
+        parts.append(frame)
     model.train(was_training)
     return pd.concat(parts, ignore_index=True)
 

@@ -46,19 +46,10 @@ def generate_text(
     Ids of the second alphabet decode to their twins' symbols; ``in_alphabet`` tells
     whether the model kept writing in the alphabet it was prompted in.
     """
-    if language not in ("high", "low"):
-        raise ValueError(f"invalid language={language!r}: expected 'high' or 'low'")
-    length = check_int("length", length, 1)
-    low = language == "low"
-    if low and model.vocab_size < 2 * tokenizer.vocab_size:
-        raise ValueError("invalid language='low': the model has a single alphabet")
-    ids = torch.tensor([tokenizer.encode(prompt, low_resource=low)], device=device)
-    generator = torch.Generator(device=device).manual_seed(check_int("seed", seed, 0))
-    out = model.to(device).eval().generate(ids, length, temperature, top_p, generator)
-    new = out[0, ids.shape[1] :].cpu()
-    in_low = new >= tokenizer.vocab_size
-    share = float((in_low if low else ~in_low).double().mean())
-    return Sample(language, tokenizer.decode(new.tolist()), share)
+    streams = generate_streams(
+        model, tokenizer, language, 1, length, temperature, top_p, seed, prompt, device
+    )  # one stream draws what one sample does
+    return Sample(language, streams.texts[0], streams.in_alphabet)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ SIMILAR_LOSS_MARGIN = 0.05  # nats per token
 NOT_WORSE_ACCURACY_MARGIN = 0.005  # absolute top-1 accuracy (half a percentage point)
 
 
-def _series(frame: pd.DataFrame, **where) -> pd.Series:
+def seed_series(frame: pd.DataFrame, **where) -> pd.Series:
     """Per-seed values of the rows matching ``where`` (column=value), indexed by seed."""
     mask = pd.Series(True, index=frame.index)
     value = where.pop("value")
@@ -143,9 +143,9 @@ def build_claims(
                     f"gradient norm ({definition})",
                     f"ranks {group}",
                     "2.2 non-target",
-                    _series(sh, objective="CE", group=group, value=f"nontarget{suffix}"),
+                    seed_series(sh, objective="CE", group=group, value=f"nontarget{suffix}"),
                     "1 input + 2.1 target",
-                    _series(sh, objective="CE", group=group, value=f"own{suffix}"),
+                    seed_series(sh, objective="CE", group=group, value=f"own{suffix}"),
                     bounds=RANGES["norm"],
                     definition=described[definition],
                     primary=primary,
@@ -160,9 +160,9 @@ def build_claims(
             "validation loss",
             "ranks 1-10",
             "HNS",
-            _series(sv, objective="HNS", group="1-10", value="loss"),
+            seed_series(sv, objective="HNS", group="1-10", value="loss"),
             "CE",
-            _series(sv, objective="CE", group="1-10", value="loss"),
+            seed_series(sv, objective="CE", group="1-10", value="loss"),
             bounds=RANGES["loss"],
         )
     )
@@ -174,9 +174,9 @@ def build_claims(
             "validation loss",
             "ranks 41-50",
             "CE",
-            _series(sv, objective="CE", group="41-50", value="loss"),
+            seed_series(sv, objective="CE", group="41-50", value="loss"),
             "HNS",
-            _series(sv, objective="HNS", group="41-50", value="loss"),
+            seed_series(sv, objective="HNS", group="41-50", value="loss"),
             bounds=RANGES["loss"],
         )
     )
@@ -196,9 +196,9 @@ def build_claims(
                 "validation loss",
                 LANGUAGE_NAMES[language],
                 "HNS",
-                _series(bv, experiment="HNS", language=language, value="loss"),
+                seed_series(bv, experiment="HNS", language=language, value="loss"),
                 "CE",
-                _series(bv, experiment="baseline", language=language, value="loss"),
+                seed_series(bv, experiment="baseline", language=language, value="loss"),
                 bounds=RANGES["loss"],
                 definition=definition,
                 primary=primary,
@@ -213,9 +213,9 @@ def build_claims(
             "validation loss",
             "low-resource language",
             "HNS",
-            _series(bv, experiment="HNS", language="low", value="loss"),
+            seed_series(bv, experiment="HNS", language="low", value="loss"),
             "CE",
-            _series(bv, experiment="baseline", language="low", value="loss"),
+            seed_series(bv, experiment="baseline", language="low", value="loss"),
             kind="similar",
             margin=SIMILAR_LOSS_MARGIN,
             bounds=RANGES["loss"],
@@ -231,9 +231,9 @@ def build_claims(
                 name,
                 "low-resource language",
                 "HNS",
-                _series(bv, experiment="HNS", language="low", value=metric),
+                seed_series(bv, experiment="HNS", language="low", value=metric),
                 "CE",
-                _series(bv, experiment="baseline", language="low", value=metric),
+                seed_series(bv, experiment="baseline", language="low", value=metric),
                 bounds=RANGES[metric],
             )
         )
@@ -253,9 +253,9 @@ def build_claims(
                 "top-1 accuracy",
                 "high-resource language",
                 "HNS",
-                _series(bv, experiment="HNS", language="high", value="top1"),
+                seed_series(bv, experiment="HNS", language="high", value="top1"),
                 "CE",
-                _series(bv, experiment="baseline", language="high", value="top1"),
+                seed_series(bv, experiment="baseline", language="high", value="top1"),
                 kind=kind,
                 margin=margin,
                 bounds=RANGES["top1"],

@@ -34,7 +34,7 @@ from ..engine.corpus import Corpus
 from ..engine.evaluation import NUCLEUS_MASSES, sampling_values
 from ..engine.samples import generate_streams
 from ..engine.validation import ParameterError, check_int
-from .claims import NOT_WORSE_ACCURACY_MARGIN, claim_row
+from .claims import NOT_WORSE_ACCURACY_MARGIN, claim_row, seed_series
 from .readings import LANGUAGE_NAMES, Reading, clipping_note, format_interval, interval_of
 from .stats import RANGES, aggregate_seeds
 
@@ -205,13 +205,6 @@ def measure(runs: Mapping, corpus: Corpus, token_info: pd.DataFrame, setting: st
     return Sampling(per_seed, table, diagrams_all, samples_all, floor_rate(corpus, known), lemma)
 
 
-def _series(frame: pd.DataFrame, value: str, **where) -> pd.Series:
-    mask = pd.Series(True, index=frame.index)
-    for column, wanted in where.items():
-        mask &= frame[column] == wanted
-    return frame[mask].set_index("seed")[value]
-
-
 def nucleus_claim(per_seed: pd.DataFrame) -> pd.DataFrame:
     """N1, "HNS's ranking gain survives nucleus sampling": coverage of the top-0.9 nucleus
     on the low-resource language, HNS not lower than CE by more than half a point
@@ -226,8 +219,8 @@ def nucleus_claim(per_seed: pd.DataFrame) -> pd.DataFrame:
         rows.append(claim_row(
             "N1", "HNS's ranking gain survives nucleus sampling: its top-p nucleus holds the "
             "low-resource target no less often than CE's", SOURCE, column, "low",
-            "HNS", _series(low, column, experiment=TREATMENT),
-            "CE", _series(low, column, experiment=REFERENCE), kind="not_worse",
+            "HNS", seed_series(low, value=column, experiment=TREATMENT),
+            "CE", seed_series(low, value=column, experiment=REFERENCE), kind="not_worse",
             margin=NOT_WORSE_ACCURACY_MARGIN, bounds=RANGES["top1"],
             definition=f"coverage at top-p {mass}", primary=mass == CLAIM_MASS,
         ))  # fmt: skip

@@ -35,7 +35,7 @@ from ..engine.runs import stack_runs
 from ..engine.training import TrainConfig
 from ..engine.validation import ParameterError, check_choice, check_int
 from . import bilingual, gradients
-from .claims import claim_row
+from .claims import claim_row, seed_series
 from .frequency import verdict
 from .matrix import as_array
 from .probe import probe_unigram, unigram_target
@@ -268,13 +268,6 @@ def probe_table(per_size: Mapping[int, Mapping], corpora: Mapping[int, Corpus],
     return pd.DataFrame(rows)
 
 
-def _series(frame: pd.DataFrame, value: str, **where) -> pd.Series:
-    mask = pd.Series(True, index=frame.index)
-    for column, wanted in where.items():
-        mask &= frame[column] == wanted
-    return frame[mask].set_index("seed")[value]
-
-
 def subword_claims(
     shares: pd.DataFrame,
     single: pd.DataFrame,
@@ -302,7 +295,7 @@ def subword_claims(
             for column, definition, primary in S1_DEFINITIONS:
                 if column not in rarest:
                     continue
-                share = _series(rarest, column, V=size)
+                share = seed_series(rarest, value=column, V=size)
                 rows.append(claim_row(
                     f"S1 (V={size})", f"With CE, scenario 2.2 is more than half of the rarest "
                     f"decile's gradient at V = {size}", SOURCE, column, RAREST,
@@ -313,8 +306,8 @@ def subword_claims(
         for column, definition, primary in S1_DEFINITIONS if len(sizes) > 1 else ():
             if column not in rarest:
                 continue
-            big = _series(rarest, column, V=sizes[-1])
-            small = _series(rarest, column, V=sizes[0])
+            big = seed_series(rarest, value=column, V=sizes[-1])
+            small = seed_series(rarest, value=column, V=sizes[0])
             rows.append(claim_row(
                 "S4", f"With CE, 2.2's share of the rarest decile's gradient is higher at "
                 f"V = {sizes[-1]} than at V = {sizes[0]}", SOURCE, column, RAREST,
@@ -329,8 +322,8 @@ def subword_claims(
             rows.append(claim_row(
                 f"S2 (V={size})", f"HNS lowers the validation loss of the two rarest deciles "
                 f"at V = {size}", SOURCE, "loss", scope,
-                "CE", _series(part, "loss", experiment=REFERENCE),
-                "HNS", _series(part, "loss", experiment=TREATMENT),
+                "CE", seed_series(part, value="loss", experiment=REFERENCE),
+                "HNS", seed_series(part, value="loss", experiment=TREATMENT),
                 bounds=RANGES["loss"], definition="CE − HNS, nats per token",
             ))  # fmt: skip
     if len(bilingual_metrics):
@@ -340,8 +333,8 @@ def subword_claims(
             rows.append(claim_row(
                 f"S3 (V={size})", f"HNS raises top-1 on the low-resource language at "
                 f"V = {size}", SOURCE, "top1", "low",
-                "HNS", _series(part, "top1", experiment=TREATMENT),
-                "CE", _series(part, "top1", experiment=REFERENCE), bounds=RANGES["top1"],
+                "HNS", seed_series(part, value="top1", experiment=TREATMENT),
+                "CE", seed_series(part, value="top1", experiment=REFERENCE), bounds=RANGES["top1"],
             ))  # fmt: skip
     return pd.DataFrame(rows)
 
