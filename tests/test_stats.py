@@ -232,3 +232,126 @@ def test_geometry_metrics_are_clipped_to_their_own_ranges():
     assert (d.loc["isotropy", "diff_lo"], d.loc["isotropy", "diff_hi"]) == (-1.0, 1.0)
     assert (d.loc["mean_cosine", "diff_lo"], d.loc["mean_cosine", "diff_hi"]) == (-2.0, 2.0)
     assert d.loc["probe_kl", "diff_lo"] < -2.0 and not d.loc["probe_kl", "diff_clipped"]
+
+
+# --- the test behind a verdict, the sign-flip test, the seeds needed, the family ----------------
+
+
+def brute_force_sign_flip(diffs, centre=0.0):
+    """The sign-flip p by enumerating every sign pattern with itertools (independent of the
+    vectorised bit trick): the share of patterns whose |mean| reaches the observed one."""
+    import itertools
+
+    x = [d - centre for d in diffs]
+    observed = abs(sum(x) / len(x))
+    hits = total = 0
+    for signs in itertools.product((1, -1), repeat=len(x)):
+        total += 1
+        hits += abs(sum(s * v for s, v in zip(signs, x, strict=True)) / len(x)) >= observed - 1e-12
+    return hits / total
+
+
+@pytest.mark.parametrize(
+    "diffs",
+    [
+        [0.3, 0.1, 0.25, 0.4, 0.05, 0.2],  # all positive: the smallest p, 2 / 2^6
+        [0.3, -0.1, 0.25, 0.4, -0.05, 0.2],
+        [0.01, -0.02, 0.03, -0.04, 0.05, -0.06],
+        [1.0, 2.0, -3.0, 0.5, 0.5, -1.0],
+    ],
+)
+def test_sign_flip_p_equals_brute_force_enumeration(diffs):
+    from selfish_lib.study.stats import sign_flip_p
+
+    assert sign_flip_p(diffs) == pytest.approx(brute_force_sign_flip(diffs))
+    # not_worse is the same test centred at -margin
+    assert sign_flip_p(diffs, "not_worse", 0.1) == pytest.approx(
+        brute_force_sign_flip(diffs, centre=-0.1)
+    )
+
+
+def test_sign_flip_floor_is_two_over_two_to_the_n():
+    from selfish_lib.study.stats import sign_flip_p
+
+    assert sign_flip_p([0.1, 0.2, 0.3, 0.4, 0.5]) == pytest.approx(2 / 2**5)  # 0.0625
+    assert sign_flip_p([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) == pytest.approx(2 / 2**6)  # 0.031
+    assert math.isnan(sign_flip_p([0.1]))
+    with pytest.raises(ValueError, match="diffs"):
+        sign_flip_p(np.ones(21))
+
+
+def test_similarity_uses_two_one_sided_tests():
+    from selfish_lib.study.stats import sign_flip_p, verdict_p
+
+    inside = [0.01, 0.02, 0.0, 0.01, 0.015, 0.012]  # well within +-0.05
+    assert verdict_p(inside, "similar", 0.05) < 0.05
+    assert sign_flip_p(inside, "similar", 0.05) == pytest.approx(2 / 2**6)
+    straddling = [0.03, 0.07, 0.04, 0.06, 0.05, 0.02]  # the mean sits near the margin
+    assert verdict_p(straddling, "similar", 0.05) > 0.05
+
+
+@pytest.mark.parametrize("kind, margin", [("greater", 0.0), ("not_worse", 0.05),
+                                          ("similar", 0.05)])  # fmt: skip
+def test_verdict_p_below_005_exactly_when_the_interval_decides(kind, margin):
+    """p < 0.05 and a decided verdict go together: the p is the interval's own test."""
+    from selfish_lib.study.stats import claim_verdict, verdict_p
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(3, 8))
+        diffs = rng.normal(rng.normal(0, 0.06), rng.uniform(0.005, 0.08), size=n)
+        _, lo, hi, _ = mean_ci(diffs)
+        decided = claim_verdict(lo, hi, kind, margin, n_seeds=n) != "inconclusive"
+        p = verdict_p(diffs, kind, margin)
+        if abs(p - 0.05) > 1e-9:
+            assert decided == (p < 0.05), (diffs, kind)
+
+
+def test_zero_spread_and_too_few_seeds_decide_nothing():
+    from selfish_lib.study.stats import claim_verdict
+
+    _, lo, hi, n = mean_ci([0.01, 0.01])  # identical differences: a zero-width interval
+    assert (lo, hi) == (0.01, 0.01)
+    assert claim_verdict(lo, hi, "greater", n_seeds=n) == "inconclusive"
+    assert claim_verdict(lo, hi, "greater") == "inconclusive"  # without n too
+    _, lo, hi, n = mean_ci([0.010, 0.011])  # two seeds, an interval above 0
+    assert lo > 0 and claim_verdict(lo, hi, "greater") == "supported"  # the interval alone
+    assert claim_verdict(lo, hi, "greater", n_seeds=n) == "inconclusive"  # but two seeds
+    _, lo, hi, n = mean_ci([0.010, 0.011, 0.012])
+    assert claim_verdict(lo, hi, "greater", n_seeds=n) == "supported"
+
+
+def test_seeds_needed_is_the_smallest_n_of_the_power_rule():
+    """Checked against the rule written out independently, and against its normal
+    approximation (the t quantiles only add seeds)."""
+    from scipy import stats as st
+
+    from selfish_lib.study.stats import seeds_needed
+
+    diffs = [0.02, -0.01, 0.04, 0.0]  # mean 0.0125, sd 0.0222
+    mean, sd = np.mean(diffs), np.std(diffs, ddof=1)
+    n = seeds_needed(diffs)
+
+    def clears(k):
+        return (st.t.ppf(0.975, k - 1) + st.t.ppf(0.8, k - 1)) * sd / math.sqrt(k) <= mean
+
+    assert clears(n) and not clears(n - 1)
+    normal = ((st.norm.ppf(0.975) + st.norm.ppf(0.8)) * sd / mean) ** 2
+    assert normal <= n <= normal + 4
+    assert math.isnan(seeds_needed([0.01, 0.01]))  # no spread: no rule
+    assert math.isinf(seeds_needed([0.01, -0.01]))  # the mean on the boundary
+    # similar: the distance to the nearer end of the margin
+    assert seeds_needed([0.0, 0.02, -0.02], "similar", 0.05) < seeds_needed(
+        [0.03, 0.05, 0.01], "similar", 0.05
+    )
+
+
+def test_holm_adjusted_p_rejects_where_holm_does():
+    from selfish_lib.study.stats import holm, holm_adjusted
+
+    p = [0.01, 0.04, 0.03, 0.005, math.nan]
+    adjusted = holm_adjusted(p)
+    # by hand: sorted 0.005, 0.01, 0.03, 0.04 with m = 4 -> 0.02, 0.03, 0.06, 0.06
+    assert adjusted[:4].tolist() == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert math.isnan(adjusted[4])
+    assert ((adjusted <= 0.05) == holm(p, 0.05)).all()

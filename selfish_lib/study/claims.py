@@ -7,6 +7,15 @@ the margins of the 'similar' and 'not worse' claims). Intervals are clipped to t
 range of the claim's quantity (``stats.RANGES``; a difference to ``stats.difference_range``
 of it) and ``intervals_clipped`` says where.
 
+The study's questions are decided by one pre-registered family, ``PRIMARY_CONTRASTS``: a
+row belongs to it when its claim id is listed there and it is the claim's main row
+(``primary``); everything else is exploratory and says so. Each row carries the p-value of
+the t test behind its interval (``stats.verdict_p``), the exact paired sign-flip test beside
+it (``stats.sign_flip_p``) and, when inconclusive, the seeds that would decide it
+(``stats.seeds_needed``). Holm's correction runs over the whole family as it stands in
+``claims.json`` (every chapter's rows), each time a chapter writes its rows: ``p_holm`` and
+``verdict_holm`` (a primary row's verdict after the correction).
+
 In a profile that only checks the pipeline (``readings.pipeline_check_only``: the smoke
 profile), the verdicts are computed all the same; ``save_claims`` marks every row of
 ``claims.json`` with the profile and ``pipeline_check_only``.
@@ -15,12 +24,16 @@ profile), the verdicts are computed all the same; ``save_claims`` marks every ro
 from __future__ import annotations
 
 import json
+import math
 import os
+from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 
 import pandas as pd
 
 from ..engine.files import write_atomic
+from ..engine.validation import ParameterError
 from .readings import (
     CLIPPED_NOTE,
     LANGUAGE_NAMES,
@@ -31,11 +44,79 @@ from .readings import (
     interval_of,
     pipeline_check_only,
 )
-from .stats import RANGES, UNBOUNDED, claim_verdict, clip_interval, difference_range, mean_ci
+from .stats import (
+    RANGES,
+    UNBOUNDED,
+    claim_verdict,
+    clip_interval,
+    difference_range,
+    holm_adjusted,
+    mean_ci,
+    seeds_needed,
+    sign_flip_p,
+    verdict_p,
+)
 
 # Equivalence margins, stated with every claim that uses one.
 SIMILAR_LOSS_MARGIN = 0.05  # nats per token
 NOT_WORSE_ACCURACY_MARGIN = 0.005  # absolute top-1 accuracy (half a percentage point)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One pre-registered primary contrast: the claim id its rows carry, the chapter that
+    computes it, what is compared (A - B, oriented as the claim states it), on which metric
+    and scope, the test and its margin."""
+
+    claim: str
+    source: str
+    question: str
+    metric: str
+    scope: str
+    a: str
+    b: str
+    test: str = "greater"
+    margin: float = 0.0
+
+
+# The family Holm's correction runs over. A chapter's rows of one of these claims (its main
+# rows, ``primary=True``) are primary; every other row of claims.json is exploratory.
+PRIMARY_CONTRASTS: tuple[Contrast, ...] = (
+    Contrast("C1", "02_gradient_scenarios", "does scenario 2.2 dominate the rarest rows' "
+             "gradient?", "gradient norm (summed)", "ranks 51-60, ranks 61-65 (one row each)",
+             "2.2 non-target", "1 input + 2.1 target"),
+    Contrast("C2", "03_hns_training", "what does HNS cost the frequent tokens?",
+             "validation loss", "ranks 1-10", "HNS", "CE"),
+    Contrast("C3", "03_hns_training", "does HNS help the rare tokens of one "
+             "language?", "validation loss", "ranks 41-50", "CE", "HNS"),
+    Contrast("C4", "04_bilingual_simulation", "what does HNS cost overall?",
+             "validation loss", "the 98/2 mixture", "HNS", "CE"),
+    Contrast("C6", "04_bilingual_simulation", "does HNS help a low-resource language?",
+             "top-1 accuracy", "low-resource language", "HNS", "CE"),
+    Contrast("F1", "07_hns_against_the_field", "does HNS beat each published remedy, each "
+             "tuned alike?", "top-1 accuracy", "low-resource language (one row per peer)",
+             "HNS tuned", "peer tuned"),
+    Contrast("F2", "07_hns_against_the_field", "is it the output rows' gradient that does "
+             "the work?", "top-1 accuracy", "low-resource language", "HNS-rows' gain",
+             "half of HNS's gain"),
+    Contrast("F3", "07_hns_against_the_field", "does untying alone give what HNS gives?",
+             "top-1 accuracy", "low-resource language", "CE untied - CE", "HNS - CE"),
+    Contrast("S3", "08_subword_scale", "does the low-resource gain hold with subwords?",
+             "top-1 accuracy", "low-resource language (one row per V)", "HNS", "CE"),
+    Contrast("N1", "09_sampling", "does the gain reach what a nucleus sampler emits?",
+             "P(top-p sample = target)", "low-resource language", "HNS", "CE"),
+    Contrast("N2", "09_sampling", "after temperature scaling, is HNS as well calibrated as "
+             "CE?", "ECE at the fitted temperature", "low-resource language", "HNS", "CE"),
+)  # fmt: skip
+PRIMARY_IDS = frozenset(c.claim for c in PRIMARY_CONTRASTS)
+FAMILY_ALPHA = 0.05
+
+
+def primary_contrasts() -> pd.DataFrame:
+    """``PRIMARY_CONTRASTS`` as a table, one row per contrast, for display."""
+    return pd.DataFrame([vars(c) for c in PRIMARY_CONTRASTS]).rename(
+        columns={"a": "A", "b": "B", "question": "question it decides"}
+    )
 
 
 def seed_series(frame: pd.DataFrame, **where) -> pd.Series:
@@ -69,13 +150,19 @@ def claim_row(
     to ``difference_range(bounds)``, and ``intervals_clipped`` says whether any was.
     ``definition`` says how the compared quantity is measured; ``primary`` is False for a
     row that reports the same claim under another definition or test, beside it."""
+    if not str(definition).strip():
+        raise ParameterError(
+            "definition", definition, f"a sentence saying how claim {claim}'s quantity is measured"
+        )
     a_mean, a_lo, a_hi, _ = mean_ci(a.to_numpy(dtype=float))
     b_mean, b_lo, b_hi, _ = mean_ci(b.to_numpy(dtype=float))
     paired = pd.concat({"a": a, "b": b}, axis=1, join="inner").dropna()
-    d_mean, d_lo, d_hi, n = mean_ci((paired["a"] - paired["b"]).to_numpy())
+    diffs = (paired["a"] - paired["b"]).to_numpy()
+    d_mean, d_lo, d_hi, n = mean_ci(diffs)
     a_lo, a_hi, a_clipped = clip_interval(a_lo, a_hi, *bounds)
     b_lo, b_hi, b_clipped = clip_interval(b_lo, b_hi, *bounds)
     d_lo, d_hi, d_clipped = clip_interval(d_lo, d_hi, *difference_range(bounds))
+    verdict = claim_verdict(d_lo, d_hi, kind, margin, n_seeds=n)
     return {
         "claim": claim,
         "statement": statement,
@@ -94,11 +181,18 @@ def claim_row(
         "diff_lo": d_lo,
         "diff_hi": d_hi,
         "n_seeds": n,
+        "seeds": [int(seed) if isinstance(seed, Integral) else seed for seed in paired.index],
         "definition": definition,
         "primary": primary,
+        "family": "primary" if primary and claim in PRIMARY_IDS else "exploratory",
         "test": kind,
         "margin": margin,
-        "verdict": claim_verdict(d_lo, d_hi, kind, margin),
+        "p_value": verdict_p(diffs, kind, margin),
+        "p_signflip": sign_flip_p(diffs, kind, margin),
+        "verdict": verdict,
+        "seeds_needed": (
+            seeds_needed(diffs, kind, margin) if verdict == "inconclusive" else math.nan
+        ),
         "intervals_clipped": a_clipped or b_clipped or d_clipped,
     }
 
@@ -164,6 +258,7 @@ def build_claims(
             "CE",
             seed_series(sv, objective="CE", group="1-10", value="loss"),
             bounds=RANGES["loss"],
+            definition=DEFINITIONS["C2"],
         )
     )
     rows.append(
@@ -178,6 +273,7 @@ def build_claims(
             "HNS",
             seed_series(sv, objective="HNS", group="41-50", value="loss"),
             bounds=RANGES["loss"],
+            definition=DEFINITIONS["C3"],
         )
     )
     bv = bilingual_validation
@@ -219,6 +315,7 @@ def build_claims(
             kind="similar",
             margin=SIMILAR_LOSS_MARGIN,
             bounds=RANGES["loss"],
+            definition=DEFINITIONS["C5"],
         )
     )
     for metric in ("top1", "recall5", "mrr"):
@@ -235,6 +332,9 @@ def build_claims(
                 "CE",
                 seed_series(bv, experiment="baseline", language="low", value=metric),
                 bounds=RANGES[metric],
+                definition=DEFINITIONS["C6"]
+                + ("" if metric == "top1" else "; reported beside top-1, the claim's metric"),
+                primary=metric == "top1",
             )
         )
     c7 = [
@@ -265,15 +365,10 @@ def build_claims(
                 primary=primary,
             )
         )
-    table = pd.DataFrame(rows)
-    for claim, definition in DEFINITIONS.items():
-        table.loc[(table["claim"] == claim) & (table["definition"] == ""), "definition"] = (
-            definition
-        )
-    return table
+    return pd.DataFrame(rows)
 
 
-# How the quantities of the claims without a second definition are measured.
+# How the quantities of the claims with one definition are measured.
 DEFINITIONS = {
     "C2": "final whole-split validation loss over every position whose target is in the "
     "group (a ratio of sums: positions weigh equally)",
@@ -308,17 +403,43 @@ def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "claim": claims["claim"],
+            "family": claims.get("family", "exploratory"),
             "statement": claims["statement"],
             "metric": claims["metric"],
             "scope": claims["scope"],
             "A": claims["A"] + ": " + cells("A", ("_mean", "_lo", "_hi")),
             "B": claims["B"] + ": " + cells("B", ("_mean", "_lo", "_hi")),
             "A − B": cells("diff", ("", "_lo", "_hi"), sign="+"),
+            "test": [_test_text(r) for r in records],
             "seeds": claims["n_seeds"],
+            "p (t)": [_p_text(r.get("p_value")) for r in records],
+            "p (sign-flip)": [_p_text(r.get("p_signflip")) for r in records],
             "verdict": claims["verdict"],
+            "seeds needed": [_needed_text(r) for r in records],
         }
     )
+    if "verdict_holm" in claims:
+        out.insert(out.columns.get_loc("verdict") + 1, "after Holm", claims["verdict_holm"])
     return out
+
+
+def _test_text(record: dict) -> str:
+    margin = record.get("margin") or 0.0
+    return record["test"] if record["test"] == "greater" else f"{record['test']} ±{margin:g}"
+
+
+def _p_text(p) -> str:
+    return "n/a" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{p:.3g}"
+
+
+def _needed_text(record: dict) -> str:
+    """The seeds an inconclusive row would need ('' for a decided one)."""
+    if record["verdict"] != "inconclusive":
+        return ""
+    needed = record.get("seeds_needed")
+    if needed is None or (isinstance(needed, float) and math.isnan(needed)):
+        return "n/a (no spread)"
+    return "more than 10,000" if math.isinf(needed) else str(int(needed))
 
 
 def styled(claims: pd.DataFrame):
@@ -359,7 +480,8 @@ def save_claims(
 def merged_claims(path: str | os.PathLike, records: list[dict]) -> list[dict]:
     """The rows of the claims file ``path`` (if any) whose ``source`` is not among those of
     ``records``, then ``records``: one chapter's claims replace its own, not the others'.
-    An unreadable file is replaced, not merged."""
+    An unreadable file is replaced, not merged. Holm's correction then runs again over the
+    primary family of the merged rows (``family_correction``)."""
     path = Path(path)
     sources = {record.get("source") for record in records}
     kept = []
@@ -370,4 +492,34 @@ def merged_claims(path: str | os.PathLike, records: list[dict]) -> list[dict]:
             previous = []
         if isinstance(previous, list):
             kept = [r for r in previous if isinstance(r, dict) and r.get("source") not in sources]
-    return kept + records
+    return family_correction(kept + records)
+
+
+def family_correction(records: list[dict], alpha: float = FAMILY_ALPHA) -> list[dict]:
+    """``records`` (claims rows) with Holm's correction over the primary family: every row
+    whose ``family`` is 'primary' gets ``p_holm`` (its Holm-adjusted ``p_value`` among them)
+    and ``verdict_holm``, its verdict if the adjusted p is at most ``alpha`` and
+    'inconclusive' otherwise; exploratory rows get no adjusted p and keep their verdict,
+    with ``family_size`` (the number of primary rows corrected together) on every row."""
+    primary = [i for i, r in enumerate(records) if r.get("family") == "primary"]
+    adjusted = holm_adjusted([_as_p(records[i].get("p_value")) for i in primary])
+    out = [{**r, "p_holm": None, "verdict_holm": r.get("verdict")} for r in records]
+    for i, p in zip(primary, adjusted, strict=True):
+        decided = not math.isnan(p) and p <= alpha
+        out[i]["p_holm"] = None if math.isnan(p) else float(p)
+        out[i]["verdict_holm"] = out[i].get("verdict") if decided else "inconclusive"
+    for r in out:
+        r["family_size"] = len(primary)
+    return out
+
+
+def _as_p(value) -> float:
+    return math.nan if value is None else float(value)
+
+
+def family_table(records: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """The primary family as it stands (rows of claims.json, or a claims table), corrected:
+    one line per primary row with its test, seeds, p-values, verdicts and seeds needed."""
+    rows = records.to_dict("records") if isinstance(records, pd.DataFrame) else list(records)
+    rows = family_correction([r for r in rows if r.get("family") == "primary"])
+    return readable_claims(pd.DataFrame(rows)) if rows else pd.DataFrame()

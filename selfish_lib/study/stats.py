@@ -269,8 +269,17 @@ def compare(diff_lo: float, diff_hi: float) -> str:
 CLAIM_KINDS = ("greater", "similar", "not_worse")
 
 
+# Below this many paired seeds a verdict is 'inconclusive' whatever the interval says: a t
+# interval on two seeds has one degree of freedom and its spread estimate is one number.
+MIN_DECIDING_SEEDS = 3
+
+
 def claim_verdict(
-    diff_lo: float, diff_hi: float, kind: str = "greater", margin: float = 0.0
+    diff_lo: float,
+    diff_hi: float,
+    kind: str = "greater",
+    margin: float = 0.0,
+    n_seeds: int | None = None,
 ) -> str:
     """'supported', 'contradicted' or 'inconclusive', from the 95% interval of a difference.
 
@@ -283,12 +292,17 @@ def claim_verdict(
     - not_worse: supported if the interval lies above -margin; contradicted if it lies
                  below -margin.
 
-    Anything else, and a missing interval (fewer than two seeds), is inconclusive.
+    Anything else, and a missing interval (fewer than two seeds), is inconclusive. With
+    ``n_seeds`` given, fewer than ``MIN_DECIDING_SEEDS`` paired seeds decide nothing either;
+    nor does a zero-width interval (identical per-seed differences: no spread, no evidence
+    about the spread, whatever the mean).
     """
     if kind not in CLAIM_KINDS:
         raise ValueError(f"invalid kind={kind!r}: expected one of {', '.join(CLAIM_KINDS)}")
     margin = check_float("margin", margin, 0.0)
-    if math.isnan(diff_lo) or math.isnan(diff_hi):
+    if math.isnan(diff_lo) or math.isnan(diff_hi) or diff_lo == diff_hi:
+        return "inconclusive"
+    if n_seeds is not None and n_seeds < MIN_DECIDING_SEEDS:
         return "inconclusive"
     if kind == "greater":
         if diff_lo > 0:
@@ -301,3 +315,160 @@ def claim_verdict(
     if diff_lo >= -margin:
         return "supported"
     return "contradicted" if diff_hi < -margin else "inconclusive"
+
+
+# --- the test behind a verdict, its exact permutation twin, and the seeds a contrast needs ------
+
+
+def _check_kind(kind: str, margin: float) -> float:
+    if kind not in CLAIM_KINDS:
+        raise ParameterError("kind", kind, f"one of {', '.join(CLAIM_KINDS)}")
+    return check_float("margin", margin, 0.0)
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray(values, dtype=float)
+    return x[~np.isnan(x)]
+
+
+def decision_boundary(mean: float, kind: str, margin: float) -> float:
+    """The value the interval of a difference must clear for ``kind`` to be decided, given the
+    observed ``mean``: 0 for 'greater'; -margin for 'not_worse'; for 'similar', the nearer
+    end of [-margin, margin] (the interval must fall inside both ends to support it, which
+    is two one-sided tests, and outside the nearer one to contradict it)."""
+    margin = _check_kind(kind, margin)
+    if kind == "greater":
+        return 0.0
+    if kind == "not_worse":
+        return -margin
+    return margin if mean >= 0 else -margin
+
+
+def verdict_p(diffs: Sequence[float], kind: str = "greater", margin: float = 0.0) -> float:
+    """The two-sided p-value of the t test behind ``claim_verdict``'s 95% interval, so that
+    p < 0.05 exactly when the interval decides the claim (either way).
+
+    - greater, not_worse: the t test of mean = boundary (0, or -margin);
+    - similar, |mean| < margin: two one-sided tests (TOST) against -margin and +margin, p =
+      twice the larger one-sided p (the interval lies inside both ends);
+    - similar, |mean| >= margin: the t test of mean = the nearer end.
+
+    NaN with fewer than two values; with no spread, 0 away from the boundary and 1 on it.
+    """
+    margin = _check_kind(kind, margin)
+    x = _finite(diffs)
+    if len(x) < 2:
+        return math.nan
+    mean = float(x.mean())
+    if kind == "similar" and abs(mean) < margin:
+        sd = float(x.std(ddof=1))
+        if sd == 0.0:
+            return 0.0
+        se = sd / math.sqrt(len(x))
+        above = st.t.sf((mean + margin) / se, df=len(x) - 1)  # H0: mean <= -margin
+        below = st.t.cdf((mean - margin) / se, df=len(x) - 1)  # H0: mean >= +margin
+        return float(min(1.0, 2 * max(above, below)))
+    return t_test_p(x - decision_boundary(mean, kind, margin))
+
+
+# Beyond this many paired values the sign patterns (2^n) are too many to enumerate.
+MAX_EXACT_SIGN_FLIPS = 20
+
+
+def sign_flip_p(diffs: Sequence[float], kind: str = "greater", margin: float = 0.0) -> float:
+    """The exact paired sign-flip permutation test beside ``verdict_p``, on the per-seed
+    differences: under the null each centred difference is as likely negative as positive,
+    so the observed mean is compared with the means of all 2^n sign patterns.
+
+    Centred at the same boundary as ``verdict_p`` (and, for 'similar' inside the margin,
+    the same two one-sided tests, p = twice the larger one-sided p). Two-sided: the share of
+    patterns whose |mean| reaches the observed one (the observed pattern counts), so the
+    smallest p is 2 / 2^n: 0.0625 with five seeds, 0.031 with six. NaN with fewer than two
+    values; more than ``MAX_EXACT_SIGN_FLIPS`` values are refused.
+    """
+    margin = _check_kind(kind, margin)
+    x = _finite(diffs)
+    n = len(x)
+    if n < 2:
+        return math.nan
+    if n > MAX_EXACT_SIGN_FLIPS:
+        raise ParameterError(
+            "diffs", f"{n} values", f"at most {MAX_EXACT_SIGN_FLIPS} (2^n patterns)"
+        )
+    signs = 1 - 2 * ((np.arange(2**n)[:, None] >> np.arange(n)) & 1)  # every +-1 pattern
+
+    def share(centred: np.ndarray, side: str) -> float:
+        """The share of sign patterns whose mean reaches the observed one: 'upper' (as
+        large), 'lower' (as small) or 'both' (as large in absolute value)."""
+        means, observed = signs @ centred / n, centred.mean()
+        tol = 1e-12 * max(1.0, float(np.abs(centred).max()))  # the observed pattern counts
+        if side == "upper":
+            return float((means >= observed - tol).mean())
+        if side == "lower":
+            return float((means <= observed + tol).mean())
+        return float((np.abs(means) >= abs(observed) - tol).mean())
+
+    mean = float(x.mean())
+    if kind == "similar" and abs(mean) < margin:
+        return min(1.0, 2 * max(share(x + margin, "upper"), share(x - margin, "lower")))
+    return share(x - decision_boundary(mean, kind, margin), "both")
+
+
+POWER = 0.8  # the seeds-needed rule plans for this chance of deciding a contrast
+MAX_SEEDS_NEEDED = 10_000
+
+
+def seeds_needed(
+    diffs: Sequence[float],
+    kind: str = "greater",
+    margin: float = 0.0,
+    confidence: float = 0.95,
+    power: float = POWER,
+) -> float:
+    """How many paired seeds would decide a contrast if its observed mean and paired standard
+    deviation held: the smallest n >= ``MIN_DECIDING_SEEDS`` with
+
+        (t_{(1 + confidence)/2, n-1} + t_{power, n-1}) * sd / sqrt(n) <= gap,
+
+    where gap is the distance of the mean from the boundary the interval must clear
+    (``decision_boundary``; inside a 'similar' margin, from the nearer end). This is the
+    usual normal-approximation sample size for a paired t test with Student quantiles: at n
+    seeds the interval clears the boundary with about ``power`` probability. NaN with fewer
+    than two values or no spread; inf when the mean sits on the boundary or n would exceed
+    ``MAX_SEEDS_NEEDED``.
+    """
+    margin = _check_kind(kind, margin)
+    confidence = check_float("confidence", confidence, 0.0, 1.0, min_inclusive=False)
+    power = check_float("power", power, 0.5, 0.999)
+    x = _finite(diffs)
+    if len(x) < 2:
+        return math.nan
+    sd = float(x.std(ddof=1))
+    if sd == 0.0:
+        return math.nan
+    mean = float(x.mean())
+    if kind == "similar" and abs(mean) < margin:
+        gap = margin - abs(mean)
+    else:
+        gap = abs(mean - decision_boundary(mean, kind, margin))
+    if gap == 0.0:
+        return math.inf
+    n = np.arange(MIN_DECIDING_SEEDS, MAX_SEEDS_NEEDED + 1)
+    need = (st.t.ppf(0.5 + confidence / 2, n - 1) + st.t.ppf(power, n - 1)) * sd / np.sqrt(n)
+    enough = np.flatnonzero(need <= gap)
+    return float(n[enough[0]]) if len(enough) else math.inf
+
+
+def holm_adjusted(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values: sorted ascending, p_(k) * (m - k + 1), made
+    non-decreasing and capped at 1. ``holm(p, alpha)`` rejects exactly where the adjusted
+    p is <= alpha. NaN stays NaN and does not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(len(p), math.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    running = 0.0
+    for k, index in enumerate(tested[np.argsort(p[tested], kind="stable")]):
+        running = max(running, min(1.0, (m - k) * p[index]))
+        out[index] = running
+    return out
