@@ -146,6 +146,14 @@ Markdown(as_markdown(samples, lambda key: f"{key[0]}, {key[1]}-resource alphabet
 # C7's "slightly better" (a 'greater' test) beside the weaker "not worse by
 # more than 0.005". `claims.json` carries each row's definition, test and
 # figures, and whether it is the claim as made (`primary`).
+#
+# Fewer than three paired seeds, or per-seed differences with no spread,
+# decide nothing: such a row is *inconclusive* whatever its interval. Beside
+# each interval stand the p-value of its own t test and an exact paired
+# sign-flip test (every one of the 2^n sign patterns of the per-seed
+# differences; its smallest p is 2/2^n, 0.031 with six seeds), and, for an
+# inconclusive row, the seeds that would decide it if its mean and spread
+# held (80% power).
 
 # %%
 single = study.planned_runs("single", show=False)
@@ -155,6 +163,24 @@ validation = frequency.group_validation(single, single_info)
 table_of_claims = claims.build_claims(shares, validation, per_seed)
 claims.save_claims(table_of_claims, study.report_dir, profile=study.profile.name)
 claims.styled(table_of_claims)
+
+# %% [markdown]
+# ## One family of primary contrasts
+#
+# The study's questions are decided by one family of contrasts fixed before
+# any run is read, across all chapters. Every other row of `claims.json` is
+# exploratory. Holm's correction runs over the whole family as it stands in
+# `claims.json`: each chapter that writes its rows corrects the family again,
+# so the last chapter's write holds the verdicts of the complete study.
+
+# %%
+claims.primary_contrasts()
+
+# %% [markdown]
+# The family as it stands after this chapter's rows, with Holm's verdicts:
+
+# %%
+claims.family_table(claims.load_claims(study.report_dir, table_of_claims))
 
 # %% [markdown]
 # ## What the numbers say

@@ -305,3 +305,16 @@ def test_the_readable_table_shows_test_seeds_and_seeds_needed():
     assert (decided["seeds needed"] == "").all()
     family = claims.family_table(table)
     assert len(family) == (table["family"] == "primary").sum() and "after Holm" in family
+
+
+def test_load_claims_reads_the_report_or_falls_back(tmp_path):
+    table = claims.build_claims(
+        scenario_rows(), single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01)
+    )
+    alone = claims.load_claims(None, table)
+    assert len(alone) == len(table) and "verdict_holm" in alone[0]
+    claims.save_claims(table, tmp_path)
+    (tmp_path / "other.json").write_text("[]")
+    stored = claims.load_claims(tmp_path)
+    assert [r["claim"] for r in stored] == table["claim"].tolist()
+    assert stored[0]["family_size"] == (table["family"] == "primary").sum()

@@ -23,6 +23,7 @@ from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile
 from ..engine.runs import stack_runs
 from ..engine.validation import check_float
+from .claims import evidence_note
 from .frequency import verdict
 from .readings import (
     LANGUAGE_NAMES,
@@ -214,6 +215,7 @@ def reading(
             f"- {row['claim']} ({where}{row['scope']}, {row['metric']}"
             + (f", test {row['test']}" if row.get("test") else "")
             + f"): **{row['verdict']}**"
+            + evidence_note(row)
         )
     text = "\n".join(
         [

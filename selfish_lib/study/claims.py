@@ -423,6 +423,17 @@ def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     return out
 
 
+def evidence_note(record: dict) -> str:
+    """What a verdict rests on, as a clause for a reading: the family, the seeds, both
+    p-values and, for an inconclusive row, the seeds that would decide it."""
+    parts = [record.get("family", "exploratory"), f"{record['n_seeds']} seeds",
+             f"t p = {_p_text(record.get('p_value'))}",
+             f"sign-flip p = {_p_text(record.get('p_signflip'))}"]  # fmt: skip
+    if record["verdict"] == "inconclusive" and record.get("n_seeds", 0) >= 2:
+        parts.append(f"seeds that would decide it: {_needed_text(record)}")
+    return " (" + "; ".join(parts) + ")"
+
+
 def _test_text(record: dict) -> str:
     margin = record.get("margin") or 0.0
     return record["test"] if record["test"] == "greater" else f"{record['test']} ±{margin:g}"
@@ -493,6 +504,23 @@ def merged_claims(path: str | os.PathLike, records: list[dict]) -> list[dict]:
         if isinstance(previous, list):
             kept = [r for r in previous if isinstance(r, dict) and r.get("source") not in sources]
     return family_correction(kept + records)
+
+
+def load_claims(
+    report_dir: str | os.PathLike | None, fallback: pd.DataFrame | None = None
+) -> list[dict]:
+    """The rows of ``report_dir``'s claims.json (every chapter's, corrected as a family); the
+    rows of ``fallback`` when there is no report folder or file (a notebook run alone)."""
+    path = None if report_dir is None else Path(report_dir) / "claims.json"
+    if path is not None and path.exists():
+        try:
+            rows = json.loads(path.read_text())
+        except (OSError, ValueError):
+            rows = None
+        if isinstance(rows, list):
+            return family_correction([r for r in rows if isinstance(r, dict)])
+    records = [] if fallback is None else json.loads(fallback.to_json(orient="records"))
+    return family_correction(records)
 
 
 def family_correction(records: list[dict], alpha: float = FAMILY_ALPHA) -> list[dict]:
