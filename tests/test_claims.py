@@ -318,3 +318,21 @@ def test_load_claims_reads_the_report_or_falls_back(tmp_path):
     stored = claims.load_claims(tmp_path)
     assert [r["claim"] for r in stored] == table["claim"].tolist()
     assert stored[0]["family_size"] == (table["family"] == "primary").sum()
+
+
+def test_the_claims_command_prints_the_corrected_family(tmp_path, capsys):
+    from selfish_lib.report.cli import main
+
+    assert main(["claims", "--profile", "smoke", "--reports-dir", str(tmp_path)]) == 1
+    assert "no claims in" in capsys.readouterr().err
+    table = claims.build_claims(
+        scenario_rows(), single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01)
+    )
+    claims.save_claims(table, tmp_path / "smoke", profile="smoke")
+    assert main(["claims", "--profile", "smoke", "--reports-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    primary = int((table["family"] == "primary").sum())
+    assert f"{primary} primary contrasts" in out and "after Holm" in out
+    assert "C5" not in out  # exploratory rows only with --all
+    assert main(["claims", "--profile", "smoke", "--reports-dir", str(tmp_path), "--all"]) == 0
+    assert "C5" in capsys.readouterr().out

@@ -7,6 +7,7 @@ verify the runs of the store.
     selfish train --profile smoke --setting single --layout 2 --seed 0
     selfish runs
     selfish verify
+    selfish claims --profile smoke
 
 A bad parameter, or a path that cannot be used (a file where a folder should be, a
 read-only folder, a full disk), prints one line to stderr naming it and exits with
@@ -24,6 +25,9 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
 
 from ..engine.corpus import load_corpus, subword_size
 from ..engine.distributed import RayRunError
@@ -33,6 +37,7 @@ from ..engine.profiles import PROFILE_NAMES, SETTINGS, get_profile
 from ..engine.runs import get_or_train, list_runs, verify_store
 from ..engine.training import TrainingInterrupted, resolve_device
 from ..engine.validation import ParameterError
+from ..study.claims import family_table, load_claims, readable_claims
 from .parameters import check_device
 from .pipeline import NotebookError, prepare, render_reports, run_pipeline, select_notebooks
 from .plan import PENDING_STATUS, calibrate, format_duration, plan_table
@@ -228,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--results-dir", default="results")
     train.add_argument("--data-path")
 
+    family = sub.add_parser(
+        "claims", help="the primary family of claims of reports/<profile>/, after Holm"
+    )
+    family.add_argument("--profile", default="paper", help=f"one of {profiles}")
+    family.add_argument("--reports-dir", default="reports")
+    family.add_argument(
+        "--all", action="store_true", help="every row of claims.json, exploratory ones too"
+    )
+
     runs = sub.add_parser("runs", help="list the completed runs")
     runs.add_argument("--results-dir", default="results")
 
@@ -354,7 +368,29 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if bad else 0
 
 
+def _claims(args: argparse.Namespace) -> int:
+    profile = get_profile(args.profile).name
+    path = Path(args.reports_dir) / profile / "claims.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no claims in {path}: `selfish reproduce --profile {profile}` writes them"
+        )
+    rows = load_claims(path.parent)
+    table = readable_claims(pd.DataFrame(rows)) if args.all else family_table(rows)
+    if table.empty:
+        print(f"no primary claim in {path} yet (the chapters that compute them were not run)")
+        return 0
+    with pd.option_context("display.max_colwidth", 60, "display.width", 250):
+        print(table.drop(columns=["statement"]).to_string(index=False))
+    primary = [r for r in rows if r.get("family") == "primary"]
+    decided = sum(r.get("verdict_holm") != "inconclusive" for r in primary)
+    print(f"{len(primary)} primary contrasts, {decided} decided after Holm's correction over "
+          f"the family; {len(rows) - len(primary)} exploratory rows ({path})")  # fmt: skip
+    return 0
+
+
 COMMANDS = {
+    "claims": _claims,
     "reproduce": _reproduce,
     "plan": _plan,
     "report": _report,
