@@ -8,6 +8,7 @@ engine: data, model, objectives, training and the run store; imports no other la
   engine.validation       ParameterError and the checks every entry point validates with
   engine.files            files written atomically (temporary name, then rename); JSON values
   engine.corpus           Tiny Shakespeare, its tokenizers (characters, BPE), splits, ranks
+  engine.languages        a real second language from elotl: its text, split, ids, blocks
   engine.model            the small GPT with tied (or, as an ablation, untied) embeddings
   engine.losses           the HNS cross-entropy, its keep mask and the nucleus margin
   engine.objectives       registered objectives as data: CE, HNS, the peers, the ablations

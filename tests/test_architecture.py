@@ -32,6 +32,7 @@ DEFERRABLE = frozenset(
     {"IPython", "ipywidgets", "jinja2", "jupytext", "nbconvert", "nbformat", "papermill"}
     | {"sklearn"}
     | {"ray"}  # optional (the ray extra): imported only by executor='ray'
+    | {"elotl"}  # the corpora of a real second language: imported only to load one
 )
 
 

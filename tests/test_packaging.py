@@ -7,20 +7,13 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - the project runs on 3.11+; tomli is not a dependency
-    tomllib = None
-
 ROOT = Path(__file__).resolve().parents[1]
-
-needs_tomllib = pytest.mark.skipif(tomllib is None, reason="tomllib needs Python 3.11+")
 
 
 def normalize(requirement: str) -> str:
@@ -49,7 +42,6 @@ def test_normalize():
     assert normalize("vl-convert-python>=1.3") == "vl-convert-python>=1.3"
 
 
-@needs_tomllib
 def test_pyproject_dependencies_equal_environment_yml_pip_list():
     project = pyproject()["project"]
     declared = list(project["dependencies"]) + list(project["optional-dependencies"]["dev"])
@@ -65,7 +57,6 @@ def test_pyproject_dependencies_equal_environment_yml_pip_list():
     )
 
 
-@needs_tomllib
 def test_dev_extra_has_the_test_tools():
     extra = pyproject()["project"]["optional-dependencies"]["dev"]
     dev = {re.split(r"[<>=!~;\[]", normalize(r))[0] for r in extra}
@@ -76,10 +67,7 @@ def test_jupytext_pairs_notebooks_with_py_percent():
     # Beside the notebooks, so that the command line and JupyterLab rooted at the
     # repository or at notebooks/ all find it (tests/test_lab_roundtrip.py).
     text = (ROOT / "notebooks" / "jupytext.toml").read_text(encoding="utf-8")
-    if tomllib is not None:
-        config = tomllib.loads(text)
-    else:  # pragma: no cover
-        config = dict(re.findall(r'^(\w+)\s*=\s*"([^"]*)"', text, re.M))
+    config = tomllib.loads(text)
     pairs = {f.strip() for f in config["formats"].split(",")}
     assert pairs == {"ipynb", "py:percent"}
     kept = config["notebook_metadata_filter"].split(",")
