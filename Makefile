@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-ray test test-slow lint lab sync reproduce report bench clean distclean
+.PHONY: help install install-ray test test-slow test-cuda lint lab sync reproduce report bench clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +19,9 @@ help: ## list the targets
 
 # torch is installed first and on its own: with CUDA present the default build,
 # otherwise the CPU build (a local wheel if pip is configured with one, then the
-# official CPU index), so a CPU machine never downloads the CUDA stack.
+# official CPU index), so a CPU machine never downloads the CUDA stack. On a machine
+# where nvidia-smi runs, the install fails (and says which wheel index to use) unless
+# the torch it ends with can use CUDA: a CPU build there would train on the CPU unseen.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@if $(BIN)/python -c "import torch" 2>/dev/null; then \
@@ -33,6 +35,7 @@ $(STAMP): pyproject.toml
 	  || $(BIN)/pip install "torch>=2.2"; \
 	fi
 	$(BIN)/pip install -e ".[dev]"
+	@$(BIN)/python -c "from selfish_lib.engine.training import check_cuda_install as c; raise SystemExit(c())"
 	@touch $@
 
 install: $(STAMP) ## create .venv and install selfish_lib with its dependencies
@@ -50,6 +53,9 @@ test: $(STAMP) ## lint and run the test suite (slow tests excluded)
 
 test-slow: $(STAMP) ## run only the slow tests (paper-scale checks)
 	$(BIN)/python -m pytest -m slow
+
+test-cuda: $(STAMP) ## run only the CUDA tests (on a machine with a GPU; skipped elsewhere)
+	$(BIN)/python -m pytest -m cuda -ra
 
 lint: $(STAMP) ## ruff check and format check
 	$(BIN)/ruff check .
@@ -70,8 +76,10 @@ reproduce: $(STAMP) ## execute every notebook for PROFILE into reports/PROFILE/
 report: $(STAMP) ## re-render the HTML of reports/PROFILE/ without re-executing
 	$(BIN)/selfish report --profile $(PROFILE)
 
+# bench/gpu_check.py is the one-shot GPU check (it asks for CUDA): run by hand, see README.
 bench: $(STAMP) ## run the benchmarks in bench/ (prints tables)
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	@for b in bench/*.py; do [ $$b = bench/gpu_check.py ] && continue; \
+	  echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 # An .ipynb newer than its .py (or without one) may hold an edit the .py lacks:
 # clean names each such notebook and stops before removing anything.

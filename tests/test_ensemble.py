@@ -35,6 +35,7 @@ from selfish_lib.engine.training import (
     CHECKPOINT,
     cpu_training_threads,
     initial_model,
+    logged_tables,
     make_optimizer,
     train,
     training_step,
@@ -168,10 +169,19 @@ def test_a_member_checkpoint_resumes_as_a_solo_run(corpus, tmp_path):
     configs = _group()[:2]
     folders = [tmp_path / str(i) for i in range(2)]
     together = train_ensemble(configs, corpus, folders, device="cpu", progress=False)
-    step = torch.load(folders[1] / CHECKPOINT, weights_only=False)["step"]
+    state = torch.load(folders[1] / CHECKPOINT, weights_only=False)
+    step = state["step"]
     assert 0 < step < configs[1].max_steps
+    # the checkpoint holds state only; the member's rows up to it are in its own logs
+    assert not {"train_log", "scenarios", "eval_tokens"} & set(state)
+    covered = logged_tables(folders[1], state)
+    for name in ("train_log", "train_tokens", "eval_tokens", "scenarios"):
+        mine = getattr(together[1], name)
+        assert covered[name].equals(mine[mine["step"] <= step].reset_index(drop=True)), name
     resumed = train(configs[1], corpus, folders[1], device="cpu", progress=False)
     assert list(resumed.train_log["step"]) == list(together[1].train_log["step"])
+    early = together[1].train_tokens["step"] <= step  # rows the resumed run took over
+    assert resumed.train_tokens[early].equals(together[1].train_tokens[early])
     for name, p in together[1].model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[name], p, rtol=0, atol=1e-5)
 

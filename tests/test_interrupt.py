@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from selfish_lib.engine.runs import config_hash, get_or_train
-from selfish_lib.engine.training import CHECKPOINT
+from selfish_lib.engine.training import CHECKPOINT, logged_tables
 
 sys.path.insert(0, str(Path(__file__).parent / "helpers"))
 from interruptible_training import config_for, weights_digest  # noqa: E402
@@ -52,7 +52,7 @@ def test_ten_random_sigints_each_leave_the_last_completed_step(tiny_corpus, tmp_
             state = torch.load(partial / CHECKPOINT, weights_only=False)
             # the checkpoint holds exactly the steps completed, no half step
             assert state["step"] == step and 1 <= step <= MAX_STEPS
-            count = sum(r["count"] for r in state["train_tokens"]["records"])
+            count = int(logged_tables(partial, state)["train_tokens"]["count"].sum())
             count += int(state["train_tokens"]["sums"][0].sum())
             assert count == step * config.batch_size * config.model.block_size
             steps.append(step)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from selfish_lib.engine.executors import train_all
-from selfish_lib.engine.runs import MARKER, config_hash
+from selfish_lib.engine.runs import MARKER, config_hash, read_table
 from selfish_lib.engine.training import CHECKPOINT, train
 from selfish_lib.report import pipeline, plan
 from selfish_lib.report.cli import main as cli
@@ -71,8 +71,8 @@ def test_two_worker_processes_train_the_same_runs_as_one_process(smoke_results, 
     assert all(t.trained_now for t in trained)
     for t in trained:
         for table in ("train_log", "train_tokens", "eval_tokens", "scenarios"):
-            mine = pd.read_csv(tmp_path / "store" / "runs" / t.id / f"{table}.csv.gz")
-            serial = pd.read_csv(smoke_results / "runs" / t.id / f"{table}.csv.gz")
+            mine = read_table(tmp_path / "store" / "runs" / t.id, table)
+            serial = read_table(smoke_results / "runs" / t.id, table)
             pd.testing.assert_frame_equal(mine, serial)
     again = train_all(configs, results_dir=tmp_path / "store", device="cpu", jobs=2,
                       progress=False)  # fmt: skip

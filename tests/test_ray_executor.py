@@ -11,7 +11,6 @@ skipped, unless ``SELFISH_REQUIRE_RAY=1`` (set by CI, which installs it), where 
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
 import json
 import os
@@ -25,7 +24,7 @@ from selfish_lib.engine import distributed, executors
 from selfish_lib.engine.distributed import RayNotInstalled, RayRunError
 from selfish_lib.engine.executors import train_all
 from selfish_lib.engine.profiles import get_profile
-from selfish_lib.engine.runs import MARKER, TABLES, config_hash
+from selfish_lib.engine.runs import MARKER, TABLES, config_hash, table_file
 from selfish_lib.engine.validation import ParameterError
 from selfish_lib.report import cli, pipeline
 
@@ -61,13 +60,13 @@ def ray_cluster():
 
 def assert_same_runs(store: Path, reference: Path) -> set[str]:
     """Every completed run of ``store`` is in ``reference`` with bitwise the same tables
-    (the csv text: gzip stamps its header with the time), weights and config."""
+    (their files: they carry no time stamp), weights and config."""
     ids = {p.parent.name for p in (store / "runs").glob(f"*/{MARKER}")}
     assert ids
     for key in sorted(ids):
         mine, theirs = store / "runs" / key, reference / "runs" / key
         for table in TABLES:
-            texts = [gzip.decompress((f / f"{table}.csv.gz").read_bytes()) for f in (mine, theirs)]
+            texts = [table_file(f, table).read_bytes() for f in (mine, theirs)]
             assert texts[0] == texts[1], f"{key}/{table} differs"
         assert (mine / "model.pt").read_bytes() == (theirs / "model.pt").read_bytes(), key
         config = [json.loads((f / "config.json").read_text())["config"] for f in (mine, theirs)]

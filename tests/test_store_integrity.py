@@ -1,6 +1,7 @@
 """The run store verifies what it serves: each corruption of a finished run is detected,
-the run moved aside (never deleted) and trained again; bad checkpoints are discarded;
-one experiment has one id; `selfish verify` lists what is wrong."""
+the run moved aside (never deleted) and trained again, in either table format; bad
+checkpoints are discarded; one experiment has one id; `selfish verify` lists what is
+wrong."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from selfish_lib.engine.runs import (
     check_run,
     config_hash,
     get_or_train,
+    read_table,
     verify_store,
+    write_table,
 )
 from selfish_lib.engine.training import CHECKPOINT, TrainConfig, train
 from selfish_lib.report.cli import main as cli
@@ -48,6 +51,19 @@ def truncate_gzip_table(path, rows: int) -> None:
     path.write_bytes(gzip.compress("".join(lines[:-rows]).encode()))
 
 
+def drop_rows(path, rows: int) -> None:
+    """Rewrite a binary table without its last ``rows`` rows (a valid file, shorter)."""
+    frame = read_table(path.parent, path.name.removesuffix(".npz"))
+    write_table(frame.iloc[:-rows], path)
+
+
+def nudge_a_value(path) -> None:
+    """Rewrite a binary table with one sum changed (a valid file of the same size)."""
+    frame = read_table(path.parent, path.name.removesuffix(".npz"))
+    frame.loc[3, "loss_sum"] += 0.5
+    write_table(frame, path)
+
+
 def edit_config_layout(path) -> None:
     body = json.loads(path.read_text())
     body["config"]["objective"]["layout"] = 3.0
@@ -55,9 +71,13 @@ def edit_config_layout(path) -> None:
 
 
 CORRUPTIONS = {
-    "table truncated (valid gzip)": (
-        lambda run: truncate_gzip_table(run / "eval_tokens.csv.gz", 5),
-        "eval_tokens.csv.gz",
+    "table short of rows (valid npz)": (
+        lambda run: drop_rows(run / "eval_tokens.npz", 5),
+        "eval_tokens.npz has",
+    ),
+    "table value changed (valid npz, same size)": (
+        lambda run: nudge_a_value(run / "eval_tokens.npz"),
+        "eval_tokens.npz differs",
     ),
     "config edited": (lambda run: edit_config_layout(run / "config.json"), "hashes to"),
     "model deleted": (lambda run: (run / "model.pt").unlink(), "model.pt is missing"),
@@ -117,6 +137,23 @@ def test_each_corruption_is_detected_moved_aside_and_retrained(
     err = capsys.readouterr().err
     assert f"corrupt run {key}" in err and "moved to" in err
     assert verify_store(store).set_index("id").loc[key, "status"] == "ok"
+
+
+def test_a_damaged_table_of_the_earlier_format_is_detected_and_retrained(
+    trained_store, tmp_path, tiny_corpus, earlier_format, capsys
+):
+    store, key = fresh_copy(trained_store, tmp_path)
+    run_dir = store / "runs" / key
+    earlier_format(run_dir)
+    check_run(run_dir, full=True)  # sound as it was stored
+    truncate_gzip_table(run_dir / "eval_tokens.csv.gz", 5)
+    with pytest.raises(CorruptRun, match="eval_tokens.csv.gz"):
+        check_run(run_dir, full=True)
+    run = get_or_train(
+        tiny(tiny_corpus, layout=2.0), corpus=tiny_corpus, results_dir=store, progress=False
+    )
+    assert run.trained_now and (run.path / "eval_tokens.npz").exists()
+    assert f"corrupt run {key}" in capsys.readouterr().err
 
 
 def test_verify_command_lists_corrupt_runs_and_exits_1(trained_store, tmp_path, capsys):

@@ -35,7 +35,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -47,6 +46,7 @@ from .objectives import CrossEntropy, LossContext, full_cross_entropy
 from .scenarios import Capture, ScenarioLog, adam_state_before, adam_step_of
 from .training import (
     CHECKPOINT,
+    RunLogs,
     TokenLossLog,
     TrainConfig,
     TrainingInterrupted,
@@ -54,12 +54,14 @@ from .training import (
     Window,
     _deferred_interrupt,
     _save_atomic,
-    cpu_training_threads,
+    checkpoint_state,
+    device_record,
     initial_model,
     learning_rate,
     make_optimizer,
     resolve_device,
     training_corpus,
+    training_device,
     vocab_size,
 )
 from .validation import ParameterError, check_int
@@ -256,9 +258,10 @@ def train_ensemble(
 ) -> list[TrainResult]:
     """Train ``configs`` (one ``group_key``) as one batched model; one result per config.
 
-    With ``work_dirs`` (one per config), every ``checkpoint_interval`` steps and on
-    Ctrl-C each member writes the checkpoint its solo run would write there, so an
-    interrupted group resumes member by member through ``training.train``.
+    With ``work_dirs`` (one per config), each member appends its logged tables to its
+    folder as its solo run would, and every ``checkpoint_interval`` steps and on Ctrl-C
+    writes the checkpoint its solo run would write there, so an interrupted group resumes
+    member by member through ``training.train``.
     """
     configs = check_group(configs)
     if work_dirs is not None and len(work_dirs) != len(configs):
@@ -272,14 +275,23 @@ def train_ensemble(
                 f"data_sha256={config.data_sha256}"
             )
     dev = resolve_device(device)
-    with cpu_training_threads(dev):
-        return _train_ensemble(configs, corpus, work_dirs, dev, progress)
+    with training_device(dev):
+        folders = [None] * len(configs) if work_dirs is None else [Path(w) for w in work_dirs]
+        logs = [RunLogs(folder) for folder in folders]
+        try:
+            for member in logs:
+                member.reset()  # a group starts from step 0 (rows of an earlier try dropped)
+            return _train_ensemble(configs, corpus, folders, logs, dev, progress)
+        finally:
+            for member in logs:
+                member.close(raise_errors=False)  # on success already closed (and raised)
 
 
 def _train_ensemble(
     configs: tuple[TrainConfig, ...],
     corpus: Corpus,
-    work_dirs: Sequence[str | os.PathLike] | None,
+    folders: Sequence[Path | None],
+    logs: Sequence[RunLogs],
     dev: torch.device,
     progress: bool,
 ) -> list[TrainResult]:
@@ -294,49 +306,38 @@ def _train_ensemble(
                      corpus.vocab_size, p_low=c.p_low)
         for c in configs
     ]  # fmt: skip
-    tokens = [TokenLossLog(V, dev) for _ in configs]
-    train_logs: list[list[dict]] = [[] for _ in configs]
+    record = device_record(dev)
+    tokens = [TokenLossLog(V, dev, member["train_tokens"]) for member in logs]
     scenario_logs = [ScenarioLog() for _ in configs]
     windows = [Window(dev) for _ in configs]
     log_priors = [corpus.log_prior(c.bilingual, c.p_low).to(dev) for c in configs]
-    eval_frames: list[list[pd.DataFrame]] = [[] for _ in configs]
 
     def evaluate(at: int) -> None:
         for e, model in enumerate(models):
             stacked.copy_member_into(e, model)
             frame = evaluate_split(model, corpus.val, corpus.vocab_size, shared.bilingual, dev)
             frame.insert(0, "step", at)
-            eval_frames[e].append(frame)
+            logs[e]["eval_tokens"].append_frame(frame)
 
     step = 0
     started = time.perf_counter()
 
     def checkpoint() -> list[Path]:
-        if work_dirs is None:
-            return []
         paths = []
         for e, config in enumerate(configs):
-            folder = Path(work_dirs[e])
+            folder = folders[e]
+            if folder is None:
+                continue
             folder.mkdir(parents=True, exist_ok=True)
             model = stacked.copy_member_into(e, models[e])
-            _save_atomic(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": stacked.member_optimizer_state(optimizer, e, model, config),
-                    "sampler": samplers[e].state_dict(),
-                    "rng_cpu": torch.get_rng_state(),
-                    "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                    "step": step,
-                    "elapsed": time.perf_counter() - started,
-                    "train_log": train_logs[e],
-                    "train_tokens": tokens[e].state_dict(),
-                    "window": windows[e].state_dict(),
-                    "scenarios": scenario_logs[e].records,
-                    "eval_tokens": pd.concat(eval_frames[e]).to_dict("list"),
-                    "config": config.to_dict(),
-                },
-                folder / CHECKPOINT,
-            )
+            state = checkpoint_state(
+                model=model, optimizer_state=stacked.member_optimizer_state(optimizer, e, model,
+                                                                            config),
+                sampler=samplers[e], device=dev, step=step,
+                elapsed=time.perf_counter() - started, tokens=tokens[e], window=windows[e],
+                objective_state=None, config=config, logs=logs[e], record=record,
+            )  # fmt: skip
+            _save_atomic(state, folder / CHECKPOINT)
             paths.append(folder / CHECKPOINT)
         return paths
 
@@ -385,6 +386,8 @@ def _train_ensemble(
                             W[e], lr, shared.weight_decay, member, exp_avg_sq[e], adam_step,
                             W.grad[e],
                         )  # fmt: skip
+                        logs[e]["scenarios"].append_records(scenario_logs[e].records)
+                        scenario_logs[e].records.clear()
                 with torch.no_grad():
                     for e, config in enumerate(configs):
                         objective = per_position[e].detach()
@@ -402,9 +405,10 @@ def _train_ensemble(
                         loss, ce_mean = windows[e].means()
                         windows[e].reset()
                         shown.append(loss)
-                        train_logs[e].append(
-                            dict(step=step, lr=lr, loss=loss, ce=ce_mean, grad_norm=grad_norms[e])
-                        )
+                        logs[e]["train_log"].append(
+                            dict(step=[step], lr=[lr], loss=[loss], ce=[ce_mean],
+                                 grad_norm=[grad_norms[e]])
+                        )  # fmt: skip
                     bar.set_postfix(loss=f"{sum(shown) / E:.3f}")
                 if step % shared.eval_interval == 0 or step == shared.max_steps:
                     evaluate(step)
@@ -432,15 +436,18 @@ def _train_ensemble(
     results = []
     for e in range(E):
         model = stacked.copy_member_into(e, models[e]).eval()
+        tables = logs[e].frames()
+        logs[e].close()  # every row is on disk too (a failed write raises here)
         results.append(
             TrainResult(
                 model=model,
-                train_log=pd.DataFrame(train_logs[e]),
-                train_tokens=pd.DataFrame(tokens[e].records),
-                eval_tokens=pd.concat(eval_frames[e], ignore_index=True),
-                scenarios=pd.DataFrame(scenario_logs[e].records, columns=list(ScenarioLog.COLUMNS)),
+                train_log=tables["train_log"],
+                train_tokens=tables["train_tokens"],
+                eval_tokens=tables["eval_tokens"],
+                scenarios=tables["scenarios"],
                 seconds=seconds,
                 device=str(dev),
+                device_record=record,
             )
         )
     return results

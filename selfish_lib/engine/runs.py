@@ -1,9 +1,11 @@
 """The run store: a run is named by the hash of its config, trained at most once, and
 verified, not trusted, every time it is served.
 
-``results/runs/<hash>/`` holds ``config.json``, the metric tables, the final model,
-then ``manifest.json`` (the size and sha256 of every file, the canonical config and its
-hash) and, written last, the ``COMPLETE`` marker. Loading checks the folder name against
+``results/runs/<hash>/`` holds ``config.json``, the metric tables (``<table>.npz``: one
+binary column each, exact, ``write_table``; runs stored before hold ``<table>.csv.gz``,
+read as well), the final model, then ``manifest.json`` (the size and sha256 of every
+file, the canonical config and its hash, the device the run trained on) and, written
+last, the ``COMPLETE`` marker. Loading checks the folder name against
 the hash of the config and every file against the manifest (sizes always, sha256 too
 unless the run is larger than ``FULL_HASH_LIMIT``). A run that fails is moved aside to
 ``results/runs/.corrupt/`` (kept for inspection, never deleted) with a one-line warning
@@ -11,6 +13,12 @@ and trained again; it is never served. Work in progress lives in
 ``results/runs/.<hash>.partial/`` (with its checkpoint) and is renamed into place only
 when complete, so an interrupted run never looks finished and the next
 ``get_or_train`` resumes it.
+
+CPU and GPU numbers are never mixed: a request names a device, and a stored run trained
+on a device of another kind or precision (``training.device_record``, in the manifest) is
+not served to it; it is moved aside to ``results/runs/.other-device/`` (kept, never
+deleted, with a line that says why) and trained again on the device asked for. Run ids
+do not name the device, so that every id of earlier versions stays what it was.
 
 A subword run also stores its trained tokenizer (``tokenizer.json``, in the manifest);
 a run whose stored tokenizer is not the one the corpus trains now (say, under another
@@ -21,16 +29,20 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -42,7 +54,18 @@ from .evaluation import aggregate
 from .files import check_writable_folder, exclusive_lock
 from .model import GPT, ModelConfig
 from .scenarios import tidy
-from .training import CHECKPOINT, MODEL_FIELDS, TrainConfig, TrainResult, resolve_device, train
+from .training import (
+    CHECKPOINT,
+    LOG_DIR,
+    MODEL_FIELDS,
+    TABLE_COLUMNS,
+    TrainConfig,
+    TrainResult,
+    device_identity,
+    device_record,
+    resolve_device,
+    train,
+)
 
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
@@ -54,9 +77,12 @@ ENV_VAR = "SELFISH_RESULTS"
 MARKER = "COMPLETE"
 MANIFEST = "manifest.json"
 CORRUPT_DIR = ".corrupt"
+OTHER_DEVICE_DIR = ".other-device"
 # Above this many bytes a load checks sizes only; `selfish verify` always hashes.
 FULL_HASH_LIMIT = 512 << 20
-TABLES = ("train_log", "train_tokens", "eval_tokens", "scenarios")
+TABLES = tuple(TABLE_COLUMNS)  # train_log, train_tokens, eval_tokens, scenarios
+# A table's file: binary columns; earlier versions wrote gzipped CSV (read as well).
+TABLE_SUFFIX, LEGACY_TABLE_SUFFIX = ".npz", ".csv.gz"
 TOKENIZER = "tokenizer.json"
 
 
@@ -108,13 +134,58 @@ class CorruptRun(ValueError):
         super().__init__(f"corrupt run {path.name}: {reason}")
 
 
-def _manifest(folder: Path, key: str, config: TrainConfig) -> dict:
-    """Size and sha256 of every file of a finished run, with its config and id."""
-    files = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name not in (MANIFEST, MARKER, "lock"):
-            files[path.name] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
-    return {"id": key, "numerics": NUMERICS_VERSION, "config": config.to_dict(), "files": files}
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` as an .npz archive (``np.load`` reads it): one ``.npy``
+    member per column, in column order, every value exact. Integer columns (steps,
+    tokens, counts: long runs of one value) are deflated, float columns stored as they
+    are (full-precision floats hardly compress, and storing is what keeps writing
+    fast). The members carry no time stamp, so equal tables are equal files."""
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        for column in frame.columns:
+            values = np.ascontiguousarray(frame[column].to_numpy())
+            if values.dtype.kind not in "iufb":
+                raise TypeError(f"{path.name}: column {column!r} is not numeric ({values.dtype})")
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, values, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{column}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            if values.dtype.kind == "f":
+                archive.writestr(info, buffer.getvalue(), compress_type=zipfile.ZIP_STORED)
+            else:
+                archive.writestr(info, buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED,
+                                 compresslevel=1)  # fmt: skip
+    os.replace(tmp, path)
+
+
+def table_file(folder: str | os.PathLike, name: str) -> Path:
+    """The file of table ``name`` in a run folder: ``<name>.npz``, or the gzipped CSV of
+    a run stored by an earlier version."""
+    folder = Path(folder)
+    binary = folder / f"{name}{TABLE_SUFFIX}"
+    return binary if binary.exists() else folder / f"{name}{LEGACY_TABLE_SUFFIX}"
+
+
+def read_table(folder: str | os.PathLike, name: str) -> pd.DataFrame:
+    """Table ``name`` of a run folder, in either format (``table_file``)."""
+    path = table_file(folder, name)
+    if path.name.endswith(TABLE_SUFFIX):
+        with np.load(path, allow_pickle=False) as archive:
+            return pd.DataFrame({column: archive[column] for column in archive.files})
+    return pd.read_csv(path)
+
+
+def _manifest(folder: Path, key: str, config: TrainConfig, device: dict) -> dict:
+    """Size and sha256 of every file of a finished run, with its config, id and the
+    device it trained on (``training.device_record``)."""
+    names = [p.name for p in sorted(folder.iterdir())
+             if p.is_file() and p.name not in (MANIFEST, MARKER, "lock")]  # fmt: skip
+    # hashing reads every byte; the files are independent, so they are read side by side
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        digests = dict(zip(names, pool.map(lambda n: sha256_of(folder / n), names), strict=True))
+    files = {n: {"size": (folder / n).stat().st_size, "sha256": digests[n]} for n in names}
+    return {"id": key, "numerics": NUMERICS_VERSION, "config": config.to_dict(), "files": files,
+            "device": device}  # fmt: skip
 
 
 def check_run(path: str | os.PathLike, full: bool | None = None) -> TrainConfig:
@@ -122,8 +193,13 @@ def check_run(path: str | os.PathLike, full: bool | None = None) -> TrainConfig:
     what its manifest says: the marker, the manifest, the config's hash equal to the
     folder's name and to the manifest's id, and every file of the manifest present with
     its size (and its sha256 when ``full``; None: when the run is under
-    ``FULL_HASH_LIMIT`` bytes). Raises CorruptRun with the first problem found."""
-    path = Path(path)
+    ``FULL_HASH_LIMIT`` bytes), every table among them in one of its formats. Raises
+    CorruptRun with the first problem found."""
+    return _check_run(Path(path), full)[0]
+
+
+def _check_run(path: Path, full: bool | None) -> tuple[TrainConfig, dict]:
+    """``check_run``, and the manifest it read."""
     if not (path / MARKER).exists():
         raise CorruptRun(path, f"no {MARKER} marker (the run never finished)")
     try:
@@ -163,25 +239,94 @@ def check_run(path: str | os.PathLike, full: bool | None = None) -> TrainConfig:
         if full and sha256_of(file) != entry["sha256"]:
             raise CorruptRun(path, f"{name} differs from the manifest (sha256)")
     for name in TABLES:
-        if f"{name}.csv.gz" not in files:
-            raise CorruptRun(path, f"the manifest lists no {name}.csv.gz")
+        if not {f"{name}{TABLE_SUFFIX}", f"{name}{LEGACY_TABLE_SUFFIX}"} & set(files):
+            raise CorruptRun(path, f"the manifest lists no {name}{TABLE_SUFFIX} (nor the "
+                                   f"{name}{LEGACY_TABLE_SUFFIX} of earlier versions)")  # fmt: skip
     if "model.pt" not in files:
         raise CorruptRun(path, "the manifest lists no model.pt")
-    return config
+    return config, manifest
+
+
+def _aside(path: Path, folder: str, tag: str = "") -> Path:
+    """Move a run folder to ``<runs>/<folder>/<id>[.<tag>].<time>/`` (never deleted)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    base = f"{path.name}.{tag}.{stamp}" if tag else f"{path.name}.{stamp}"
+    target = path.parent / folder / base
+    n = 1
+    while target.exists():
+        target = path.parent / folder / f"{base}.{n}"
+        n += 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
 
 
 def set_aside(path: Path, reason: str) -> Path:
     """Move a corrupt run to ``<runs>/.corrupt/<id>.<time>/`` (never deleted) and say so."""
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    target = path.parent / CORRUPT_DIR / f"{path.name}.{stamp}"
-    n = 1
-    while target.exists():
-        target = path.parent / CORRUPT_DIR / f"{path.name}.{stamp}.{n}"
-        n += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
+    target = _aside(path, CORRUPT_DIR)
     print(
         f"corrupt run {path.name} ({reason}): moved to {target}; it will be trained again",
+        file=sys.stderr,
+    )
+    return target
+
+
+def _device_of(manifest: dict, meta: dict) -> dict:
+    """A run's device record: its manifest's, or for a run stored before manifests named
+    devices, the kind its config.json's meta names ('cpu', 'cuda:0', ...) in fp32 (no
+    earlier version allowed TF32)."""
+    device = manifest.get("device")
+    if isinstance(device, dict) and "kind" in device:
+        return device
+    kind = str(meta.get("device") or "unknown").partition(":")[0]
+    return {"kind": kind, "precision": "fp32", "torch": meta.get("torch_version")}
+
+
+def stored_device(path: str | os.PathLike) -> dict | None:
+    """The device record of the run folder ``path`` as it stores it (``Run.device``),
+    without verifying the run; None when it cannot be read."""
+    try:
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
+        meta = json.loads((Path(path) / "config.json").read_text()).get("meta", {})
+        return _device_of(manifest, meta)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def trained_elsewhere(path: str | os.PathLike, device: str) -> bool:
+    """Whether the run folder ``path`` was trained on a device of another kind or
+    precision than ``device`` (so that a request for ``device`` does not serve it)."""
+    record = stored_device(path)
+    wanted = device_record(resolve_device(device))
+    return record is not None and device_identity(record) != device_identity(wanted)
+
+
+def describe_device_record(record: dict) -> str:
+    """A device record in a few words: 'cuda (NVIDIA H200, fp32, torch 2.5.1)'."""
+    kind, precision = device_identity(record)
+    details = [record.get("gpu"), precision, f"torch {record['torch']}" if record.get("torch")
+               else None]  # fmt: skip
+    return f"{kind} ({', '.join(d for d in details if d)})"
+
+
+def device_mismatch(run: Run, device: torch.device | str) -> str | None:
+    """Why the stored ``run`` may not be served to a request for ``device`` (a device of
+    another kind or precision trained it), or None when it may."""
+    wanted = device_record(torch.device(device))
+    if device_identity(run.device) == device_identity(wanted):
+        return None
+    return (f"it was trained on {describe_device_record(run.device)} and this request is for "
+            f"{describe_device_record(wanted)}: the numbers of different devices are never "
+            "mixed")  # fmt: skip
+
+
+def set_aside_other_device(run: Run, reason: str, device: torch.device) -> Path:
+    """Move a run trained on another device to ``<runs>/.other-device/<id>.<kind>.<time>/``
+    (kept, never deleted) and say why."""
+    target = _aside(run.path, OTHER_DEVICE_DIR, device_identity(run.device)[0])
+    print(
+        f"run {run.id} not served ({reason}): moved to {target}, kept; it will be "
+        f"trained again on {device}",
         file=sys.stderr,
     )
     return target
@@ -197,13 +342,20 @@ class Run:
     trained_now: bool = False  # True when this call trained it (not loaded from the store)
     wall_seconds: float | None = None  # wall time of that training call
 
+    # the device it trained on (``training.device_record``; see ``load``)
+    device: dict = field(default_factory=dict)
+
     @classmethod
     def load(cls, path: str | os.PathLike, full: bool | None = None) -> Run:
-        """Open a completed run folder, verified (``check_run``); CorruptRun if it fails."""
+        """Open a completed run folder, verified (``check_run``); CorruptRun if it fails.
+        A run stored before devices were recorded in manifests has the kind its
+        ``config.json`` names ('cpu', 'cuda:0', ...) and fp32 (no earlier version
+        allowed TF32)."""
         path = Path(path)
-        config = check_run(path, full)
+        config, manifest = _check_run(path, full)
         data = json.loads((path / "config.json").read_text())
-        return cls(path, config, data.get("meta", {}))
+        meta = data.get("meta", {})
+        return cls(path, config, meta, device=_device_of(manifest, meta))
 
     @property
     def id(self) -> str:
@@ -211,7 +363,7 @@ class Run:
         return self.path.name
 
     def _table(self, name: str) -> pd.DataFrame:
-        return pd.read_csv(self.path / f"{name}.csv.gz")
+        return read_table(self.path, name)
 
     @cached_property
     def train_log(self) -> pd.DataFrame:
@@ -257,8 +409,8 @@ class Run:
         return SubwordTokenizer.from_serialized(self.config.tokenizer, serialized)
 
     def model(self, device: str = "cpu") -> GPT:
-        """The final model, in eval mode."""
-        state = torch.load(self.path / "model.pt", map_location=device, weights_only=False)
+        """The final model, in eval mode, on ``device``."""
+        state = torch.load(self.path / "model.pt", map_location="cpu", weights_only=False)
         sizes = dict(state["gpt_config"])
         # a field added later (tie_embeddings) is absent from older runs: its default
         model = GPT(
@@ -279,10 +431,6 @@ def _training_lock(partial: Path):
     waiting = f"waiting for another process that is training {partial.name[1:-8]} ..."
     with exclusive_lock(partial / "lock", waiting):
         yield
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    frame.to_csv(path, index=False, float_format="%.10g")
 
 
 def _train_into(
@@ -332,13 +480,21 @@ def _write_into(
     execution: dict,
 ) -> None:
     """Write a trained result's files into ``partial``, then rename it to ``final``."""
-    for name in TABLES:
-        _write_csv(getattr(result, name), partial / f"{name}.csv.gz")
     sizes = {**result.model.config.to_dict(), "vocab_size": result.model.vocab_size}
-    torch.save(
-        {"model": result.model.state_dict(), "gpt_config": sizes},
-        partial / "model.pt",
-    )
+    # The tables and the model are independent files: they are written side by side
+    # (writing and zlib release the interpreter's lock).
+    with ThreadPoolExecutor(max_workers=len(TABLES) + 1) as pool:
+        writes = [pool.submit(write_table, getattr(result, name), partial / f"{name}{TABLE_SUFFIX}")
+                  for name in TABLES]  # fmt: skip
+        writes.append(
+            pool.submit(
+                torch.save,
+                {"model": result.model.state_dict(), "gpt_config": sizes},
+                partial / "model.pt",
+            )
+        )
+        for write in writes:
+            write.result()  # raises what a write raised
     meta = {
         "library_version": __version__,
         "torch_version": torch.__version__,
@@ -353,7 +509,13 @@ def _write_into(
     (partial / "config.json").write_text(json.dumps(body, indent=2))
     (partial / "checkpoint.pt").unlink(missing_ok=True)
     (partial / "checkpoint.rejected.pt").unlink(missing_ok=True)
-    manifest = _manifest(partial, key, config)
+    shutil.rmtree(partial / LOG_DIR, ignore_errors=True)  # the tables above hold every row
+    device = result.device_record or {
+        "kind": torch.device(result.device).type,
+        "precision": "fp32",
+        "torch": torch.__version__,
+    }
+    manifest = _manifest(partial, key, config, device)
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2))
     (partial / MARKER).write_text(key + "\n")
     (partial / "lock").unlink()  # a process still waiting on it holds the open file
@@ -370,20 +532,24 @@ def get_or_train(
     device: str = "auto",
     progress: bool = True,
 ) -> Run:
-    """Return the completed run of ``config``, training (or resuming) it if needed."""
+    """Return the completed run of ``config``, training (or resuming) it if needed.
+
+    A stored run is served only to a request for a device of the kind and precision it
+    trained on (``device_mismatch``); one of another is moved aside, kept, and trained
+    again here."""
     root = results_root(results_dir)
-    resolve_device(device)  # before anything is written
+    dev = resolve_device(device)  # before anything is written
     runs = root / "runs"
     key = config_hash(config)
     final = runs / key
-    run = _load_verified(final, corpus)
+    run = _load_verified(final, corpus, dev)
     if run is not None:
         return run
     if corpus is None:
         corpus = load_corpus()
     partial = runs / f".{key}.partial"
     with _training_lock(partial):
-        run = _load_verified(final, corpus)  # finished by the process we waited for?
+        run = _load_verified(final, corpus, dev)  # finished by the process we waited for?
         if run is not None:
             shutil.rmtree(partial, ignore_errors=True)  # only our lock file is left there
             return run
@@ -413,10 +579,10 @@ def get_or_train_group(
     """
     configs = list(dict.fromkeys(configs))
     root = results_root(results_dir)
-    resolve_device(device)
+    dev = resolve_device(device)
     runs = root / "runs"
     keys = {config: config_hash(config) for config in configs}
-    found = {c: _load_verified(runs / k, corpus) for c, k in keys.items()}
+    found = {c: _load_verified(runs / k, corpus, dev) for c, k in keys.items()}
     if all(run is not None for run in found.values()):
         return [found[c] for c in configs]
     if corpus is None:
@@ -429,7 +595,7 @@ def get_or_train_group(
         alone, together = [], []
         for config in waiting:
             # finished by a process we waited for?
-            run = _load_verified(runs / keys[config], corpus)
+            run = _load_verified(runs / keys[config], corpus, dev)
             if run is not None:
                 out[config] = run
             elif (runs / f".{keys[config]}.partial" / CHECKPOINT).exists():
@@ -484,9 +650,13 @@ def _fresh(final: Path, started: float) -> Run:
     return run
 
 
-def _load_verified(final: Path, corpus: Corpus | None = None) -> Run | None:
+def _load_verified(
+    final: Path, corpus: Corpus | None = None, device: torch.device | None = None
+) -> Run | None:
     """The run in ``final`` if it is there and sound (and, with ``corpus``, trained with
-    the tokenizer the corpus gives now); a corrupt or stale one is set aside (None)."""
+    the tokenizer the corpus gives now; with ``device``, trained on a device of its kind
+    and precision); a corrupt or stale one is set aside, one of another device moved
+    aside (None)."""
     if not final.exists():
         return None
     try:
@@ -498,16 +668,32 @@ def _load_verified(final: Path, corpus: Corpus | None = None) -> Run | None:
     if stale is not None:
         set_aside(final, stale)
         return None
+    other = device_mismatch(run, device) if device is not None else None
+    if other is not None:
+        set_aside_other_device(run, other, device)
+        return None
     return run
 
 
-def stored_run(config: TrainConfig, results_dir: str | os.PathLike | None = None) -> Run | None:
+def stored_run(
+    config: TrainConfig,
+    results_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+) -> Run | None:
     """The completed, verified run of ``config`` in the store, or None if it is not there
-    (nothing is trained; a corrupt folder is set aside)."""
+    (nothing is trained; a corrupt folder is set aside). With ``device``, None also when
+    the stored run trained on a device of another kind or precision (it is left where it
+    is, and a line says why)."""
     final = results_root(results_dir) / "runs" / config_hash(config)
     if not (final / MARKER).exists():
         return None
-    return _load_verified(final)
+    run = _load_verified(final)
+    if run is not None and device is not None:
+        other = device_mismatch(run, resolve_device(device))
+        if other is not None:
+            print(f"run {run.id} not served ({other})", file=sys.stderr)
+            return None
+    return run
 
 
 def verify_store(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
@@ -622,6 +808,7 @@ def list_runs(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
                 "max_steps": run.config.max_steps,
                 "train_seconds": run.meta.get("train_seconds"),
                 "device": run.meta.get("device"),
+                "precision": device_identity(run.device)[1],
                 "status": "ok",
             }
         )

@@ -95,6 +95,23 @@ def joined(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)
 
 
+def row_sums(
+    index: torch.Tensor, values: torch.Tensor, size: int, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``size`` rows, row j the sum of the rows of ``values`` whose ``index`` is j (an
+    ``index_add_`` into zeros of ``dtype``, ``values``' own by default).
+
+    On the CPU ``index_add_`` adds in position order, always the same. On a GPU it adds
+    with atomics, in an order that changes from run to run: there the (small) batch is
+    added on the host by the same CPU code and the sums moved back to the device."""
+    dtype = values.dtype if dtype is None else dtype
+    if values.device.type == "cpu":
+        out = torch.zeros(size, *values.shape[1:], dtype=dtype, device=values.device)
+        return out.index_add_(0, index, values)
+    out = torch.zeros(size, *values.shape[1:], dtype=dtype)
+    return out.index_add_(0, index.cpu(), values.cpu()).to(values.device)
+
+
 def decompose(
     cap: Capture, targets: torch.Tensor, ignore_index: int = -1
 ) -> dict[str, torch.Tensor]:
@@ -105,19 +122,17 @@ def decompose(
     if not cap.complete:
         raise RuntimeError("decompose needs the gradients of a backward pass over the capture")
     g_logits, g_lookup, h = cap.grads["logits"], cap.grads["lookup"], cap.hidden
-    V, d = g_logits.shape[1], h.shape[1]
+    V = g_logits.shape[1]
     y = targets.reshape(-1)
     valid = y != ignore_index
     safe_y = torch.where(valid, y, torch.zeros_like(y))
 
     # scenario 1: every lookup of token j sends its gradient to row j
-    s_input = torch.zeros(V, d, dtype=g_lookup.dtype, device=g_lookup.device)
-    s_input.index_add_(0, cap.tokens, g_lookup)
+    s_input = row_sums(cap.tokens, g_lookup, V)
 
     # scenario 2.1: the target's own logit gradient, (p - 1)/N, times the hidden state
     g_target = g_logits.gather(1, safe_y.unsqueeze(1)).squeeze(1) * valid
-    s_target = torch.zeros(V, d, dtype=h.dtype, device=h.device)
-    s_target.index_add_(0, safe_y, g_target.unsqueeze(1) * h)
+    s_target = row_sums(safe_y, g_target.unsqueeze(1) * h, V, h.dtype)
 
     # scenario 2.2: all other rows of the logit gradient (0 where HNS excluded a row)
     g_other = g_logits.scatter(1, safe_y.unsqueeze(1), 0.0)
@@ -149,11 +164,9 @@ def per_position_norms(
     valid = y != ignore_index
     safe_y = torch.where(valid, y, torch.zeros_like(y))
     h_norm = h.norm(dim=1)
-    s_input = torch.zeros(V, dtype=g_lookup.dtype, device=g_lookup.device)
-    s_input.index_add_(0, cap.tokens, g_lookup.norm(dim=1))
+    s_input = row_sums(cap.tokens, g_lookup.norm(dim=1), V, g_lookup.dtype)
     g_target = g_logits.gather(1, safe_y.unsqueeze(1)).squeeze(1) * valid
-    s_target = torch.zeros(V, dtype=h.dtype, device=h.device)
-    s_target.index_add_(0, safe_y, g_target.abs() * h_norm)
+    s_target = row_sums(safe_y, g_target.abs() * h_norm, V, h.dtype)
     g_other = g_logits.scatter(1, safe_y.unsqueeze(1), 0.0).abs()
     s_nontarget = g_other.transpose(0, 1) @ h_norm
     return {"input": s_input, "target": s_target, "nontarget": s_nontarget}

@@ -7,28 +7,44 @@ one (``engine.objectives``: CE, HNS at any layout, ...); every
 recorded; every ``eval_interval`` steps the whole validation split is
 evaluated; and a checkpoint with every RNG state makes an interrupted run
 resume to exactly the same weights.
+
+What is logged goes to disk as it is logged, not with the checkpoints: with a work
+folder, each table's rows are appended to ``<work>/logs/<table>.npy`` (``RunLogs``) by
+a thread of their own, and a checkpoint holds the training state only (weights,
+optimizer, RNG states, running sums) with the length of each log file; a resumed run
+cuts the logs back to those lengths, so its tables equal an uninterrupted run's.
+
+On CUDA a run trains with deterministic algorithms (``training_device``); the device
+kind and precision it trained with are recorded with it (``device_record``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
+import io
 import math
 import os
+import queue
+import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from .corpus import CHARACTERS, CORPUS_SHA256, BlockSampler, Corpus, check_tokenizer
-from .evaluation import evaluate_split
+from .evaluation import SUMS, evaluate_split
 from .model import GPT, ModelConfig
 from .objectives import (
     CrossEntropy,
@@ -45,6 +61,10 @@ from .scenarios import forward as forward_pass
 from .validation import ParameterError, check_choice, check_float, check_int
 
 CHECKPOINT = "checkpoint.pt"
+# The checkpoint's layout: 2 holds the training state and the length of each log file;
+# 1 (no "format" field) also held every logged row, and is still resumed from.
+CHECKPOINT_FORMAT = 2
+LOG_DIR = "logs"
 SPLITS = ("validation", "tuning")
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(ModelConfig))
 # The objective's fields before objectives were objects; still accepted by ``flat``.
@@ -263,20 +283,48 @@ def make_optimizer(model: GPT, config: TrainConfig) -> torch.optim.AdamW:
 
 
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+# What device='auto' resolves to when set (cpu, cuda, cuda:N or mps): the tests pin it to
+# cpu so that a machine with a GPU runs them as a machine without one.
+AUTO_DEVICE_ENV = "SELFISH_AUTO_DEVICE"
+# cuBLAS keeps its results bit-identical from run to run only with one of these
+# workspaces; it reads the setting when a process first uses it, so it is set here, on
+# import, before any CUDA work (a value set by the user is kept, and checked).
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
+DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")
+os.environ.setdefault(CUBLAS_ENV, DETERMINISTIC_CUBLAS[0])
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def _auto_choice() -> tuple[str, str]:
+    """What device='auto' resolves to here, and why (for ``describe_device``)."""
+    forced = os.environ.get(AUTO_DEVICE_ENV, "").strip()
+    if forced:
+        return forced, f"auto: {AUTO_DEVICE_ENV}={forced}"
+    if torch.cuda.is_available():
+        return "cuda", "auto: CUDA available"
+    if _mps_available():
+        return "mps", "auto: MPS available, no CUDA"
+    return "cpu", "auto: no CUDA or MPS"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; 'cpu', 'mps', 'cuda' or 'cuda:N' are
-    checked to exist on this machine (ParameterError naming the device otherwise)."""
+    """'auto' picks cuda, then mps, then cpu (or what ``$SELFISH_AUTO_DEVICE`` names);
+    'cpu', 'mps', 'cuda' or 'cuda:N' are checked to exist on this machine
+    (ParameterError naming the device otherwise)."""
     allowed = "auto, cpu, mps, cuda or cuda:N with N a GPU index of this machine"
     if not isinstance(device, str):
         raise ParameterError("device", device, allowed)
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        choice, _ = _auto_choice()
+        if choice == "auto":
+            raise ParameterError(AUTO_DEVICE_ENV, choice, "cpu, cuda, cuda:N or mps")
+        try:
+            return resolve_device(choice)
+        except ParameterError as exc:
+            raise ParameterError(AUTO_DEVICE_ENV, choice, exc.allowed) from None
     kind, _, index = device.partition(":")
     if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
         raise ParameterError("device", device, allowed)
@@ -286,57 +334,489 @@ def resolve_device(device: str = "auto") -> torch.device:
             raise ParameterError("device", device, "a device of this machine (it has no CUDA)")
         if index and int(index) >= count:
             raise ParameterError("device", device, f"cuda:0 to cuda:{count - 1} (this machine)")
-    if kind == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
+    if kind == "mps" and not _mps_available():
         raise ParameterError("device", device, "a device of this machine (it has no MPS)")
     return torch.device(device)
 
 
-class TokenLossLog:
-    """Sums of the per-target training loss between two logging points."""
+def describe_device(device: str = "auto") -> str:
+    """One line naming the device ``device`` resolves to and why, as ``selfish reproduce``
+    and ``selfish train`` print it: 'device: cpu (auto: no CUDA or MPS)'."""
+    dev = resolve_device(device)
+    why = _auto_choice()[1] if device == "auto" else f"asked for {device}"
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        why = f"{name}, {precision_of(dev)}, deterministic algorithms; {why}"
+    return f"device: {dev} ({why})"
 
-    def __init__(self, vocab_size: int, device: torch.device) -> None:
-        self.vocab_size, self.device = vocab_size, device
-        self.records: list[dict] = []
+
+def precision_of(dev: torch.device) -> str:
+    """The arithmetic of a run's float32 matrix products: 'tf32' on CUDA when TF32 matmul
+    is allowed (``torch.backends.cuda.matmul.allow_tf32``), else 'fp32'."""
+    if dev.type == "cuda" and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return "fp32"
+
+
+def _package_version(*names: str) -> str | None:
+    for name in names:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(name)
+    return None
+
+
+def device_record(dev: torch.device) -> dict:
+    """What a run records of the device it trained on: its kind (cpu, cuda, mps) and
+    precision (``precision_of``), the torch version and, on CUDA, the GPU, its compute
+    capability, whether TF32 was allowed, whether deterministic algorithms were on, and
+    the CUDA, cuDNN and cuBLAS versions (None where unknown). The store never serves a
+    run of one kind and precision for another (``runs.get_or_train``)."""
+    record: dict = {"kind": dev.type, "precision": precision_of(dev), "torch": torch.__version__}
+    if dev.type == "cuda":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        record.update(
+            gpu=torch.cuda.get_device_name(index),
+            capability=f"{major}.{minor}",
+            tf32_matmul=bool(torch.backends.cuda.matmul.allow_tf32),
+            tf32_cudnn=bool(torch.backends.cudnn.allow_tf32),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cublas=_package_version(
+                "nvidia-cublas-cu13", "nvidia-cublas-cu12", "nvidia-cublas-cu11"
+            ),  # fmt: skip
+        )
+    return record
+
+
+def device_identity(record: Mapping) -> tuple[str, str]:
+    """(kind, precision) of a device record: what two runs must share to be compared."""
+    return str(record.get("kind", "unknown")), str(record.get("precision", "fp32"))
+
+
+# The wheel indexes PyTorch publishes for CUDA builds (https://download.pytorch.org/whl/).
+CUDA_WHEEL_TAGS = ("cu118", "cu121", "cu124", "cu126", "cu128", "cu129", "cu130")
+
+
+def cuda_wheel_index(smi_output: str) -> str:
+    """The PyTorch wheel index for the newest CUDA the driver supports (the 'CUDA
+    Version' ``nvidia-smi`` prints), or the pattern when it cannot be read."""
+    found = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", smi_output or "")
+    if found:
+        driver = int(found.group(1)) * 10 + int(found.group(2))
+        fitting = [t for t in CUDA_WHEEL_TAGS if int(t[2:]) <= driver]
+        if fitting:
+            return f"https://download.pytorch.org/whl/{fitting[-1]}"
+    return "https://download.pytorch.org/whl/cuXXX (XXX: a CUDA version the driver supports)"
+
+
+def cuda_install_problem(
+    smi_output: str | None, cuda_available: bool, torch_version: str
+) -> str | None:
+    """Why this install cannot train on the GPU that ``nvidia-smi`` sees (None when
+    ``smi_output`` is None, i.e. no nvidia-smi, or when torch can use CUDA)."""
+    if smi_output is None or cuda_available:
+        return None
+    build = " (a CPU-only build)" if "+cpu" in torch_version else ""
+    return (
+        f"nvidia-smi is present but torch {torch_version}{build} cannot use CUDA "
+        "(torch.cuda.is_available() is False). Install torch from the wheel index of "
+        "a CUDA version this driver supports: .venv/bin/pip install --force-reinstall "
+        f"torch --index-url {cuda_wheel_index(smi_output)}"
+    )
+
+
+def check_cuda_install() -> int:
+    """For ``make install``: 1, with the reason and the wheel index to use on stderr,
+    when ``nvidia-smi`` exists but torch cannot use CUDA; else 0."""
+    smi = shutil.which("nvidia-smi")
+    output = None
+    if smi is not None:
+        try:
+            output = subprocess.run([smi], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.SubprocessError):
+            output = ""  # nvidia-smi exists but fails: torch will not see the GPU either
+    problem = cuda_install_problem(output, torch.cuda.is_available(), torch.__version__)
+    if problem is None:
+        return 0
+    print(f"make install: {problem}", file=sys.stderr)
+    return 1
+
+
+def check_cublas_workspace() -> str:
+    """``$CUBLAS_WORKSPACE_CONFIG``, checked to be one of cuBLAS's deterministic
+    workspaces (ParameterError naming the variable otherwise)."""
+    value = os.environ.get(CUBLAS_ENV)
+    if value not in DETERMINISTIC_CUBLAS:
+        raise ParameterError(
+            CUBLAS_ENV, value,
+            " or ".join(DETERMINISTIC_CUBLAS) + " (cuBLAS's deterministic workspaces; "
+            "unset, the library sets the first)",
+        )  # fmt: skip
+    return value
+
+
+# --- what a run logs -------------------------------------------------------------------
+
+# The columns of the four tables a run logs, in order; these hold integers, the rest floats.
+TABLE_COLUMNS = {
+    "train_log": ("step", "lr", "loss", "ce", "grad_norm"),
+    "train_tokens": ("step", "token", "count", "ce_sum", "objective_sum"),
+    "eval_tokens": ("step", "token", *SUMS),
+    "scenarios": ScenarioLog.COLUMNS,
+}
+INTEGER_COLUMNS = ("step", "token", "count")
+
+
+def table_dtype(name: str) -> np.dtype:
+    """The row type of the logged table ``name`` (a numpy structured dtype)."""
+    return np.dtype(
+        [(c, np.int64 if c in INTEGER_COLUMNS else np.float64) for c in TABLE_COLUMNS[name]]
+    )
+
+
+def read_log(path: Path, length: int | None = None, dtype: np.dtype | None = None):
+    """The chunks of rows in the log file ``path`` (arrays written one after another by
+    ``LogWriter``), in order; only its first ``length`` bytes when given. ValueError when
+    the bytes are not whole arrays (of ``dtype``, when given)."""
+    data = path.read_bytes()
+    if length is not None:
+        if length > len(data):
+            raise ValueError(f"{path.name} has {len(data)} bytes, fewer than {length}")
+        data = data[:length]
+    chunks, stream = [], io.BytesIO(data)
+    while stream.tell() < len(data):
+        try:
+            chunk = np.load(stream, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            raise ValueError(f"{path.name} is cut inside a chunk ({exc})") from None
+        if dtype is not None and chunk.dtype != dtype:
+            raise ValueError(f"{path.name} holds rows of another table ({chunk.dtype})")
+        chunks.append(chunk)
+    return chunks
+
+
+class LogWriter:
+    """Appends chunks of rows to their log files on a thread of its own, so that the
+    training thread only hands them over. ``sync`` waits until everything handed over is
+    written and flushed (before a checkpoint records the files' lengths); a failed write
+    is raised at the next call, as an OSError naming the file."""
+
+    def __init__(self, max_pending: int = 256) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._files: dict[Path, object] = {}
+        self._error: tuple[Path, BaseException] | None = None
+        self._thread = threading.Thread(target=self._run, name="selfish-log-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                path, chunk = item
+                if self._error is None:
+                    try:
+                        handle = self._files.get(path)
+                        if handle is None:
+                            handle = self._files[path] = open(path, "ab")  # noqa: SIM115
+                        np.save(handle, chunk, allow_pickle=False)
+                    except BaseException as exc:  # reported to the training thread
+                        self._error = (path, exc)
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            path, exc = self._error
+            free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+            reason = "no space left on the device" if free < (64 << 20) else str(exc)
+            raise OSError(f"could not write the training log {path}: {reason}") from exc
+
+    def append(self, path: Path, chunk: np.ndarray) -> None:
+        """Hand ``chunk`` over to be appended to ``path`` (it must not change afterwards)."""
+        self._raise()
+        self._queue.put((path, chunk))
+
+    def sync(self) -> None:
+        """Wait until every chunk handed over is written, and flush the files."""
+        self._queue.join()
+        self._raise()
+        for handle in self._files.values():
+            handle.flush()
+
+    def forget(self, path: Path) -> None:
+        """Close ``path`` (the caller is about to cut or empty it); call after ``sync``."""
+        handle = self._files.pop(path, None)
+        if handle is not None:
+            handle.close()
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Write what is pending, close the files and end the thread."""
+        if self._thread.is_alive():
+            self._queue.join()
+            self._queue.put(None)
+            self._thread.join()
+        for handle in self._files.values():
+            with contextlib.suppress(OSError):
+                handle.close()
+        self._files.clear()
+        if raise_errors:
+            self._raise()
+
+
+class TableLog:
+    """The rows of one logged table (``TABLE_COLUMNS``), in the order they were logged.
+
+    Rows arrive in chunks (a log point's tokens, an evaluation, a scenario step) and are
+    kept in memory as structured arrays; with a ``path`` each chunk is also appended to
+    that file by ``writer``, off the training thread."""
+
+    def __init__(self, name: str, path: Path | None = None, writer: LogWriter | None = None):
+        self.name, self.path, self.writer = name, path, writer
+        self.dtype = table_dtype(name)
+        self.chunks: list[np.ndarray] = []
+
+    def append(self, columns: Mapping[str, Sequence]) -> None:
+        """Append rows given column by column (arrays or lists, all of one length)."""
+        arrays = {c: np.asarray(columns[c]) for c in self.dtype.names}
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"{self.name}: columns of different lengths {sorted(lengths)}")
+        chunk = np.empty(lengths.pop(), dtype=self.dtype)
+        for name, values in arrays.items():
+            chunk[name] = values
+        self._add(chunk)
+
+    def append_frame(self, frame: pd.DataFrame) -> None:
+        """Append the rows of ``frame`` (it has every column of the table)."""
+        self.append({c: frame[c].to_numpy() for c in self.dtype.names})
+
+    def append_records(self, records: Sequence[Mapping]) -> None:
+        """Append rows given as dicts (nothing for none)."""
+        if records:
+            self.append({c: [r[c] for r in records] for c in self.dtype.names})
+
+    def _add(self, chunk: np.ndarray) -> None:
+        if len(chunk) == 0:
+            return
+        self.chunks.append(chunk)
+        if self.writer is not None and self.path is not None:
+            self.writer.append(self.path, chunk)
+
+    def frame(self) -> pd.DataFrame:
+        """Every row so far, one column per field (integers int64, the rest float64)."""
+        rows = np.concatenate(self.chunks) if self.chunks else np.empty(0, self.dtype)
+        return pd.DataFrame({c: np.ascontiguousarray(rows[c]) for c in self.dtype.names})
+
+
+class RunLogs:
+    """The four tables of one run (``TABLE_COLUMNS``): in memory and, with a work folder,
+    appended as they are logged to ``<work>/logs/<table>.npy`` by a ``LogWriter``.
+
+    A checkpoint records ``offsets()``, each file's length; ``resume`` cuts the files
+    back to those lengths (rows logged after the checkpoint are logged again when their
+    steps are trained again) and reads them, so a resumed run's tables are the
+    uninterrupted run's."""
+
+    def __init__(self, work: Path | None) -> None:
+        self.folder = None if work is None else Path(work) / LOG_DIR
+        self.writer = None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.writer = LogWriter()
+        self.tables = {
+            name: TableLog(name, self._path(name), self.writer) for name in TABLE_COLUMNS
+        }
+
+    def _path(self, name: str) -> Path | None:
+        return None if self.folder is None else self.folder / f"{name}.npy"
+
+    def __getitem__(self, name: str) -> TableLog:
+        return self.tables[name]
+
+    def _quiet(self) -> None:
+        """Wait for the writer and close its files (before they are cut or emptied)."""
+        if self.writer is not None:
+            self.writer.sync()
+            for table in self.tables.values():
+                self.writer.forget(table.path)
+
+    def reset(self) -> None:
+        """No rows: a run that starts from step 0 (its log files emptied)."""
+        self._quiet()
+        for table in self.tables.values():
+            table.chunks = []
+            if table.path is not None:
+                table.path.write_bytes(b"")
+
+    def offsets(self) -> dict[str, int]:
+        """Each log file's length once everything logged so far is written (what a
+        checkpoint records); empty without a work folder."""
+        if self.writer is None:
+            return {}
+        self.writer.sync()
+        return {name: t.path.stat().st_size for name, t in self.tables.items()}
+
+    def resume(self, offsets: Mapping[str, int]) -> None:
+        """Cut each log file back to the length a checkpoint recorded and read it;
+        CheckpointError when a file is missing, shorter, or not whole chunks."""
+        self._quiet()
+        for name, table in self.tables.items():
+            offset = offsets.get(name) if isinstance(offsets, Mapping) else None
+            if not isinstance(offset, int) or offset < 0:
+                raise CheckpointError(f"it records no length for the {name} log")
+            if table.path is None or not table.path.is_file():
+                raise CheckpointError(f"its {name} log is missing")
+            size = table.path.stat().st_size
+            if size < offset:
+                raise CheckpointError(
+                    f"its {name} log has {size} bytes, fewer than the {offset} it covers"
+                )
+            try:
+                table.chunks = read_log(table.path, offset, table.dtype)
+            except ValueError as exc:
+                raise CheckpointError(f"its {name} log cannot be read ({exc})") from None
+            os.truncate(table.path, offset)  # rows of steps after the checkpoint
+
+    def resume_legacy(self, state: Mapping) -> None:
+        """Take the rows a checkpoint of format 1 held (it kept every logged row)."""
+        self.reset()
+        try:
+            self["train_log"].append_records(state["train_log"])
+            self["train_tokens"].append_records(state["train_tokens"]["records"])
+            self["scenarios"].append_records(state["scenarios"])
+            if state["eval_tokens"]:
+                self["eval_tokens"].append(state["eval_tokens"])
+        except (KeyError, TypeError, ValueError):
+            self.reset()
+            raise CheckpointError("its logged rows cannot be read") from None
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        """Each table as a DataFrame."""
+        return {name: table.frame() for name, table in self.tables.items()}
+
+    def close(self, raise_errors: bool = True) -> None:
+        """Write what is pending and stop the writer (a failed write raises OSError)."""
+        if self.writer is not None:
+            self.writer.close(raise_errors)
+
+
+def logged_tables(work: str | os.PathLike, state: Mapping | None = None) -> dict:
+    """The tables a work folder's logs hold (name -> DataFrame); with a checkpoint's
+    ``state``, only the rows it covers (a format-1 checkpoint's own rows)."""
+    folder = Path(work) / LOG_DIR
+    out = {}
+    for name in TABLE_COLUMNS:
+        table = TableLog(name)
+        if state is not None and "logs" not in state:  # format 1: the rows are inside
+            if name == "eval_tokens":
+                if state[name]:
+                    table.append(state[name])
+            elif name == "train_tokens":
+                table.append_records(state[name]["records"])
+            else:
+                table.append_records(state[name])
+        elif (folder / f"{name}.npy").is_file():
+            length = None if state is None else state["logs"][name]
+            table.chunks = read_log(folder / f"{name}.npy", length, table.dtype)
+        out[name] = table.frame()
+    return out
+
+
+class TokenLossLog:
+    """Sums of the per-target training loss between two logging points; ``flush``
+    appends them to ``table`` (the run's train_tokens, or a table of its own).
+
+    On the CPU a step's losses are added at once (``index_add_`` adds in position
+    order). On a GPU ``index_add_`` adds with atomics, in an order that changes from run
+    to run: there (``on_host``) the steps' losses wait on the device and are added on
+    the host, by the same CPU code in the same order, when the log is read, so a step
+    never waits for a copy."""
+
+    # steps whose losses wait on the device before they are added (a bound on memory)
+    PENDING_STEPS = 64
+
+    def __init__(
+        self,
+        vocab_size: int,
+        device: torch.device,
+        table: TableLog | None = None,
+        *,
+        on_host: bool | None = None,
+    ) -> None:
+        self.vocab_size, self.device = vocab_size, torch.device(device)
+        self.table = table if table is not None else TableLog("train_tokens")
+        self.on_host = self.device.type != "cpu" if on_host is None else bool(on_host)
+        self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._reset()
 
+    @property
+    def records(self) -> list[dict]:
+        """The flushed rows as dicts (step, token, count, ce_sum, objective_sum)."""
+        return self.table.frame().to_dict("records")
+
     def _reset(self) -> None:
-        z = lambda: torch.zeros(self.vocab_size, dtype=torch.float64, device=self.device)
+        where = torch.device("cpu") if self.on_host else self.device
+        z = lambda: torch.zeros(self.vocab_size, dtype=torch.float64, device=where)
         self.count, self.ce, self.objective = z(), z(), z()
+
+    def _index_add(self, t: torch.Tensor, ce: torch.Tensor, objective: torch.Tensor) -> None:
+        # index_add_ rather than bincount: bincount reads the largest id first, a device
+        # sync on a GPU at every step.
+        self.count.index_add_(0, t, torch.ones_like(t, dtype=torch.float64))
+        self.ce.index_add_(0, t, ce)
+        self.objective.index_add_(0, t, objective)
 
     def add(self, targets: torch.Tensor, ce: torch.Tensor, objective: torch.Tensor) -> None:
         """Accumulate per-position losses (any shape matching ``targets``)."""
-        # index_add_ rather than bincount: bincount reads the largest id first, a device
-        # sync on a GPU at every step.
         t = targets.reshape(-1)
-        self.count.index_add_(0, t, torch.ones_like(t, dtype=torch.float64))
-        self.ce.index_add_(0, t, ce.reshape(-1).double())
-        self.objective.index_add_(0, t, objective.reshape(-1).double())
+        ce, objective = ce.reshape(-1).double(), objective.reshape(-1).double()
+        if not self.on_host:
+            self._index_add(t, ce, objective)
+            return
+        self._pending.append((t.detach(), ce.detach(), objective.detach()))
+        if len(self._pending) >= self.PENDING_STEPS:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Add the losses waiting on the device, on the host, in the order they came."""
+        if not self._pending:
+            return
+        t, ce, objective = (torch.cat(parts).cpu() for parts in zip(*self._pending, strict=True))
+        self._pending = []
+        self._index_add(t, ce, objective)
 
     def state_dict(self) -> dict:
-        """Records and the partial sums since the last flush, for checkpoints."""
-        return {"records": self.records, "sums": (self.count, self.ce, self.objective)}
+        """The partial sums since the last flush, for checkpoints."""
+        self._drain()
+        return {"sums": (self.count, self.ce, self.objective)}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a state saved by ``state_dict``."""
-        self.records = state["records"]
-        self.count, self.ce, self.objective = (t.to(self.device) for t in state["sums"])
+        """Restore a state saved by ``state_dict`` (a format-1 checkpoint's too)."""
+        self._pending = []
+        where = torch.device("cpu") if self.on_host else self.device
+        sums = tuple(t.to(where, torch.float64) for t in state["sums"])
+        if len(sums) != 3 or any(t.shape != (self.vocab_size,) for t in sums):
+            raise ValueError(f"sums of another vocabulary than {self.vocab_size}")
+        self.count, self.ce, self.objective = sums
 
     def flush(self, step: int) -> None:
         """Record the sums since the last flush under ``step`` (tokens seen at least once)."""
-        count, ce, obj = (v.cpu().tolist() for v in (self.count, self.ce, self.objective))
-        for token in range(self.vocab_size):
-            if count[token]:
-                self.records.append(
-                    {
-                        "step": step,
-                        "token": token,
-                        "count": int(count[token]),
-                        "ce_sum": ce[token],
-                        "objective_sum": obj[token],
-                    }
-                )
+        self._drain()
+        count, ce, obj = (v.cpu().numpy() for v in (self.count, self.ce, self.objective))
+        seen = np.flatnonzero(count)
+        self.table.append(
+            {
+                "step": np.full(len(seen), step, dtype=np.int64),
+                "token": seen.astype(np.int64),
+                "count": count[seen].astype(np.int64),
+                "ce_sum": ce[seen],
+                "objective_sum": obj[seen],
+            }
+        )
         self._reset()
 
 
@@ -389,6 +869,8 @@ class TrainResult:
     scenarios: pd.DataFrame  # see scenarios.ScenarioLog (empty unless scenario_interval > 0)
     seconds: float
     device: str
+    # the device's kind, precision and versions (``device_record``)
+    device_record: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -492,16 +974,65 @@ def _save_atomic(obj: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def checkpoint_state(
+    *,
+    model: torch.nn.Module,
+    optimizer_state: dict,
+    sampler: BlockSampler,
+    device: torch.device,
+    step: int,
+    elapsed: float,
+    tokens: TokenLossLog,
+    window: Window,
+    objective_state: dict | None,
+    config: TrainConfig,
+    logs: RunLogs,
+    record: dict,
+) -> dict:
+    """What a checkpoint holds: the training state only (weights, optimizer, RNG states,
+    running sums, the objective's state), the device's kind and precision (of ``record``,
+    a ``device_record``), and each log file's length (``RunLogs.offsets``: the logged
+    rows stay in the logs)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer_state,
+        "sampler": sampler.state_dict(),
+        "rng_cpu": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "step": step,
+        "elapsed": elapsed,
+        "train_tokens": tokens.state_dict(),
+        "window": window.state_dict(),
+        "objective_state": objective_state,
+        "config": config.to_dict(),
+        "device": dict(zip(("kind", "precision"), device_identity(record), strict=True)),
+        "logs": logs.offsets(),
+    }
+
+
+# Every checkpoint has these; format 1 also the logged rows, format 2 the logs' lengths.
+_CHECKPOINT_FIELDS = ("model", "optimizer", "sampler", "rng_cpu", "step", "elapsed", "config",
+                      "train_tokens", "window")  # fmt: skip
+_LEGACY_ROWS = ("train_log", "scenarios", "eval_tokens")
+
+
 def load_checkpoint(path: Path, config: TrainConfig, device: torch.device) -> dict:
-    """The state saved in ``path``, checked to belong to ``config`` and to be resumable:
-    readable, with every field, the same config, and a step in 1..max_steps. Raises
-    CheckpointError with the reason otherwise."""
+    """The state saved in ``path``, checked to belong to ``config`` and to be resumable on
+    ``device``: readable, with every field, the same config, a step in 1..max_steps and
+    written on a device of the same kind and precision. Raises CheckpointError with the
+    reason otherwise.
+
+    The state is loaded to the CPU whatever ``device`` is: the RNG states must be CPU
+    tensors to be restored, and what belongs on the device (weights, optimizer moments,
+    running sums) is moved there by whatever loads it."""
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # truncated, random bytes, empty: torch raises many kinds
         raise CheckpointError(f"unreadable ({type(exc).__name__})") from None
-    required = ("model", "optimizer", "sampler", "rng_cpu", "step", "elapsed", "config")
-    if not isinstance(state, dict) or any(k not in state for k in required):
+    if not isinstance(state, dict) or any(k not in state for k in _CHECKPOINT_FIELDS):
+        raise CheckpointError("not a checkpoint of this project (fields missing)")
+    if "logs" not in state and any(k not in state for k in _LEGACY_ROWS):
         raise CheckpointError("not a checkpoint of this project (fields missing)")
     try:
         saved = TrainConfig.from_dict(state["config"])
@@ -512,21 +1043,52 @@ def load_checkpoint(path: Path, config: TrainConfig, device: torch.device) -> di
     step = state["step"]
     if not isinstance(step, int) or not 1 <= step <= config.max_steps:
         raise CheckpointError(f"its step {step!r} is outside 1..max_steps={config.max_steps}")
+    here = device_identity(device_record(device))
+    if isinstance(state.get("device"), Mapping):
+        there = device_identity(state["device"])
+    elif "device" in state:
+        there = ("an unknown device", "?")
+    elif (state.get("rng_cuda") is not None) != (device.type == "cuda"):
+        # format 1 recorded no device, but only a CUDA run saved a CUDA RNG state
+        there = ("cuda" if state.get("rng_cuda") is not None else "cpu or mps", "fp32")
+    else:
+        there = here
+    if there != here:
+        raise CheckpointError(
+            f"it was written on {there[0]} ({there[1]}), this run trains on {here[0]} "
+            f"({here[1]}); the numbers of different devices are never mixed"
+        )
     return state
 
 
 def _restore(state: dict, model, optimizer, sampler, device: torch.device) -> None:
-    """Load a validated checkpoint into fresh objects; CheckpointError if it does not fit."""
+    """Load a validated checkpoint into fresh objects; CheckpointError if it does not fit.
+    ``model`` and ``optimizer`` copy their tensors to the device they live on; the RNG
+    states (CPU tensors, ``load_checkpoint``) go to the CPU generator and to ``device``'s."""
     try:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
-        torch.set_rng_state(state["rng_cpu"])
+        torch.set_rng_state(state["rng_cpu"].cpu())
         if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], device)
-    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            torch.cuda.set_rng_state(state["rng_cuda"].cpu(), device)
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"its tensors do not fit this model ({first[:120]})") from None
+
+
+def _resume_logs(state: dict, logs: RunLogs, tokens: TokenLossLog, window: Window) -> None:
+    """The logged rows and running sums of a validated checkpoint: the log files cut back
+    to its lengths (format 2) or its own rows (format 1); CheckpointError if they do not fit."""
+    if "logs" in state:
+        logs.resume(state["logs"])
+    else:
+        logs.resume_legacy(state)
+    try:
+        tokens.load_state_dict(state["train_tokens"])
+        window.load_state_dict(state["window"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError):
+        raise CheckpointError("its running sums do not fit this run") from None
 
 
 @contextlib.contextmanager
@@ -571,6 +1133,35 @@ def cpu_training_threads(device: torch.device):
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def training_device(device: torch.device):
+    """What training on ``device`` runs under, restored afterwards: on the CPU
+    ``CPU_TRAINING_THREADS`` threads; on CUDA deterministic algorithms only
+    (``torch.use_deterministic_algorithms(True)``: an operation without a deterministic
+    kernel raises rather than changing the numbers from run to run), cuDNN's
+    deterministic mode without autotuning, and a deterministic cuBLAS workspace
+    (``check_cublas_workspace``)."""
+    if device.type == "cpu":
+        with cpu_training_threads(device):
+            yield
+        return
+    if device.type != "cuda":
+        yield
+        return
+    check_cublas_workspace()
+    cudnn = torch.backends.cudnn
+    previous = (torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+                cudnn.deterministic, cudnn.benchmark)  # fmt: skip
+    torch.use_deterministic_algorithms(True)
+    cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+        cudnn.deterministic, cudnn.benchmark = previous[2], previous[3]
+
+
 def train(
     config: TrainConfig,
     corpus: Corpus,
@@ -582,21 +1173,23 @@ def train(
 ) -> TrainResult | None:
     """Train a model for ``config`` on ``corpus``.
 
-    With a ``work_dir``, a checkpoint is written there every
-    ``checkpoint_interval`` steps (and on Ctrl-C) and a run that finds one
-    resumes from it. ``stop_after`` ends the call after that many steps without
-    finishing (returns None), as an interruption would; it exists for tests.
-    On the CPU the run uses ``CPU_TRAINING_THREADS`` threads (see there).
+    With a ``work_dir``, the logged tables are appended to ``<work_dir>/logs/`` as they
+    are logged, a checkpoint is written there every ``checkpoint_interval`` steps (and
+    on Ctrl-C), and a run that finds one resumes from it. ``stop_after`` ends the call
+    after that many steps without finishing (returns None), as an interruption would; it
+    exists for tests. The device runs under ``training_device`` (on the CPU
+    ``CPU_TRAINING_THREADS`` threads, on CUDA deterministic algorithms).
     """
-    with cpu_training_threads(resolve_device(device)):
-        return _train(config, corpus, work_dir, device, progress, stop_after)
+    dev = resolve_device(device)
+    with training_device(dev):
+        return _train(config, corpus, work_dir, dev, progress, stop_after)
 
 
 def _train(
     config: TrainConfig,
     corpus: Corpus,
     work_dir: str | os.PathLike | None,
-    device: str,
+    dev: torch.device,
     progress: bool,
     stop_after: int | None,
 ) -> TrainResult | None:
@@ -605,10 +1198,10 @@ def _train(
             f"invalid corpus: its sha256 {corpus.sha256} differs from the config's "
             f"data_sha256={config.data_sha256}"
         )
-    dev = resolve_device(device)
     work = Path(work_dir) if work_dir is not None else None
     corpus = training_corpus(corpus, config)
     V = vocab_size(config, corpus.vocab_size)
+    record = device_record(dev)
 
     def fresh():
         model = initial_model(config, corpus.vocab_size).to(dev)
@@ -622,23 +1215,37 @@ def _train(
         )
         return model, make_optimizer(model, config), sampler
 
+    logs = RunLogs(work)
+    try:
+        return _loop(config, corpus, work, dev, progress, stop_after, V, record, fresh, logs)
+    finally:
+        logs.close(raise_errors=False)  # on success _loop has closed it (and raised)
+
+
+def _loop(config, corpus, work, dev, progress, stop_after, V, record, fresh, logs):
+    """The body of ``_train``: resume or start, train, log, checkpoint."""
     model, optimizer, sampler = fresh()
     objective_state = config.objective.initial_state(V, dev)
     log_prior = corpus.log_prior(config.bilingual, config.p_low).to(dev)
-    tokens = TokenLossLog(V, dev)
+    tokens = TokenLossLog(V, dev, logs["train_tokens"])
     scenario_log = ScenarioLog()
-    train_log: list[dict] = []
     # running sums of the objective and the CE since the last log point, kept on the
     # device so that a step waits for nothing (read at log points only)
     window = Window(dev)
-    eval_frames: list[pd.DataFrame] = []
     step, elapsed = 0, 0.0
 
     ckpt_path = work / CHECKPOINT if work is not None else None
+    resumed = False
     if ckpt_path is not None and ckpt_path.exists():
         try:
             state = load_checkpoint(ckpt_path, config, dev)
             _restore(state, model, optimizer, sampler, dev)
+            _resume_logs(state, logs, tokens, window)
+            if objective_state is not None:
+                try:
+                    objective_state = {k: v.to(dev) for k, v in state["objective_state"].items()}
+                except (KeyError, TypeError, AttributeError):
+                    raise CheckpointError("its objective state cannot be read") from None
         except CheckpointError as exc:
             rejected = ckpt_path.with_name("checkpoint.rejected.pt")
             os.replace(ckpt_path, rejected)
@@ -647,47 +1254,32 @@ def _train(
                 "training starts again from step 0",
                 file=sys.stderr,
             )
-            model, optimizer, sampler = fresh()  # a failed load may have half-filled them
+            # a failed load may have half-filled them
+            model, optimizer, sampler = fresh()
+            objective_state = config.objective.initial_state(V, dev)
+            tokens, window = TokenLossLog(V, dev, logs["train_tokens"]), Window(dev)
         else:
             step, elapsed = state["step"], state["elapsed"]
-            train_log = state["train_log"]
-            window.load_state_dict(state["window"])
-            tokens.load_state_dict(state["train_tokens"])
-            scenario_log.records = state["scenarios"]
-            if objective_state is not None:
-                objective_state = {k: v.to(dev) for k, v in state["objective_state"].items()}
-            eval_frames = [pd.DataFrame(state["eval_tokens"])] if state["eval_tokens"] else []
+            resumed = True
+    if not resumed:
+        logs.reset()
 
     def evaluate(at: int) -> pd.DataFrame:
         frame = evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
         frame.insert(0, "step", at)
-        eval_frames.append(frame)
+        logs["eval_tokens"].append_frame(frame)
         return frame
 
     def checkpoint() -> None:
         if ckpt_path is None:
             return
         work.mkdir(parents=True, exist_ok=True)
-        evals = pd.concat(eval_frames) if eval_frames else pd.DataFrame()
-        _save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "sampler": sampler.state_dict(),
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
-                "step": step,
-                "elapsed": elapsed,
-                "train_log": train_log,
-                "train_tokens": tokens.state_dict(),
-                "window": window.state_dict(),
-                "scenarios": scenario_log.records,
-                "objective_state": objective_state,
-                "eval_tokens": evals.to_dict("list"),
-                "config": config.to_dict(),
-            },
-            ckpt_path,
-        )
+        state = checkpoint_state(
+            model=model, optimizer_state=optimizer.state_dict(), sampler=sampler, device=dev,
+            step=step, elapsed=elapsed, tokens=tokens, window=window,
+            objective_state=objective_state, config=config, logs=logs, record=record,
+        )  # fmt: skip
+        _save_atomic(state, ckpt_path)
 
     if step == 0:
         evaluate(0)
@@ -701,6 +1293,7 @@ def _train(
         leave=False,
     )
     steps_this_call = 0
+    last_loss = None
     started = time.perf_counter() - elapsed
     at_boundary = True  # False while a step (sampling to logging) is half done
     try:
@@ -725,6 +1318,9 @@ def _train(
                     log_prior=log_prior,
                     objective_state=objective_state,
                 )
+                if logged:
+                    logs["scenarios"].append_records(scenario_log.records)
+                    scenario_log.records.clear()
                 tokens.add(y, out.ce, out.objective)
                 window.add(out.loss, out.ce.mean())
                 step += 1
@@ -733,15 +1329,17 @@ def _train(
                 if step % config.log_interval == 0 or step == config.max_steps:
                     tokens.flush(step)
                     loss, ce = window.means()
-                    train_log.append(
-                        dict(step=step, lr=lr, loss=loss, ce=ce, grad_norm=float(out.grad_norm))
-                    )
+                    logs["train_log"].append(
+                        dict(step=[step], lr=[lr], loss=[loss], ce=[ce],
+                             grad_norm=[float(out.grad_norm)])
+                    )  # fmt: skip
+                    last_loss = loss
                     bar.set_postfix(loss=f"{loss:.3f}")
                     window.reset()
                 if step % config.eval_interval == 0 or step == config.max_steps:
                     frame = evaluate(step)
                     val = frame["loss_sum"].sum() / max(1, frame["count"].sum())
-                    shown = {"loss": f"{train_log[-1]['loss']:.3f}"} if train_log else {}
+                    shown = {"loss": f"{last_loss:.3f}"} if last_loss is not None else {}
                     bar.set_postfix(**shown, val=f"{val:.3f}")
                 elapsed = time.perf_counter() - started
                 at_boundary = True
@@ -762,12 +1360,15 @@ def _train(
     finally:
         bar.close()
 
+    tables = logs.frames()
+    logs.close()  # every row is on disk too (a failed write raises here)
     return TrainResult(
         model=model.eval(),
-        train_log=pd.DataFrame(train_log),
-        train_tokens=pd.DataFrame(tokens.records),
-        eval_tokens=pd.concat(eval_frames, ignore_index=True),
-        scenarios=pd.DataFrame(scenario_log.records, columns=list(ScenarioLog.COLUMNS)),
+        train_log=tables["train_log"],
+        train_tokens=tables["train_tokens"],
+        eval_tokens=tables["eval_tokens"],
+        scenarios=tables["scenarios"],
         seconds=time.perf_counter() - started,
         device=str(dev),
+        device_record=record,
     )
