@@ -2,11 +2,13 @@
 
     python bench/arms.py [--profile paper] [--setting bilingual] [--steps 40] [--rounds 3]
 
-Each arm (``study.field.arms``: CE, HNS, the peers, the ablations) gets its own model,
-optimizer and block sampler, seeded alike, at the profile's scale; the arms take turns,
-``steps`` steps each per round, so that drift on a shared machine hits them alike.
-Prints a table: the median milliseconds of a step and its ratio to CE's (CPU: the
-training thread count).
+Each arm (``study.field.arms``: CE, HNS, the peers, the ablations; an arm that trains
+the same objective as one before it, such as logit adjustment tuned on its own target,
+once) gets its own model, optimizer and block sampler, seeded alike, at the profile's
+scale, and so does alpha-entmax away from 1.5 (computed by bisection, where 1.5 is
+computed exactly by sorting). The arms take turns, ``steps`` steps each per round, so
+that drift on a shared machine hits them alike. Prints a table: the median
+milliseconds of a step and its ratio to CE's (CPU: the training thread count).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from common import machine, median_ms, print_table, timed
 
 from selfish_lib.engine.corpus import BlockSampler, load_corpus
+from selfish_lib.engine.objectives import Entmax15
 from selfish_lib.engine.profiles import get_profile
 from selfish_lib.engine.training import (
     cpu_training_threads,
@@ -50,9 +53,17 @@ def main() -> None:
     corpus = load_corpus()
     profile = get_profile(args.profile)
     prepared = []
+    entries, seen = [], set()
     for arm in field.arms():
-        extra = {} if arm.tied else {"tie_embeddings": False}
-        config = profile.config(args.setting, arm.objective, 0, **extra)
+        if (arm.objective, arm.tied) not in seen:
+            seen.add((arm.objective, arm.tied))
+            entries.append((arm.name, arm.objective, arm.tied))
+    bisected = Entmax15(alpha=Entmax15.tuning.values[0])
+    entries.append((f"Entmax, bisection ({bisected.label})", bisected, True))
+    for name, objective, tied in entries:
+        arm = field.Arm(name, objective, "peer", tied=tied)
+        extra = {} if tied else {"tie_embeddings": False}
+        config = profile.config(args.setting, objective, 0, **extra)
         model = initial_model(config, corpus.vocab_size).to(device)
         sampler = BlockSampler(corpus.train, config.model.block_size, config.batch_size, 0,
                                corpus.vocab_size, p_low=config.p_low)  # fmt: skip

@@ -13,6 +13,7 @@ from selfish_lib.engine.ensemble import group_key
 from selfish_lib.engine.losses import hns_keep_mask
 from selfish_lib.engine.model import GPT, ModelConfig
 from selfish_lib.engine.objectives import (
+    AGG_REFERENCE_TOKENS,
     AdaptiveGradientGating,
     EmbeddingOnlyHNS,
     HardNegatives,
@@ -95,39 +96,88 @@ def test_embedding_only_hns_excluded_rows_get_nothing():
 
 
 def test_agg_gates_on_a_hand_made_count_example():
-    """Window of 10 steps, alpha 0.5: counts (20, 8, 2, 0, 6) give rates (2, .8, .2, 0, .6),
-    so tokens 2 and 3 are rare (mean rare count 1). A non-rare target gates the rare
-    tokens by their rate; a rare target gates them by min(count / 1, 1)."""
-    counts = torch.tensor([20.0, 8.0, 2.0, 0.0, 6.0], dtype=torch.float64)
-    targets = torch.tensor([0, 2, 3])
-    gates = agg_gates(counts, 10, targets, 0.5)
+    """Counts (60000, 39000, 996, 2, 0, 2) over a window of 100,000 tokens: on the
+    reference's scale (per 32,768 tokens) the rates are 2 / 100000 * 32768 = 0.65536 for
+    tokens 3 and 5 and 0 for token 4, far above for the rest. At alpha 0.7 tokens 3, 4
+    and 5 are rare (mean rare count 4 / 3). A non-rare target gates the rare tokens by
+    their rate; a rare target gates them by min(count / (4 / 3), 1)."""
+    counts = torch.tensor([60000.0, 39000.0, 996.0, 2.0, 0.0, 2.0], dtype=torch.float64)
+    targets = torch.tensor([0, 3, 4])
+    gates = agg_gates(counts, targets, 0.7)
+    r = 2 / 100000 * 32768
     expected = torch.tensor(
         [
-            [1.0, 1.0, 0.2, 0.0, 1.0],  # target 0 (not rare): gate 1
-            [1.0, 1.0, 1.0, 0.0, 1.0],  # target 2 (rare): gate 2, its own entry 1
-            [1.0, 1.0, 1.0, 1.0, 1.0],  # target 3 (rare): min(2 / 1, 1) = 1 for token 2
+            [1.0, 1.0, 1.0, r, 0.0, r],  # target 0 (not rare): gate 1
+            [1.0, 1.0, 1.0, 1.0, 0.0, 1.0],  # target 3 (rare): gate 2, its own entry 1
+            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0],  # target 4 (rare): min(2 / (4/3), 1) = 1
         ],
         dtype=torch.float64,
     )
-    assert torch.equal(gates, expected)
-    # nothing rare: every gate is 1
-    assert torch.equal(agg_gates(counts, 10, targets, 0.0), torch.ones(3, 5, dtype=torch.float64))
+    torch.testing.assert_close(gates, expected, rtol=1e-12, atol=0)
+    # nothing rare: every gate is 1; above alpha 1 a rare token's gate stays at 1
+    assert torch.equal(agg_gates(counts, targets, 0.0), torch.ones(3, 6, dtype=torch.float64))
+    lifted = agg_gates(torch.tensor([99990.0, 10.0], dtype=torch.float64), torch.tensor([0]), 5.0)
+    assert lifted[0, 1].item() == 1.0  # rate 3.28 < 5: rare, gated by min(3.28, 1)
+
+
+def test_agg_threshold_is_a_share_of_the_windows_tokens_on_a_count_stream():
+    """A stream of three steps through the objective, window 2, alpha 5 (per 32,768
+    tokens): the rows' gradient reveals each gate (zero logits: p = 1/V, so a non-target
+    row's gradient is gate / V), and each must be what the independent formula says:
+    rare iff count_in_window / tokens_in_window < 5 / 32768, gate 1 = min(that rate,
+    1) at a frequent target, min(count / mean rare count, 1) at a rare one."""
+    V, alpha, window = 6, 5.0, 2
+    steps = [
+        [0] * 30000 + [1] * 9990 + [2] * 10,
+        [0] * 39999 + [3],
+        [0] * 39998 + [3] + [2],
+    ]
+    agg = AdaptiveGradientGating(alpha=alpha, window=window)
+    state = agg.initial_state(V, torch.device("cpu"))
+    for step, targets in enumerate(steps):
+        y = torch.tensor(targets)
+        z_rows = torch.zeros(len(targets), V, dtype=torch.float64, requires_grad=True)
+        z_hidden = torch.zeros(len(targets), V, dtype=torch.float64)
+        context = LossContext(step=step, state=state)
+        agg.split_loss(z_hidden, z_rows, y, context).sum().backward()
+        # the independent formula, from the raw stream
+        seen = [t for batch in steps[max(0, step - window + 1) : step + 1] for t in batch]
+        count = [seen.count(k) for k in range(V)]
+        total = len(seen)
+        rate = [c / total * 32768 for c in count]
+        rare = [r < alpha for r in rate]
+        mean_rare = sum(c for c, is_rare in zip(count, rare, strict=True) if is_rare) / sum(rare)
+        for position in {targets.index(k) for k in set(targets)}:  # one position per target
+            target = targets[position]
+            for k in range(V):
+                if k == target:
+                    continue
+                if not rare[k]:
+                    expected = 1.0
+                elif rare[target]:
+                    expected = min(count[k] / mean_rare, 1.0)
+                else:
+                    expected = min(rate[k], 1.0)
+                gate = z_rows.grad[position, k].item() * V
+                assert gate == pytest.approx(expected, rel=1e-9, abs=1e-12), (step, target, k)
+    # step 2 forgot step 0: token 1 (9990 of the first 40,000) is now unseen and rare
+    assert state["counts"].sum(dim=0)[1].item() == 0.0
 
 
 def test_agg_gives_ces_hidden_gradient_and_gated_row_gradient():
     """Independent formula: dL/dW = (gates * (p - onehot))^T h, dL/dh = (p - onehot) W,
     with the gates from the counts the objective keeps (this step's targets included)."""
     h, W, y = head_case(V=6, N=12)
-    agg = AdaptiveGradientGating(alpha=0.5, window=3)
+    agg = AdaptiveGradientGating(alpha=3.0, window=3)
     state = agg.initial_state(6, torch.device("cpu"))
-    state["counts"][1, :] = torch.tensor([5.0, 5.0, 5.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    before = torch.tensor([50000.0, 50000.0, 50000.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    state["counts"][1, :] = before
     context = LossContext(step=2, state=state)  # steps 0, 1 and this one: 3 seen
     values, (g_h, g_W) = split_gradients(agg, h, W, y, context)
     z = (h @ W.T).detach()
     assert torch.allclose(values, F.cross_entropy(z, y, reduction="none"), atol=1e-12)
-    window = torch.tensor([5.0, 5.0, 5.0, 0.0, 0.0, 1.0], dtype=torch.float64)
-    window += torch.bincount(y, minlength=6).double()
-    gates = agg_gates(window, 3, y, 0.5)
+    window = before + torch.bincount(y, minlength=6).double()
+    gates = agg_gates(window, y, 3.0)
     assert (gates < 1).any(), "the case must gate something"
     G = softmax_gradient(z, y)
     assert torch.allclose(g_h, G @ W.detach(), atol=1e-12)
@@ -148,7 +198,7 @@ def test_agg_resumes_from_a_checkpoint_to_the_same_numbers(tiny_corpus, tmp_path
     config = TrainConfig.flat(n_layer=1, n_head=2, n_embd=16, block_size=16, batch_size=4,
                               max_steps=8, warmup_steps=1, eval_interval=8, log_interval=2,
                               checkpoint_interval=3, data_sha256=tiny_corpus.sha256,
-                              objective=AdaptiveGradientGating(alpha=0.5, window=3))  # fmt: skip
+                              objective=AdaptiveGradientGating(alpha=100.0, window=3))  # fmt: skip
     whole = train(config, tiny_corpus, progress=False)
     assert train(config, tiny_corpus, tmp_path, progress=False, stop_after=4) is None
     resumed = train(config, tiny_corpus, tmp_path, progress=False)
@@ -158,9 +208,10 @@ def test_agg_resumes_from_a_checkpoint_to_the_same_numbers(tiny_corpus, tmp_path
 
 @pytest.mark.parametrize(
     ("name", "params", "bad", "values"),
-    [("agg", {"alpha": 0.03, "window": 100}, "alpha", (-1.0, math.inf, "x")),
-     ("agg", {"alpha": 0.03, "window": 100}, "window", (0, 2.5, True)),
-     ("hns-rows", {"layout": 2.0}, "layout", (-1.0, math.inf))],
+    [("agg", {"alpha": 0.03, "window": 100}, "alpha",
+      (-1.0, math.inf, math.nan, "x", 101.0, 10**400)),
+     ("agg", {"alpha": 0.03, "window": 100}, "window", (0, 2.5, True, 10**9, 10**400)),
+     ("hns-rows", {"layout": 2.0}, "layout", (-1.0, math.inf, math.nan, 10**400))],
 )  # fmt: skip
 def test_new_objectives_are_registered_validated_and_round_trip(name, params, bad, values):
     objective = make_objective(name, **params)
@@ -169,6 +220,27 @@ def test_new_objectives_are_registered_validated_and_round_trip(name, params, ba
     for value in values:
         with pytest.raises(ParameterError, match=bad):
             make_objective(name, **{**params, bad: value})
+
+
+def test_agg_window_is_bounded_by_the_memory_of_its_counts():
+    """A window a run can honour: the bound of the class, and the size of its count table
+    for the vocabulary it meets (an error naming the window, not an allocation)."""
+    with pytest.raises(ParameterError, match="window"):
+        AdaptiveGradientGating(window=AdaptiveGradientGating.WINDOW_MAX + 1)
+    agg = AdaptiveGradientGating(window=AdaptiveGradientGating.WINDOW_MAX)
+    assert agg.initial_state(130, torch.device("meta"))["counts"].shape == (100_000, 130)
+    with pytest.raises(ParameterError, match="window.*vocabulary of 4096"):
+        agg.initial_state(4096, torch.device("meta"))
+
+
+def test_agg_alpha_is_on_the_reference_scale_and_its_run_id_says_so():
+    """alpha counts per 32,768 tokens: the id says so, so runs of the per-step definition
+    (earlier versions) are never read as these."""
+    agg = AdaptiveGradientGating(alpha=0.03, window=1000)
+    assert agg.canonical()["objective"]["alpha_per_tokens"] == AGG_REFERENCE_TOKENS == 32768
+    assert AdaptiveGradientGating.tuning.published == 0.03  # the reference's LM value
+    values = AdaptiveGradientGating.tuning.values
+    assert 0.03 in values and max(values) >= 0.01 * 32768 / 768  # the per-step 0.01 = 0.43
 
 
 # --- untied embeddings ------------------------------------------------------------------------
@@ -237,7 +309,7 @@ def test_split_head_objectives_train_and_log_ce(tiny_corpus):
                             max_steps=4, warmup_steps=1, eval_interval=4, log_interval=1,
                             data_sha256=corpus.sha256)  # fmt: skip
     ce_run = train(base, corpus, progress=False)
-    for objective in (EmbeddingOnlyHNS(0.5), AdaptiveGradientGating(alpha=1.0, window=2)):
+    for objective in (EmbeddingOnlyHNS(0.5), AdaptiveGradientGating(alpha=100.0, window=1)):
         run = train(base.replace(objective=objective), corpus, progress=False)
         log = run.train_log
         assert (log["loss"] - log["ce"]).abs().max() < 1e-6

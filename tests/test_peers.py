@@ -19,6 +19,8 @@ from selfish_lib.engine.objectives import (
     Focal,
     LogitAdjusted,
     LossContext,
+    Tuning,
+    entmax_bisect_loss,
     make_objective,
     mean_pairwise_cosine,
     objective_from_dict,
@@ -140,16 +142,55 @@ def test_the_log_prior_is_the_smoothed_training_stream(tiny_corpus):
 
 
 @pytest.mark.parametrize(
-    ("name", "params", "bad"),
-    [("focal", {"gamma": 2.0}, "gamma"), ("cosine-reg", {"gamma": 1.0}, "gamma"),
-     ("logit-adjust", {"tau": 1.0}, "tau")],
+    ("name", "params", "bad", "above"),
+    [("focal", {"gamma": 2.0}, "gamma", 20.5), ("cosine-reg", {"gamma": 1.0}, "gamma", 1001.0),
+     ("logit-adjust", {"tau": 1.0}, "tau", 10.5), ("entmax15", {"alpha": 1.25}, "alpha", 10.5)],
 )  # fmt: skip
-def test_peers_are_registered_validated_and_round_trip(name, params, bad):
+def test_peers_are_registered_validated_and_round_trip(name, params, bad, above):
+    """Each hyperparameter has a range: NaN, infinities, an integer too large for a
+    float and a value past the range are refused with an error that names it."""
     objective = make_objective(name, **params)
     assert objective_from_dict(objective.to_dict()) == objective
-    for value in (-1.0, math.inf, "2"):
+    for value in (-1.0, math.inf, -math.inf, math.nan, "2", True, 10**400, above):
         with pytest.raises(ParameterError, match=bad):
             make_objective(name, **{bad: value})
+
+
+@pytest.mark.parametrize("cls", [Focal, CosineRegularised, LogitAdjusted, Entmax15])
+def test_every_tuning_grid_holds_its_published_value_and_stays_in_range(cls):
+    """The grids of the comparison: the published value among the candidates, and every
+    candidate a valid value of the hyperparameter."""
+    tuning = cls.tuning
+    assert tuning.published == getattr(cls(), tuning.hyperparameter)
+    assert tuning.published in tuning.values
+    for value in tuning.values:
+        cls(**{tuning.hyperparameter: value})
+
+
+def test_the_widened_grids():
+    assert LogitAdjusted.tuning.values == (0.05, 0.1, 0.25, 0.5, 1.0)
+    assert CosineRegularised.tuning.values == (1.0, 3.0, 10.0, 30.0, 100.0)
+    assert Focal.tuning.values == (0.5, 1.0, 2.0, 5.0)
+    assert Entmax15.tuning.values == (1.25, 1.5, 2.0)
+
+
+def test_a_grid_continues_by_its_own_step():
+    """Beyond an end, the ratio of the two offsets (from the origin) at that end once
+    more: (1, 3, 10, 30, 100) continues to 333 and 1/3; (1.25, 1.5, 2) about 1, the
+    offsets 0.25, 0.5, 1, to 3 (offset 2) and 1.125 (offset 0.125)."""
+    grid = (1.0, 3.0, 10.0, 30.0, 100.0)
+    tuning = Tuning("gamma", grid, published=1.0)
+    assert tuning.beyond(grid, "above") == 333.0  # 100 * 100 / 30, three digits
+    assert tuning.beyond(grid, "below") == 0.333
+    entmax = Tuning("alpha", (1.25, 1.5, 2.0), published=1.5, origin=1.0)
+    assert entmax.beyond((1.25, 1.5, 2.0), "above") == 3.0
+    assert entmax.beyond((1.25, 1.5, 2.0), "below") == 1.125
+    with pytest.raises(ParameterError, match="published"):
+        Tuning("gamma", (1.0, 2.0), published=3.0)
+    with pytest.raises(ParameterError, match="tuning values"):
+        Tuning("gamma", (2.0, 1.0), published=1.0)
+    with pytest.raises(ParameterError, match="side"):
+        tuning.beyond(grid, "left")
 
 
 def test_each_peer_trains_and_gets_its_own_run(tiny_corpus):
@@ -216,3 +257,46 @@ def test_entmax15_on_a_hand_case():
     torch.testing.assert_close(entmax15(z), torch.tensor([[1.0, 0.0]], dtype=torch.float64))
     assert entmax15_loss(z, torch.tensor([0])).item() == pytest.approx(0.0, abs=1e-12)
     assert entmax15_loss(z, torch.tensor([1])).item() == pytest.approx(2.0)
+
+
+# --- alpha-entmax by bisection ---------------------------------------------------------------
+
+
+def test_entmax_alpha_loss_equals_the_packages_and_has_gradient_p_minus_onehot():
+    """At alpha 1.25 and 2 the loss is the entmax package's entmax_bisect_loss (the same
+    Fenchel-Young loss, computed by the package itself), and its gradient is p - e_y
+    with p = entmax_bisect(z, alpha), zero off the support."""
+    entmax = pytest.importorskip("entmax")
+    g = torch.Generator().manual_seed(5)
+    z = (3 * torch.randn(30, 13, generator=g, dtype=torch.float64)).requires_grad_()
+    y = torch.randint(0, 13, (30,), generator=g)
+    for alpha in (1.25, 2.0):
+        ours = Entmax15(alpha=alpha).loss(z, y, LossContext())
+        theirs = entmax.entmax_bisect_loss(z.detach(), y, alpha)
+        torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-9)
+        (grad,) = torch.autograd.grad(ours.sum(), z)
+        p = entmax.entmax_bisect(z.detach(), alpha=alpha)
+        torch.testing.assert_close(grad, p - F.one_hot(y, 13).double(), rtol=0, atol=1e-12)
+        assert (p == 0).any()  # sparse on these logits
+
+
+def test_entmax_at_alpha_two_is_sparsemax_on_a_hand_case():
+    """z = (2, 0): sparsemax is (1, 0) (the gap exceeds 1), so the loss of target 0 is 0
+    and of target 1 is (1 - 1) / 2 + (1, -1) . (2, 0) = 2."""
+    z = torch.tensor([[2.0, 0.0]], dtype=torch.float64)
+    assert entmax_bisect_loss(z, torch.tensor([0]), 2.0).item() == pytest.approx(0.0, abs=1e-9)
+    assert entmax_bisect_loss(z, torch.tensor([1]), 2.0).item() == pytest.approx(2.0, abs=1e-9)
+
+
+def test_entmax_keeps_the_1_5_run_ids_and_gives_other_alphas_their_own():
+    """1.5-entmax runs were stored before alpha was a hyperparameter: the same id, and the
+    exact (sorting) 1.5-entmax; any other alpha has an id of its own."""
+    assert Entmax15().canonical() == {"objective": {"name": "entmax15"}}
+    assert Entmax15(alpha=1.5) == Entmax15()
+    base = TrainConfig()
+    ids = {config_hash(base.replace(objective=Entmax15(alpha=a))) for a in (1.25, 1.5, 2.0)}
+    assert len(ids) == 3
+    logits, targets = batch()
+    torch.testing.assert_close(Entmax15().loss(logits, targets, LossContext()),
+                               entmax15_loss(logits, targets))  # fmt: skip
+    assert objective_from_dict({"name": "entmax15"}) == Entmax15(alpha=1.5)

@@ -22,23 +22,80 @@ Evaluation never goes through the objective: every run is scored with the plain
 softmax of its logits, so any two objectives are compared on the same numbers.
 A new objective is one class with ``@register``; the run store, the profiles and
 the chapters take it without a change elsewhere.
+
+Every hyperparameter has a range a run can honour, checked where the objective is
+made (``_in_range``): NaN, infinities, huge integers and values outside it are refused
+with an error that names the hyperparameter. An objective that a comparison tunes says
+how in ``tuning`` (a ``Tuning``: its candidate values, the published one, and the grid's
+geometry, from which ``study.field`` extends a grid whose choice lands on its edge).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from entmax import entmax_bisect
 
-from .losses import check_layout, entmax15_loss, hns_cross_entropy
+from .losses import check_layout, check_logits_and_targets, entmax15_loss, hns_cross_entropy
 from .validation import ParameterError, check_choice
 
 LAYOUT_SCHEDULES = ("constant", "linear", "cosine")
 REGISTRY: dict[str, type[Objective]] = {}
+TUNING_SIDES = ("below", "above")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """The one hyperparameter a comparison tunes, and how.
+
+    ``values`` are the candidates tried first (increasing), ``published`` the value its
+    paper uses (one of them; ties in tuning go to it). The grid is geometric about
+    ``origin``: its values' offsets from ``origin`` grow by a factor from one to the
+    next (roughly: 1, 3, 10, 30, 100). ``beyond`` continues it one step past either
+    end, by the factor of the two values at that end, so that a choice on the edge of
+    the grid can be checked against the next value out (``study.field``).
+    """
+
+    hyperparameter: str
+    values: tuple[float, ...]
+    published: float
+    origin: float = 0.0
+
+    def __post_init__(self) -> None:
+        values = tuple(float(v) for v in self.values)
+        if len(values) < 2 or any(b <= a for a, b in zip(values, values[1:], strict=False)):
+            raise ParameterError("tuning values", self.values, "two or more increasing values")
+        if values[0] <= self.origin:
+            raise ParameterError("tuning values", self.values, f"values above {self.origin:g}")
+        if float(self.published) not in values:
+            raise ParameterError("published", self.published, f"one of {values}")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "published", float(self.published))
+        object.__setattr__(self, "origin", float(self.origin))
+
+    def beyond(self, values: tuple[float, ...], side: str) -> float:
+        """The value one step past the ``side`` end ('below' or 'above') of ``values``
+        (a grid of this hyperparameter, increasing, at least two values): the offset
+        from ``origin`` of the end value divided (below) or multiplied (above) by the
+        ratio of the two offsets at that end, rounded to three significant digits."""
+        check_choice("side", side, TUNING_SIDES)
+        ordered = sorted(float(v) for v in values)
+        if len(ordered) < 2:
+            raise ParameterError("values", values, "a grid of two or more values")
+        offsets = [v - self.origin for v in ordered]
+        if side == "below":
+            step = offsets[1] / offsets[0]
+            offset = offsets[0] / step
+        else:
+            step = offsets[-1] / offsets[-2]
+            offset = offsets[-1] * step
+        return self.origin + float(f"{offset:.3g}")
 
 
 @dataclass(frozen=True)
@@ -70,9 +127,13 @@ class Objective:
     # What a comparison of objectives (``study.field``) makes of it: 'reference' (CE),
     # 'hns', 'peer' (a published remedy) or 'ablation' (a part of HNS alone)
     role: ClassVar[str] = "peer"
-    # The one hyperparameter a comparison tunes and its three candidate values (the
-    # published value in the middle), or None for an objective with nothing to tune
-    tuning: ClassVar[tuple[str, tuple[float, ...]] | None] = None
+    # The one hyperparameter a comparison tunes, its candidates and its published value
+    # (``Tuning``), or None for an objective with nothing to tune
+    tuning: ClassVar[Tuning | None] = None
+    # The metric the objective was built to optimise when it is not the comparison's
+    # (logit adjustment: balanced recall, the mean over classes of per-class top-1); a
+    # comparison also tunes it on that metric and reports it beside the common choice
+    own_target: ClassVar[str | None] = None
 
     @property
     def label(self) -> str:
@@ -182,10 +243,12 @@ class HardNegatives(Objective):
     name: ClassVar[str] = "hns"
     arm: ClassVar[str] = "HNS"
     role: ClassVar[str] = "hns"
-    tuning: ClassVar = ("layout", (1.0, 2.0, 4.0))
+    tuning: ClassVar = Tuning("layout", (1.0, 2.0, 4.0), published=2.0)
 
     def __post_init__(self) -> None:
         check_choice("layout_schedule", self.schedule, LAYOUT_SCHEDULES)
+        for field in ("layout", "layout_end"):
+            _float_sized(field, getattr(self, field), "a real number >= 0")
         if self.schedule == "constant":
             object.__setattr__(self, "layout", check_layout(self.layout, finite=True))
             if not (_is_number(self.layout_end) and math.isinf(self.layout_end)):
@@ -240,10 +303,13 @@ class Focal(Objective):
 
     name: ClassVar[str] = "focal"
     arm: ClassVar[str] = "Focal"
-    tuning: ClassVar = ("gamma", (1.0, 2.0, 4.0))
+    tuning: ClassVar = Tuning("gamma", (0.5, 1.0, 2.0, 5.0), published=2.0)
+    # beyond 20 the weight (1 - p)^gamma of a position the model gets half right is
+    # below 1e-6: nothing is left to train on
+    GAMMA_MAX: ClassVar[float] = 20.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gamma", _finite_non_negative("gamma", self.gamma))
+        object.__setattr__(self, "gamma", _in_range("gamma", self.gamma, 0.0, self.GAMMA_MAX))
 
     def loss(self, logits, targets, context):
         ce = hns_cross_entropy(logits, targets, math.inf, reduction="none")
@@ -263,10 +329,13 @@ class CosineRegularised(Objective):
 
     name: ClassVar[str] = "cosine-reg"
     arm: ClassVar[str] = "CosReg"
-    tuning: ClassVar = ("gamma", (0.1, 1.0, 10.0))
+    tuning: ClassVar = Tuning("gamma", (1.0, 3.0, 10.0, 30.0, 100.0), published=1.0)
+    # the penalty lies in [-1/(V-1), 1]: a weight of 1000 lets it outweigh any
+    # cross-entropy a run reaches, and the grid's extension stays below it
+    GAMMA_MAX: ClassVar[float] = 1000.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "gamma", _finite_non_negative("gamma", self.gamma))
+        object.__setattr__(self, "gamma", _in_range("gamma", self.gamma, 0.0, self.GAMMA_MAX))
 
     def loss(self, logits, targets, context):
         if context.model is None:
@@ -298,10 +367,14 @@ class LogitAdjusted(Objective):
 
     name: ClassVar[str] = "logit-adjust"
     arm: ClassVar[str] = "LA"
-    tuning: ClassVar = ("tau", (0.5, 1.0, 2.0))
+    # it minimises balanced error; under the natural prior top-1's optimum is tau = 0 (CE)
+    own_target: ClassVar = "balanced_recall"
+    tuning: ClassVar = Tuning("tau", (0.05, 0.1, 0.25, 0.5, 1.0), published=1.0)
+    # ten times the published value (Menon et al.: tau = 1)
+    TAU_MAX: ClassVar[float] = 10.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tau", _finite_non_negative("tau", self.tau))
+        object.__setattr__(self, "tau", _in_range("tau", self.tau, 0.0, self.TAU_MAX))
 
     def loss(self, logits, targets, context):
         if context.log_prior is None:
@@ -315,17 +388,65 @@ class LogitAdjusted(Objective):
 @register
 @dataclass(frozen=True)
 class Entmax15(Objective):
-    """The 1.5-entmax loss (Peters et al., 2019; ``losses.entmax15_loss``): the principled
+    """The alpha-entmax loss (Peters et al., 2019), 1.5-entmax by default: the principled
     sparse alternative to HNS's hard cut. Its gradient p* - e_y is exactly 0 on the
-    tokens 1.5-entmax gives no probability, a support it chooses itself. A run is still
-    evaluated with the softmax of its logits: its ranking metrics compare with the other
-    objectives', its softmax loss does not measure what it was trained for."""
+    tokens alpha-entmax gives no probability, a support it chooses itself; alpha -> 1
+    is softmax (no sparsity), 2 is sparsemax. A run is still evaluated with the
+    softmax of its logits: its ranking metrics compare with the other objectives', its
+    softmax loss does not measure what it was trained for.
+
+    At alpha 1.5 the distribution is computed exactly by sorting (``losses.entmax15``;
+    the runs of earlier versions keep their ids); at any other alpha by bisection, the
+    ``entmax`` package's ``entmax_bisect`` (``ENTMAX_BISECTIONS`` halvings of the
+    threshold's bracket, far below float32's resolution). The loss is the Fenchel-Young
+    loss of the Tsallis entropy, (1 - sum p^alpha) / (alpha (alpha - 1)) + (p - e_y) . z.
+    The registry keeps the name 'entmax15' for every alpha: it names the stored runs.
+    """
+
+    alpha: float = 1.5
 
     name: ClassVar[str] = "entmax15"
     arm: ClassVar[str] = "Entmax"
+    # the grid is geometric in alpha - 1: 0.25, 0.5, 1
+    tuning: ClassVar = Tuning("alpha", (1.25, 1.5, 2.0), published=1.5, origin=1.0)
+    # alpha near 1 is softmax, cross-entropy itself (an arm of its own); the range holds
+    # the grid and every value its extension reaches (1.0625 to 5)
+    ALPHA_RANGE: ClassVar[tuple[float, float]] = (1.05, 10.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "alpha", _in_range("alpha", self.alpha, *self.ALPHA_RANGE))
+
+    def canonical(self) -> dict[str, Any]:
+        # 1.5-entmax runs were hashed before alpha was a hyperparameter: they keep their ids
+        if self.alpha == 1.5:
+            return {"objective": {"name": self.name}}
+        return super().canonical()
 
     def loss(self, logits, targets, context):
-        return entmax15_loss(logits, targets)
+        if self.alpha == 1.5:
+            return entmax15_loss(logits, targets)
+        return entmax_bisect_loss(logits, targets, self.alpha)
+
+
+ENTMAX_BISECTIONS = 50  # the entmax package's default
+
+
+def entmax_bisect_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Per-position alpha-entmax loss, p = entmax_bisect(z, alpha): (1 - sum p^alpha) /
+    (alpha (alpha - 1)) + (p - e_y) . z, with gradient p - e_y in z (p held fixed, as in
+    ``losses.entmax15_loss``). ``logits`` (..., V), ``targets`` (...)."""
+    V = logits.size(-1)
+    z = logits.reshape(-1, V)
+    y = targets.reshape(-1)
+    check_logits_and_targets(z, y, ignore_index=-1)
+    with torch.no_grad():
+        wide = z.float() if z.dtype in (torch.float16, torch.bfloat16) else z
+        p = entmax_bisect(wide.detach(), alpha=alpha, dim=-1, n_iter=ENTMAX_BISECTIONS)
+        p = p.to(z.dtype)
+        omega = (1 - p.pow(alpha).sum(dim=1)) / (alpha * (alpha - 1))
+        p_minus_e = p.scatter_add(1, y.unsqueeze(1), torch.full_like(p[:, :1], -1.0))
+    loss = omega + (p_minus_e * z).sum(dim=1)
+    return loss.view(targets.shape)
 
 
 def rows_only(values: torch.Tensor) -> torch.Tensor:
@@ -353,11 +474,17 @@ class EmbeddingOnlyHNS(Objective):
     split_head: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        _float_sized("layout", self.layout, "a finite real number >= 0")
         object.__setattr__(self, "layout", check_layout(self.layout, finite=True))
 
     def split_loss(self, z_hidden, z_rows, targets, context):
         ce = hns_cross_entropy(z_hidden, targets, math.inf, reduction="none")
         return ce + rows_only(hns_cross_entropy(z_rows, targets, self.layout, reduction="none"))
+
+
+# Tokens per update in the reference language model of AGG (ysw1021/AGG, WikiText-103:
+# --max-tokens 4096 --update-freq 8, the micro-batches of one update counted in one slot)
+AGG_REFERENCE_TOKENS = 32768
 
 
 @register
@@ -366,18 +493,27 @@ class AdaptiveGradientGating(Objective):
     """AGG (Yu et al., ACL 2022): cross-entropy whose gradient to rare output rows is
     scaled down, the hidden states keeping CE's full gradient.
 
-    A token is rare when it occurred less than ``alpha`` times per step, on average
-    over the last ``window`` steps (this one included; fewer at the start). At a
-    position whose target is not rare, each rare row's logit gradient is multiplied by
-    its own rate (gate 1: rows almost never seen are almost never pushed); at a
-    position whose target is rare, each other rare row's by its count over the mean
-    count of the rare tokens, at most 1 (gate 2: the rarest are protected from the
+    Rarity is defined on the reference's scale. The reference counts each token over
+    the last K updates of about ``AGG_REFERENCE_TOKENS`` = 32,768 tokens each and calls
+    it rare when count / K < alpha: fewer than alpha occurrences per 32,768 tokens. Here
+    a token is rare when count_in_window / tokens_in_window < alpha / 32,768, both
+    counted over the last ``window`` steps (this one included; fewer at the start), so
+    ``alpha`` means what it means there: 0.03 is the reference's WikiText-103 value. A
+    step here is 12 x 64 = 768 tokens at the paper's batch: the per-step definition of
+    earlier versions (rare when count / steps < a) is this one at alpha = a * 32768 /
+    768, about 43 a (their 0.01 is 0.43 here, and 0.03 here is about 0.0007 there).
+
+    At a position whose target is not rare, each rare row's logit gradient is
+    multiplied by its rate on the reference's scale, count_in_window / tokens_in_window
+    * 32,768 (gate 1: rows almost never seen are almost never pushed; below alpha, so
+    below 1 for any alpha <= 1, the reference's range; above it the gate is held at 1).
+    At a position whose target is rare, each other rare row's by its count over the
+    mean count of the rare tokens, at most 1 (gate 2: the rarest are protected from the
     rare). Non-rare rows and the target's row keep gate 1.0. The counts are a state
     (``initial_state``), kept in checkpoints.
 
-    ``window`` is K of the reference: 1000 steps here, about 0.75 epochs of the
-    training text at the paper's batch (the reference uses one epoch); ``alpha`` 0.03
-    is the reference's language-model value.
+    ``window`` is K of the reference, in steps: 1000 steps here, about 0.75 epochs of
+    the training text at the paper's batch (the reference uses one epoch).
     """
 
     alpha: float = 0.03
@@ -385,17 +521,39 @@ class AdaptiveGradientGating(Objective):
 
     name: ClassVar[str] = "agg"
     arm: ClassVar[str] = "AGG"
-    tuning: ClassVar = ("alpha", (0.01, 0.03, 0.1))
+    # from the reference's value to past the per-step 0.01 of earlier versions (0.43)
+    tuning: ClassVar = Tuning("alpha", (0.03, 0.1, 0.3, 1.0), published=0.03)
     batchable: ClassVar[bool] = False
     split_head: ClassVar[bool] = True
+    # alpha 100 calls rare every token below 0.3% of the window's tokens; the grid and
+    # its extension stay below it
+    ALPHA_MAX: ClassVar[float] = 100.0
+    # the counts are a (window, V) table of float64: 100,000 steps of the bilingual
+    # character vocabulary are 104 MB (``initial_state`` checks the table's size for V)
+    WINDOW_MAX: ClassVar[int] = 100_000
+    STATE_BYTES_MAX: ClassVar[int] = 1 << 30
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alpha", _finite_non_negative("alpha", self.alpha))
-        if not isinstance(self.window, int) or isinstance(self.window, bool) or self.window < 1:
-            raise ParameterError("window", self.window, "an integer >= 1 (steps)")
+        object.__setattr__(self, "alpha", _in_range("alpha", self.alpha, 0.0, self.ALPHA_MAX))
+        window = self.window
+        whole = isinstance(window, int) and not isinstance(window, bool)
+        if not whole or not (1 <= window <= self.WINDOW_MAX):
+            allowed = f"an integer from 1 to {self.WINDOW_MAX} (steps)"
+            raise ParameterError("window", window, allowed)
+
+    def canonical(self) -> dict[str, Any]:
+        # alpha per 32,768 tokens: runs of the per-step definition have other ids
+        out = super().canonical()
+        out["objective"]["alpha_per_tokens"] = AGG_REFERENCE_TOKENS
+        return out
 
     def initial_state(self, vocab_size, device):
         # counts[k] holds the target counts of the step with index k modulo ``window``
+        size = self.window * vocab_size * 8
+        if size > self.STATE_BYTES_MAX:
+            most = self.STATE_BYTES_MAX // (8 * vocab_size)
+            allowed = f"at most {most} steps for a vocabulary of {vocab_size} (1 GiB of counts)"
+            raise ParameterError("window", self.window, allowed)
         counts = torch.zeros(self.window, vocab_size, dtype=torch.float64, device=device)
         return {"counts": counts}
 
@@ -407,8 +565,7 @@ class AdaptiveGradientGating(Objective):
         slot = counts[context.step % self.window]
         slot.zero_()
         slot.index_add_(0, y, torch.ones_like(y, dtype=counts.dtype))
-        seen = min(context.step + 1, self.window)
-        gates = agg_gates(counts.sum(dim=0), seen, y, self.alpha).to(z_rows.dtype)
+        gates = agg_gates(counts.sum(dim=0), y, self.alpha).to(z_rows.dtype)
         V = z_rows.size(-1)
         rows = z_rows.reshape(-1, V)
         gated = gates * rows + (1.0 - gates) * rows.detach()
@@ -418,17 +575,22 @@ class AdaptiveGradientGating(Objective):
 
 
 def agg_gates(
-    window_counts: torch.Tensor, steps: int, targets: torch.Tensor, alpha: float
+    window_counts: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float,
+    tokens_per_update: int = AGG_REFERENCE_TOKENS,
 ) -> torch.Tensor:
     """AGG's gates (N, V) for flat ``targets`` (N,), given each token's count over the
-    last ``steps`` steps (``window_counts``, (V,)): rate = count / steps, rare = rate <
-    ``alpha``. A position with a non-rare target gates each rare token by its rate; one
-    with a rare target gates each rare token by min(count / mean rare count, 1); every
-    other entry, the target's own included, is 1."""
-    rate = window_counts / max(1, steps)
+    window (``window_counts``, (V,)): rate = count / (sum of the counts) *
+    ``tokens_per_update``, the occurrences per update of the reference's size, and
+    rare = rate < ``alpha``. A position with a non-rare target gates each rare token by
+    min(rate, 1); one with a rare target gates each rare token by min(count / mean rare
+    count, 1); every other entry, the target's own included, is 1."""
+    total = window_counts.sum()
+    rate = window_counts / total.clamp(min=1.0) * tokens_per_update
     rare = rate < alpha
     ones = torch.ones_like(rate)
-    gate1 = torch.where(rare, rate, ones)
+    gate1 = torch.where(rare, rate.clamp(max=1.0), ones)
     if bool(rare.any()):
         mean_rare = window_counts[rare].mean()
         ratio = window_counts / mean_rare if float(mean_rare) > 0 else ones
@@ -439,10 +601,20 @@ def agg_gates(
     return gates.scatter(1, targets.unsqueeze(1), 1.0)
 
 
-def _finite_non_negative(name: str, value: Any) -> float:
-    if not _is_number(value) or not math.isfinite(value) or value < 0:
-        raise ParameterError(name, value, "a finite real number >= 0")
+def _in_range(name: str, value: Any, low: float, high: float) -> float:
+    """``float(value)`` for a real number in [low, high]; anything else (NaN, an
+    infinity, an integer too large for a float, a bool, a string) is a ParameterError
+    that names ``name``. Compared before it is converted, so a huge int never overflows."""
+    allowed = f"a real number from {low:g} to {high:g}"
+    if not _is_number(value) or not (low <= value <= high):  # NaN fails the comparison
+        raise ParameterError(name, value, allowed)
     return float(value)
+
+
+def _float_sized(name: str, value: Any, allowed: str) -> None:
+    """Refuse an int too large for a float (``float()`` would raise OverflowError)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.float_info.max:
+        raise ParameterError(name, value, allowed)
 
 
 def objective_for_layout(
@@ -493,7 +665,12 @@ def check_objective(value: Any) -> Objective:
 
 
 __all__ = [
+    "AGG_REFERENCE_TOKENS",
+    "ENTMAX_BISECTIONS",
     "LAYOUT_SCHEDULES",
+    "TUNING_SIDES",
+    "Tuning",
+    "entmax_bisect_loss",
     "REGISTRY",
     "AdaptiveGradientGating",
     "EmbeddingOnlyHNS",

@@ -28,7 +28,7 @@ from ..engine.corpus import BlockSampler, Corpus
 from ..engine.evaluation import evaluate_split
 from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile, get_profile
-from ..engine.runs import MARKER, config_hash, results_root
+from ..engine.runs import MARKER, config_hash, results_root, trained_elsewhere
 from ..engine.training import (
     CHECKPOINT,
     TrainConfig,
@@ -129,12 +129,17 @@ def notebook_parameters_for_plan(
     return validate(notebook, {**parameter_defaults(source), **values})
 
 
-def run_status(config: TrainConfig, results_dir: str | Path | None = None) -> str:
+def run_status(
+    config: TrainConfig, results_dir: str | Path | None = None, device: str | None = None
+) -> str:
     """'done', 'partial at step k' or 'missing' (a store folder that is not complete
-    counts as missing: it is set aside and trained again when asked for)."""
+    counts as missing: it is set aside and trained again when asked for; so does, with
+    ``device``, a run trained on a device of another kind or precision)."""
     runs = results_root(results_dir) / "runs"
     key = config_hash(config)
     if (runs / key / MARKER).exists():
+        if device is not None and trained_elsewhere(runs / key, device):
+            return "missing"
         return "done"
     checkpoint = runs / f".{key}.partial" / CHECKPOINT
     if checkpoint.exists():
@@ -180,11 +185,16 @@ def _calibrate_one(
     optimizer = make_optimizer(model, config)
     sampler = BlockSampler(corpus.train, config.model.block_size, config.batch_size,
                            config.seed, corpus.vocab_size, p_low=config.p_low)  # fmt: skip
+    # what an objective may read besides the logits (logit adjustment: the prior; AGG: its
+    # counts), as training hands them over
+    prior = corpus.log_prior(config.bilingual, config.p_low).to(dev)
+    state = config.objective.initial_state(model.vocab_size, dev)
     timings = []
     for step in range(steps + 1):
         x, y = (t.to(dev) for t in sampler.sample())
         began = time.perf_counter()
-        training_step(model, optimizer, x, y, config, learning_rate(step, config), step=step)
+        training_step(model, optimizer, x, y, config, learning_rate(step, config), step=step,
+                      log_prior=prior, objective_state=state)  # fmt: skip
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         timings.append(time.perf_counter() - began)
@@ -209,8 +219,10 @@ def plan_table(
     notebook_grids: Mapping[str, Grids],
     results_dir: str | Path | None,
     timings: Mapping[tuple, tuple[float, float]] | None = None,
+    device: str | None = None,
 ) -> pd.DataFrame:
-    """One row per distinct run of the notebooks' grids, in first-seen order."""
+    """One row per distinct run of the notebooks' grids, in first-seen order (with
+    ``device``, a run trained on another device kind is missing: ``run_status``)."""
     rows: dict[str, dict] = {}
     for notebook, grids in notebook_grids.items():
         for part, configs in grids.items():
@@ -220,7 +232,7 @@ def plan_table(
                     if notebook not in rows[key]["notebooks"]:
                         rows[key]["notebooks"].append(notebook)
                     continue
-                status = run_status(config, results_dir)
+                status = run_status(config, results_dir, device)
                 if part == PENDING and status != "done":
                     # its value is chosen by tuning: the row stands for its cost
                     status = PENDING_STATUS
