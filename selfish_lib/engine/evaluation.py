@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .model import GPT
+from .validation import ParameterError, check_float
 
 METRICS = ("loss", "top1", "recall5", "mrr")
 SUMS = ("count", "loss_sum", "top1_sum", "top5_sum", "rr_sum")
@@ -67,6 +68,28 @@ def position_metrics(logits: torch.Tensor, targets: torch.Tensor) -> dict[str, t
     }
 
 
+def host_reduction(device: torch.device | str) -> bool:
+    """Whether per-token sums of values computed on ``device`` are added on the host.
+
+    On the CPU ``bincount`` adds the positions one after another, always in the same
+    order. On a GPU a weighted ``bincount`` (like ``index_add_``) adds with atomics, in
+    an order that changes from run to run (and ``torch.use_deterministic_algorithms``
+    refuses it): there the per-position values wait on the device and are added on the
+    host, by the CPU's own code, in the CPU's order."""
+    return torch.device(device).type != "cpu"
+
+
+def _add_token_sums(
+    acc: dict[str, torch.Tensor], y: torch.Tensor, m: dict[str, torch.Tensor], V: int
+) -> None:
+    """Add one batch's per-position metrics ``m`` into the per-token sums ``acc``."""
+    acc["count"] += torch.bincount(y, minlength=V).double()
+    acc["loss_sum"] += torch.bincount(y, weights=m["loss"].double(), minlength=V)
+    acc["top1_sum"] += torch.bincount(y, weights=m["top1"], minlength=V)
+    acc["top5_sum"] += torch.bincount(y, weights=m["top5"], minlength=V)
+    acc["rr_sum"] += torch.bincount(y, weights=m["rr"], minlength=V)
+
+
 @torch.no_grad()
 def evaluate_ids(
     model: GPT, ids: torch.Tensor, device: torch.device | str = "cpu", batch_windows: int = 256
@@ -74,21 +97,27 @@ def evaluate_ids(
     """Per-target-token sums over every position of ``ids`` (1-D, model-vocabulary ids).
 
     Columns: token, count, loss_sum, top1_sum, top5_sum, rr_sum (one row per model token).
+    The sums are deterministic on every device (``host_reduction``).
     """
     was_training = model.training
     model.eval()
     V = model.vocab_size
-    acc = {k: torch.zeros(V, dtype=torch.float64, device=device) for k in SUMS}
+    on_host = host_reduction(device)
+    acc = {
+        k: torch.zeros(V, dtype=torch.float64, device="cpu" if on_host else device) for k in SUMS
+    }
+    pending = []  # (targets, metrics) of each batch, on the device, when added on the host
     for x_all, y_all in windows(ids, model.config.block_size):
         for start in range(0, len(x_all), batch_windows):
             x = x_all[start : start + batch_windows].to(device)
             y = y_all[start : start + batch_windows].to(device).reshape(-1)
             m = position_metrics(model(x).reshape(-1, V), y)
-            acc["count"] += torch.bincount(y, minlength=V).double()
-            acc["loss_sum"] += torch.bincount(y, weights=m["loss"].double(), minlength=V)
-            acc["top1_sum"] += torch.bincount(y, weights=m["top1"], minlength=V)
-            acc["top5_sum"] += torch.bincount(y, weights=m["top5"], minlength=V)
-            acc["rr_sum"] += torch.bincount(y, weights=m["rr"], minlength=V)
+            if on_host:  # one copy to the host at the end, not one wait per batch
+                pending.append((y, {k: m[k] for k in ("loss", "top1", "top5", "rr")}))
+            else:
+                _add_token_sums(acc, y, m, V)
+    for y, m in pending:  # in batch order, as the CPU adds them
+        _add_token_sums(acc, y.cpu(), {k: v.cpu() for k, v in m.items()}, V)
     model.train(was_training)
     frame = pd.DataFrame({k: v.cpu().numpy() for k, v in acc.items()})
     frame.insert(0, "token", np.arange(V))
@@ -157,36 +186,66 @@ NUCLEUS_MASSES = (0.8, 0.9, 0.95)
 
 
 def nucleus_values(
-    logits: torch.Tensor, targets: torch.Tensor, masses: Sequence[float] = NUCLEUS_MASSES
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    masses: Sequence[float] = NUCLEUS_MASSES,
+    temperature: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """What sampling from the full softmax of ``logits`` (N, V) sees at each position:
+    """What top-p sampling from softmax(``logits`` / ``temperature``) (N, V) sees at each
+    position:
 
     - ``confidence``, the top probability, and ``correct``, whether the target is top-1
-      (ties against the target, as in ``position_metrics``); ``brier``, the squared
-      distance between the distribution and the target's one-hot vector;
-    - per mass p of ``masses``: ``size_p``, the number of tokens of the top-p nucleus
-      (the shortest prefix of the tokens sorted by probability whose mass reaches p,
-      ``losses.nucleus_mask``), ``covered_p``, whether the target is inside it, and
-      ``floor_p``, the smallest probability inside it.
+      (ties against the target, as in ``position_metrics``; a temperature never changes
+      it); ``brier``, the squared distance between the distribution and the target's
+      one-hot vector; ``p_target``, the target's probability, and ``nll``, minus its log;
+    - ``place``, the target's 1-based place in the order the nucleus is cut from (by
+      probability, ties in index order): the target is among the top k iff place <= k;
+    - per mass p of ``masses``: ``size_p``, the number of tokens of the top-p nucleus N_p
+      (the shortest prefix of that order whose mass reaches p, ``losses.nucleus_mask``),
+      ``covered_p``, whether the target is inside it, ``mass_p``, its probability p(N_p)
+      (at least p), ``hit_p``, the probability that a top-p sample (drawn from the
+      nucleus renormalised) is the target, 1[y in N_p] p(y) / p(N_p), and ``floor_p``, the
+      probability of the last token kept.
     """
-    probs = F.softmax(logits.double(), dim=-1)
+    temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
+    logp = F.log_softmax(logits.double() / temperature, dim=-1)
+    probs = logp.exp()
     p_target = probs.gather(1, targets.unsqueeze(1)).squeeze(1)
     rank = (logits >= logits.gather(1, targets.unsqueeze(1))).sum(dim=1)
     out = {
         "confidence": probs.max(dim=1).values,
         "correct": (rank == 1).double(),
         "brier": (probs * probs).sum(dim=1) - 2 * p_target + 1,
+        "p_target": p_target,
+        "nll": -logp.gather(1, targets.unsqueeze(1)).squeeze(1),
     }
     sorted_p, order = probs.sort(dim=-1, descending=True, stable=True)
-    before = sorted_p.cumsum(-1) - sorted_p
+    through = sorted_p.cumsum(-1)
+    before = through - sorted_p
     # the target's place in the same (stable) order the nucleus is cut from
     place = (order == targets.unsqueeze(1)).double().argmax(dim=1)
+    out["place"] = (place + 1).double()
     for mass in masses:
         size = (before < mass).sum(dim=1)  # the prefix is contiguous: its length
+        last = (size - 1).unsqueeze(1)
+        covered = (place < size).double()
+        kept = through.gather(1, last).squeeze(1)
         out[f"size_{mass}"] = size.double()
-        out[f"covered_{mass}"] = (place < size).double()
-        out[f"floor_{mass}"] = sorted_p.gather(1, (size - 1).unsqueeze(1)).squeeze(1)
+        out[f"covered_{mass}"] = covered
+        out[f"mass_{mass}"] = kept
+        out[f"hit_{mass}"] = covered * p_target / kept
+        out[f"floor_{mass}"] = sorted_p.gather(1, last).squeeze(1)
     return out
+
+
+def _values_frame(
+    logits: torch.Tensor, targets: torch.Tensor, masses: Sequence[float], temperature: float
+) -> pd.DataFrame:
+    """``nucleus_values`` as a frame, with each position's target ``token`` first."""
+    values = nucleus_values(logits, targets, masses, temperature)
+    frame = pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()})
+    frame.insert(0, "token", targets.cpu().numpy())
+    return frame
 
 
 @torch.no_grad()
@@ -196,19 +255,128 @@ def sampling_values(
     masses: Sequence[float] = NUCLEUS_MASSES,
     device: torch.device | str = "cpu",
     batch_windows: int = 64,
+    temperature: float = 1.0,
 ) -> pd.DataFrame:
     """``nucleus_values`` at every position of ``ids`` (1-D, model-vocabulary ids), in the
-    order of ``windows``, with each position's target ``token``."""
+    order of ``windows``, at ``temperature``, with each position's target ``token``."""
+    temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
     was_training = model.training
     model.eval()
-    parts = []
-    for logits, y in _position_batches(model, ids, device, batch_windows):
-        values = nucleus_values(logits, y, masses)
-        frame = pd.DataFrame({k: v.cpu().numpy() for k, v in values.items()})
-        frame.insert(0, "token", y.cpu().numpy())
-        parts.append(frame)
+    parts = [
+        _values_frame(logits, y, masses, temperature)
+        for logits, y in _position_batches(model, ids, device, batch_windows)
+    ]
     model.train(was_training)
     return pd.concat(parts, ignore_index=True)
+
+
+@torch.no_grad()
+def position_logits(
+    model: GPT, ids: torch.Tensor, device: torch.device | str = "cpu", batch_windows: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits (N, V; float32, on the CPU) and the targets (N,) of every position of
+    ``ids`` (1-D, model-vocabulary ids), in the order of ``windows``: kept, so that a
+    temperature can be fitted and the measures repeated at it without another pass."""
+    was_training = model.training
+    model.eval()
+    logits, targets = [], []
+    for z, y in _position_batches(model, ids, device, batch_windows):
+        logits.append(z.float().cpu())
+        targets.append(y.cpu())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(targets)
+
+
+# Rows of logits handled at once by the functions below (a float64 copy of 16384 x 130
+# logits is 17 MB): the whole split's copy would be the size of the split times V.
+CHUNK_ROWS = 16384
+
+
+def logit_values(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    masses: Sequence[float] = NUCLEUS_MASSES,
+    temperature: float = 1.0,
+) -> pd.DataFrame:
+    """``sampling_values`` from kept logits (``position_logits``), at ``temperature``."""
+    temperature = check_float("temperature", temperature, 0.0, min_inclusive=False)
+    parts = [
+        _values_frame(logits[s : s + CHUNK_ROWS], targets[s : s + CHUNK_ROWS], masses, temperature)
+        for s in range(0, len(targets), CHUNK_ROWS)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def mean_nll(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> float:
+    """The mean negative log-likelihood of ``targets`` under softmax(``logits`` / T)."""
+    total = 0.0
+    for s in range(0, len(targets), CHUNK_ROWS):
+        z = logits[s : s + CHUNK_ROWS].double() / temperature
+        y = targets[s : s + CHUNK_ROWS].unsqueeze(1)
+        total += float((torch.logsumexp(z, dim=-1) - z.gather(1, y).squeeze(1)).sum())
+    return total / max(1, len(targets))
+
+
+# The range a fitted temperature is searched in, and the relative precision of 1/T.
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+TEMPERATURE_TOLERANCE = 1e-7
+
+
+def _nll_slope(logits: torch.Tensor, targets: torch.Tensor, beta: float) -> tuple[float, float]:
+    """The first and second derivatives in beta = 1/T of the mean NLL of softmax(beta z):
+    mean(E_p[z] - z_y) and mean(Var_p[z]), p = softmax(beta z)."""
+    slope = curvature = 0.0
+    for s in range(0, len(targets), CHUNK_ROWS):
+        z = logits[s : s + CHUNK_ROWS]
+        z = z if z.dtype in (torch.float32, torch.float64) else z.float()
+        p = F.softmax(z * beta, dim=-1)
+        mean = (p * z).sum(dim=-1)
+        spread = (p * (z - mean.unsqueeze(1)) ** 2).sum(dim=-1)
+        target = z.gather(1, targets[s : s + CHUNK_ROWS].unsqueeze(1)).squeeze(1)
+        slope += float((mean - target).double().sum())
+        curvature += float(spread.double().sum())
+    return slope / len(targets), curvature / len(targets)
+
+
+def fit_temperature(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+    tolerance: float = TEMPERATURE_TOLERANCE,
+) -> float:
+    """The temperature T that minimises the mean NLL of softmax(``logits`` / T) on
+    ``targets`` (temperature scaling, Guo et al. 2017): one number, so the ranking of the
+    tokens, top-1 and every top-k, is unchanged.
+
+    The NLL is convex in beta = 1/T (a log-sum-exp of functions linear in beta, minus a
+    linear one; its second derivative is the mean variance of the logits under the
+    model), so its one minimum is found by Newton's method on beta, kept inside a
+    bracket that every step narrows (a step that would leave it bisects it, in log),
+    until a step moves beta by less than ``tolerance`` of itself. A minimum beyond
+    ``bounds`` (lowest, highest T) ends at that bound."""
+    lo = check_float("bounds", bounds[0], 0.0, min_inclusive=False)
+    hi = check_float("bounds", bounds[1], lo, min_inclusive=False)
+    tolerance = check_float("tolerance", tolerance, 0.0, min_inclusive=False)
+    if not len(targets):
+        raise ParameterError("targets", "no position", "at least one position to fit on")
+    beta_lo, beta_hi = 1.0 / hi, 1.0 / lo
+    beta = min(max(1.0, beta_lo), beta_hi)
+    for _ in range(200):  # bisection alone needs about 30 steps at the default tolerance
+        slope, curvature = _nll_slope(logits, targets, beta)
+        if slope == 0.0:
+            break
+        if slope > 0:  # the NLL rises with beta: its minimum lies below
+            beta_hi = beta
+        else:
+            beta_lo = beta
+        step = beta - slope / curvature if curvature > 0 else math.nan
+        if not beta_lo < step < beta_hi:
+            step = math.sqrt(beta_lo * beta_hi)
+        moved = abs(step - beta)
+        beta = step
+        if moved <= tolerance * beta:
+            break
+    return 1.0 / beta
 
 
 def add_metrics(sums: pd.DataFrame) -> pd.DataFrame:
