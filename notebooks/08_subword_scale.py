@@ -27,6 +27,31 @@
 # A subword vocabulary is cut into ten groups of equal numbers of ranks:
 # decile 1 is the most frequent tenth of the subwords, decile 10 the
 # rarest tenth.
+#
+# **One unit across V.** A loss per token does not compare across
+# vocabularies: a token of a larger V spells more characters, so it carries
+# more information and costs more nats. The chapter therefore measures the
+# loss in **nats per character**: the sum of the token losses over the
+# validation text divided by the number of characters those tokens spell
+# (for the characters it is the loss per token). Per language, each
+# alphabet's loss over the same text; per frequency decile, the decile's
+# summed loss per character of the text its tokens cover. Within one V
+# every run predicts the same tokens, so HNS − CE per character is the
+# per-token difference divided by one constant (same sign, same verdict);
+# across V only the per-character numbers are in one unit, and a decile of
+# one V covers other text than the decile of another.
+#
+# **Top-1 stays per token, within one V.** A top-1 on characters would need
+# the model's distribution of the next *character* given the text so far.
+# A subword model gives the distribution of the next *token* given one
+# segmentation of that text, cut at a token boundary. The next character's
+# probability is a sum over every segmentation of the text so far (those
+# that end inside a token included) of the probability of every subword
+# that continues it with that character; even at a token boundary, summing
+# the subwords that begin with the character covers one segmentation only.
+# The chapter does not compute that sum, so top-1 is compared between CE and
+# HNS within each V only, and across V the comparable unit is the loss per
+# character (bits per character are the same numbers divided by ln 2).
 
 # %% tags=["parameters"]
 profile = "smoke"  # smoke, paper or large
@@ -87,15 +112,32 @@ for setting, shares in scale.shares.items():
         display(study.figure(charts.decile_shares(shares), f"shares_{setting}"))
 
 # %% [markdown]
-# ## HNS minus CE as V grows
+# ## The loss per character as V grows
 #
-# The four metrics of the whole validation split, HNS minus CE paired by
-# seed: on the two rarest deciles pooled (one language) and on the
-# low-resource language (bilingual). '(+)' marks an interval that says HNS
-# is better, '(−)' worse.
+# CE's and HNS's validation loss per character (the unit every V shares)
+# and per token (that V's own), mean and 95% interval over the seeds named
+# in each row: on all the text and the two rarest deciles pooled (one
+# language), and on each language and the training mixture, the two
+# weighted as the training blocks mix them (bilingual).
 
 # %%
 for setting in settings:
+    display(Markdown(f"### {setting}"))
+    display(scale.loss_table(setting).style.hide(axis="index"))
+study.figure(charts.loss_per_character(scale.all_levels, scale.scopes), "loss_per_char")
+
+# %% [markdown]
+# ## HNS minus CE as V grows
+#
+# The validation metrics of the whole split, HNS minus CE paired by seed,
+# with the seeds each row rests on: the loss per character first, then the
+# per-token metrics of that V. '(+)' marks an interval that says HNS is
+# better, '(−)' worse; a cell without a mark has an interval that includes
+# 0. The chart follows the loss per character and top-1 across V.
+
+# %%
+for setting in settings:
+    display(Markdown(f"### {setting}"))
     display(scale.difference_table(setting).style.hide(axis="index"))
 study.figure(charts.effect_by_size(scale.all_diffs, scale.scopes), "effect_by_size")
 
@@ -121,8 +163,11 @@ study.figure(charts.probe_by_size(scale.probe), "probe")
 #   step's part of AdamW's update, which rescales a rare row's small
 #   gradients.
 # - **S2**, per V: HNS lowers the validation loss of the two rarest deciles
-#   (one language).
-# - **S3**, per V: HNS raises top-1 on the low-resource language (bilingual).
+#   (one language), in nats per token; beside it, the same in nats per
+#   character of the text those tokens cover (the same verdict within a V,
+#   in the unit the other vocabularies share).
+# - **S3**, per V: HNS raises top-1 on the low-resource language (bilingual),
+#   per token of that V; one of the study's primary contrasts.
 # - **S4**: with CE, 2.2's share of the rarest decile's gradient is higher at
 #   the largest V than at the smallest; beside it, the same for the update.
 #

@@ -4,6 +4,7 @@ split only, deterministic, stored with its runs; frequency groups that scale wit
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pandas as pd
@@ -246,6 +247,8 @@ def _claim_frames(share_ce, loss_ce, loss_hns, top1_ce, top1_hns, sizes=(256, 10
                         "seed": seed,
                         "scope": "deciles 9-10",
                         "loss": loss[seed],
+                        # the deciles' tokens spell 2.5 characters each, in every run
+                        "loss_per_char": loss[seed] / 2.5,
                     }
                 )
             for arm, top1 in (("CE", top1_ce), ("HNS", top1_hns)):
@@ -264,16 +267,28 @@ def test_subword_claims_follow_the_intervals_of_hand_made_numbers():
         top1_ce=[0.30, 0.31, 0.29], top1_hns=[0.20, 0.22, 0.21],  # HNS lower: S3 contradicted
     )  # fmt: skip
     table = subword.subword_claims(*frames)
-    table = table[table["primary"]].set_index("claim")
-    assert set(table.index) == {"S1 (V=256)", "S1 (V=1024)", "S2 (V=256)", "S2 (V=1024)",
-                                "S3 (V=256)", "S3 (V=1024)", "S4"}  # fmt: skip
-    assert table.loc["S1 (V=256)", "verdict"] == "supported"
-    assert table.loc["S1 (V=256)", "diff"] == pytest.approx(0.71 - 0.5)
-    assert table.loc["S2 (V=1024)", "verdict"] == "supported"
-    assert table.loc["S2 (V=1024)", "diff"] == pytest.approx(1.0)
-    assert table.loc["S3 (V=256)", "verdict"] == "contradicted"
-    assert table.loc["S4", "verdict"] == "supported"  # 0.81 at 1024 against 0.71 at 256
-    assert table.loc["S4", "diff"] == pytest.approx(0.81333333 - 0.71)
+    table = table[table["primary"]]
+    # one id per claim (S3 is listed so in the primary family), one row per V
+    assert set(table["claim"]) == {"S1", "S2", "S3", "S4"}
+    assert table.groupby("claim").size().to_dict() == {"S1": 2, "S2": 2, "S3": 2, "S4": 1}
+    assert table[table["claim"] == "S3"]["family"].eq("primary").all()
+    table = table.set_index(["claim", "scope"])
+    assert table.loc[("S1", "rarest decile, V = 256"), "verdict"] == "supported"
+    assert table.loc[("S1", "rarest decile, V = 256"), "diff"] == pytest.approx(0.71 - 0.5)
+    assert table.loc[("S2", "deciles 9-10, V = 1024"), "verdict"] == "supported"
+    assert table.loc[("S2", "deciles 9-10, V = 1024"), "diff"] == pytest.approx(1.0)
+    assert table.loc[("S3", "low, V = 256"), "verdict"] == "contradicted"
+    assert table.loc[("S4", "rarest decile"), "verdict"] == "supported"  # 0.81 against 0.71
+    assert table.loc[("S4", "rarest decile"), "diff"] == pytest.approx(0.81333333 - 0.71)
+    every = subword.subword_claims(*frames)
+    assert every["definition"].str.strip().str.len().gt(0).all()  # never empty (S3 was)
+    assert every[every["claim"].str.startswith("S3")]["definition"].str.contains("top-1").all()
+    # S2 per character stands beside it: the same verdict, the difference over 2.5
+    s2 = every[every["scope"] == "deciles 9-10, V = 1024"].set_index("metric")
+    assert s2["primary"].to_dict() == {"loss": True, "loss_per_char": False}
+    assert s2.loc["loss_per_char", "verdict"] == s2.loc["loss", "verdict"] == "supported"
+    assert s2.loc["loss_per_char", "diff"] == pytest.approx(1.0 / 2.5)
+    assert "per character" in s2.loc["loss_per_char", "definition"]
     noisy = _claim_frames(
         share_ce={256: [0.2, 0.9, 0.5], 1024: [0.9, 0.1, 0.5]},
         loss_ce=[5.0, 4.0, 4.5], loss_hns=[4.0, 5.0, 4.5],
@@ -283,7 +298,7 @@ def test_subword_claims_follow_the_intervals_of_hand_made_numbers():
     # the update's share stands beside S1 when the frames have it
     with_update = frames[0].assign(update_share_nontarget=0.9)
     s1 = subword.subword_claims(with_update, frames[1], frames[2])
-    s1 = s1[s1["claim"] == "S1 (V=256)"]
+    s1 = s1[s1["scope"] == "rarest decile, V = 256"]
     assert s1["primary"].tolist() == [True, False]
     assert s1["verdict"].tolist() == ["supported", "supported"]
     assert s1["diff"].iloc[1] == pytest.approx(0.4)
@@ -291,3 +306,224 @@ def test_subword_claims_follow_the_intervals_of_hand_made_numbers():
     assert s4[s4["claim"] == "S4"]["primary"].tolist() == [True, False]
     empty = pd.DataFrame()
     assert subword.subword_claims(empty, empty, empty).empty
+
+
+# --- the loss per character: one unit across vocabularies --------------------------------
+
+
+def _sums_of_positions(targets, losses, n_tokens):
+    """Per-token sums (token, count, loss_sum) of hand-listed positions."""
+    frame = pd.DataFrame({"token": targets, "loss": losses})
+    summed = (
+        frame.groupby("token")["loss"].agg(["count", "sum"]).rename(columns={"sum": "loss_sum"})
+    )
+    summed = summed.reindex(range(n_tokens), fill_value=0).rename_axis("token").reset_index()
+    return summed.assign(count=summed["count"].astype(int))
+
+
+def test_loss_per_character_against_the_characters_counted_by_hand():
+    from selfish_lib.study import subword
+
+    symbols = ["a", "bc", "def", "g"]  # one, two, three and one characters
+    info = pd.DataFrame({"token": range(4), "symbol": symbols, "kind": ["x", "y", "y", "x"]})
+    targets = [0, 1, 0, 2, 1]  # the text a|bc|a|def|bc: 1 + 2 + 1 + 3 + 2 = 9 characters
+    losses = [0.5, 2.0, 0.25, 3.0, 1.5]
+    sums = _sums_of_positions(targets, losses, 4)
+    text = "".join(symbols[t] for t in targets)
+    assert len(text) == 9
+    overall = subword.per_character(sums, info)
+    assert overall["characters"].item() == 9
+    assert overall["loss_per_char"].item() == pytest.approx(sum(losses) / len(text))
+    by_kind = subword.per_character(sums, info, by=["kind"]).set_index("kind")
+    # kind x: 'a' twice (2 characters, loss 0.75); kind y: bc, def, bc (7, loss 6.5)
+    assert by_kind.loc["x", "characters"] == 2 and by_kind.loc["y", "characters"] == 7
+    assert by_kind.loc["x", "loss_per_char"] == pytest.approx(0.75 / 2)
+    assert by_kind.loc["y", "loss_per_char"] == pytest.approx(6.5 / 7)
+    # a token in two groups counts in each (a scope table has one row per token and scope)
+    both = pd.concat([info.assign(scope="all"), info[info["kind"] == "y"].assign(scope="y")])
+    scoped = subword.per_character(sums, both, by=["scope"]).set_index("scope")
+    assert scoped.loc["all", "loss_per_char"] == pytest.approx(overall["loss_per_char"].item())
+    assert scoped.loc["y", "loss_per_char"] == pytest.approx(6.5 / 7)
+    # a group with no character has no loss per character, not 0
+    empty = subword.per_character(sums.assign(count=0, loss_sum=0.0), info)
+    assert empty["loss_per_char"].isna().all()
+    with pytest.raises(ValueError, match="without a symbol"):
+        subword.per_character(sums, info[info["token"] != 3])
+
+
+def _tiny_model(vocab_size: int):
+    from selfish_lib.engine.model import GPT, ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16)
+    return GPT(config, vocab_size).eval()
+
+
+def test_loss_per_character_of_a_model_equals_its_positions_over_the_decoded_text():
+    """A real model on a BPE split: the per-token sums turned into nats per character
+    equal every position's loss summed, over the length of the text the targets decode
+    to; for the characters the loss per character is the loss per token."""
+    from selfish_lib.engine.evaluation import aggregate, evaluate_ids, position_values
+    from selfish_lib.study import subword
+
+    text = words_text(3000, seed=3)
+    sub = Corpus.from_text(text, tokenizer="bpe-60")
+    model = _tiny_model(sub.vocab_size)
+    sums = evaluate_ids(model, sub.val)
+    positions = position_values(model, sub.val)
+    decoded = sub.tokenizer.decode(sub.val[1:].tolist())  # the targets: every id but the first
+    got = subword.per_character(sums, sub.token_info())
+    assert got["characters"].item() == len(decoded)
+    assert got["loss_per_char"].item() == pytest.approx(positions["loss"].sum() / len(decoded))
+    assert len(decoded) > 1.5 * len(positions)  # merges: the two units differ here
+
+    chars = Corpus.from_text(text)
+    model = _tiny_model(chars.vocab_size)
+    sums = evaluate_ids(model, chars.val)
+    per_char = subword.per_character(sums, chars.token_info())["loss_per_char"].item()
+    assert per_char == pytest.approx(aggregate(sums, chars.token_info(), by=[])["loss"].item())
+
+
+class _StoredRun:
+    """The part of a run the chapter's metrics read: its final validation sums."""
+
+    metrics = runs.Run.metrics
+    final_eval = runs.Run.final_eval
+
+    def __init__(self, sums: pd.DataFrame, arm: str, seed: int):
+        from types import SimpleNamespace
+
+        self.eval_tokens = sums.assign(step=10)
+        self.config = SimpleNamespace(seed=seed, objective=SimpleNamespace(arm=arm))
+
+
+def _random_sums(n_tokens: int, counts, seed: int) -> pd.DataFrame:
+    from selfish_lib.engine.evaluation import SUMS
+
+    gen = torch.Generator().manual_seed(seed)
+    frame = pd.DataFrame({"token": range(n_tokens), "count": counts})
+    for column in SUMS[1:]:
+        frame[column] = torch.rand(n_tokens, generator=gen).double().numpy() * frame["count"]
+    return frame
+
+
+def test_metrics_per_seed_adds_the_loss_per_character_to_every_scope(corpus):
+    from selfish_lib.study import subword
+
+    sub = corpus.with_tokenizer("bpe-128")
+    V = sub.vocab_size
+    length = sub.frequencies.sort_values("token")["symbol"].str.len().to_numpy()
+    counts = torch.bincount(sub.val[1:], minlength=V).numpy()
+    single = {
+        (arm, seed): _StoredRun(_random_sums(V, counts, 10 * seed + k), arm, seed)
+        for k, arm in enumerate(("CE", "HNS"))
+        for seed in (0, 1, 2)
+    }
+    info = sub.token_info()
+    table = subword.metrics_per_seed({V: single}, {V: info}, "single")
+    assert {"all text", "decile 1", "deciles 9-10"} <= set(table["scope"])
+    for rec in table[table["scope"] == "all text"].to_dict("records"):
+        sums = single[(rec["experiment"], rec["seed"])].final_eval()
+        assert rec["characters"] == int((counts * length).sum())
+        assert rec["loss_per_char"] == pytest.approx(sums["loss_sum"].sum() / rec["characters"])
+    # every run of one V predicts the same tokens: per character = per token × tokens /
+    # characters, one factor for every run, so HNS − CE keeps its sign and verdict
+    tail = table[table["scope"] == "deciles 9-10"]
+    factor = tail["count"] / tail["characters"]
+    assert factor.nunique() == 1
+    assert tail["loss_per_char"].to_numpy() == pytest.approx((tail["loss"] * factor).to_numpy())
+    diffs = subword.differences(table)
+    row = diffs[(diffs["scope"] == "deciles 9-10")].set_index("metric")
+    assert row.loc["loss_per_char", "verdict"] == row.loc["loss", "verdict"]
+    assert row.loc["loss_per_char", "diff"] == pytest.approx(
+        row.loc["loss", "diff"] * factor.iloc[0]
+    )
+    assert set(diffs["seeds"]) == {"0-2"}
+
+    both_info = sub.token_info(bilingual=True)
+    twice = torch.cat([torch.tensor(counts), torch.tensor(counts)]).numpy()
+    pair = {
+        (arm, seed): _StoredRun(_random_sums(2 * V, twice, 7 + seed + k), arm, seed)
+        for k, arm in enumerate(("CE", "HNS"))
+        for seed in (0, 1)
+    }
+    table = subword.metrics_per_seed({V: pair}, {V: both_info}, "bilingual", p_low=0.25)
+    for (arm, seed), run in pair.items():
+        rows = table[(table["experiment"] == arm) & (table["seed"] == seed)].set_index("scope")
+        sums = run.final_eval()
+        text = int((counts * length).sum())
+        low = sums[sums["token"] >= V]["loss_sum"].sum() / text  # the twins spell the same
+        high = sums[sums["token"] < V]["loss_sum"].sum() / text
+        assert rows.loc["low", "loss_per_char"] == pytest.approx(low)
+        assert rows.loc["high", "loss_per_char"] == pytest.approx(high)
+        assert rows.loc["both", "loss_per_char"] == pytest.approx((low + high) / 2)
+        assert rows.loc["mixture", "loss_per_char"] == pytest.approx(0.75 * high + 0.25 * low)
+
+
+def test_seed_labels_and_the_seeds_a_figure_rests_on():
+    from selfish_lib.study import subword
+
+    assert subword.seed_label([1, 0]) == "0-1"
+    assert subword.seed_label((0, 1, 2, 5)) == "0-2, 5"
+    assert subword.seed_label([3]) == "3" and subword.seed_label([]) == "none"
+    frame = pd.DataFrame(
+        {"V": [256, 1024, 256, 1024], "scope": ["a", "a", "low", "low"],
+         "seeds": ["0-1", "0-1", "0-1", "0"]}
+    )  # fmt: skip
+    titles = {"a": "all text", "low": "low-resource language"}
+    assert subword.seeds_caption(frame[:2], titles) == "seeds 0-1"
+    caption = subword.seeds_caption(frame, titles)
+    assert "seeds 0-1: all text at V = 256, 1024; low-resource language at V = 256" in caption
+    assert "seeds 0: low-resource language at V = 1024" in caption
+
+
+def test_the_wording_across_sizes_follows_every_interval():
+    from selfish_lib.study import subword
+
+    def row(size, lo, hi, verdict):
+        return {"V": size, "diff_lo": lo, "diff_hi": hi, "verdict": verdict}
+
+    spans = [row(256, -1.06, 1.53, "indistinguishable"), row(1024, -0.4, 1.1, "indistinguishable")]
+    assert subword.across_sizes(spans) == "the interval includes 0 at every V"
+    better = [row(256, -0.3, -0.1, "better"), row(1024, -0.2, -0.05, "better")]
+    assert subword.across_sizes(better) == "HNS better at every V"
+    assert subword.across_sizes(better[:1]) == "HNS better at V = 256"  # one V is not every V
+    mixed = [*spans, row(4096, 0.5, 1.8, "worse"), row(128, -0.3, -0.1, "better")]
+    words = subword.across_sizes(mixed)
+    assert words == ("HNS better at V = 128; HNS worse at V = 4096; "
+                     "the interval includes 0 at V = 256, 1024")  # fmt: skip
+    assert "every" not in words
+    one = [row(256, math.nan, math.nan, "indistinguishable"), better[1]]
+    assert subword.across_sizes(one) == ("HNS better at V = 1024; one seed, no interval at V = 256")
+
+
+def test_the_charts_across_sizes_name_their_unit_interval_and_seeds():
+    from selfish_lib.report.charts import subword as charts
+    from selfish_lib.study import subword
+
+    rows = []
+    for size, seeds, lo, hi in ((256, "0-1", -0.2, 0.1), (1024, "0", math.nan, math.nan)):
+        for metric in ("loss_per_char", "top1", "loss"):
+            rows.append({"V": size, "scope": "low", "metric": metric, "diff": 0.01,
+                         "diff_lo": lo, "diff_hi": hi, "n_pairs": 1 + (seeds == "0-1"),
+                         "verdict": "indistinguishable", "seeds": seeds})  # fmt: skip
+    diffs = pd.DataFrame(rows)
+    spec = charts.effect_by_size(diffs, {"low": "low-resource language"}).to_dict()
+    subtitle = " ".join(spec["title"]["subtitle"])
+    assert "95% interval" in subtitle and "per character" in subtitle
+    assert "seeds 0-1: low-resource language at V = 256" in subtitle
+    assert "seeds 0: low-resource language at V = 1024" in subtitle
+    assert "a point without a bar rests on one seed" in subtitle
+    shown = {r["metric"] for r in spec["datasets"][next(iter(spec["datasets"]))]}
+    assert shown == {"loss per character (nats)", "top-1 accuracy"}  # per token: not across V
+
+    levels = pd.DataFrame(
+        [{"V": 256, "scope": "low", "experiment": arm, "loss_per_char": 1.5, "loss_per_char_lo":
+          1.4, "loss_per_char_hi": 1.6, "loss": 2.7, "loss_lo": 2.6, "loss_hi": 2.8,
+          "n_seeds": 2, "seeds": "0-1"} for arm in ("CE", "HNS")]
+    )  # fmt: skip
+    spec = charts.loss_per_character(levels, {"low": "low-resource language"}).to_dict()
+    assert "95% interval over seeds 0-1" in spec["title"]["subtitle"]
+    table = subword.loss_table(levels, ["low"])
+    assert table.loc[0, "CE per character (nats)"] == "1.5000 [1.4000, 1.6000]"
+    assert table.loc[0, "seeds"] == "CE 0-1 / HNS 0-1"

@@ -14,6 +14,21 @@ as V grows:
   rarest decile against the truth (the over-estimated tail);
 - the claims S1-S4 with their verdicts.
 
+**Units across V.** A loss per token is not comparable across vocabularies: a bpe-4096
+token spells about three characters, a bpe-256 token fewer than two. Every loss here is
+therefore also given in nats per character (``loss_per_char``): the sum of the token
+losses of a scope divided by the number of characters its predicted tokens spell
+(``per_character``). For the whole validation text that is the text's loss per
+character; for the characters it is the loss per token; for a frequency decile it is the
+loss per character of the text the decile's tokens cover (within one V every run
+predicts the same tokens, so HNS − CE per character is the per-token difference divided
+by one constant: same sign, same verdict; across V it puts the numbers in one unit,
+although the rarest decile at one V covers other text than at another). Top-1 stays
+per token, compared within one V only: a top-1 on characters would need the model's
+distribution of the next character, which for a subword model (a distribution of the
+next token given one segmentation of the text so far) means summing over every
+segmentation of the text so far and every subword that continues it with that character.
+
 Frequency groups are the corpus's (``engine.corpus.group_size_for``): for V > 100 ten
 groups of equal numbers of ranks, rank deciles of training frequency, numbered 1 (the
 most frequent tenth of the vocabulary) to 10 (the rarest).
@@ -21,6 +36,7 @@ most frequent tenth of the vocabulary) to 10 (the rarest).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,18 +44,26 @@ import numpy as np
 import pandas as pd
 
 from ..engine.corpus import Corpus
-from ..engine.evaluation import METRICS
+from ..engine.evaluation import METRICS, aggregate
 from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile
 from ..engine.runs import stack_runs
 from ..engine.training import TrainConfig
 from ..engine.validation import ParameterError, check_choice, check_int
 from . import bilingual, gradients
-from .claims import claim_row, seed_series
+from .claims import claim_row, evidence_note, seed_series
 from .frequency import verdict
 from .matrix import as_array
 from .probe import probe_unigram, unigram_target
-from .readings import METRIC_NAMES, Reading, clipping_note, format_interval, interval_of
+from .readings import (
+    METRIC_NAMES,
+    MIXTURE,
+    POOLED,
+    Reading,
+    clipping_note,
+    format_interval,
+    interval_of,
+)
 from .stats import RANGES, aggregate_seeds, paired_difference
 
 SOURCE = "08_subword_scale"
@@ -55,6 +79,22 @@ S1_DEFINITIONS = (
     ("share_nontarget", "gradient, summed over the logged steps", True),
     ("update_share_nontarget", "this step's part of AdamW's update", False),
 )
+# The loss in the one unit every tokenizer shares: nats per character of the text the
+# predicted tokens spell (``per_character``); the chapter's metrics put it first.
+PER_CHARACTER = "loss_per_char"
+CHAPTER_METRICS = (PER_CHARACTER, *METRICS)
+CHAPTER_METRIC_NAMES = {
+    PER_CHARACTER: "loss per character (nats)",
+    **METRIC_NAMES,
+    "loss": "loss per token (nats)",
+}
+# the range of each metric (the loss per character is a loss: non-negative)
+BOUNDS = {**RANGES, PER_CHARACTER: RANGES["loss"]}
+# the scope of every validation position of the one-language runs
+OVERALL = "all text"
+# the metrics the effect chart and the reading follow across V: the loss in the shared
+# unit, and top-1, whose unit (one token of that V) only allows a comparison within a V
+ACROSS_SIZES = (PER_CHARACTER, "top1")
 
 
 def check_sizes(name: str, value, corpus: Corpus | None = None) -> tuple[int, ...]:
@@ -186,59 +226,238 @@ def scenario_shares(per_size: Mapping[int, Mapping], infos: Mapping[int, pd.Data
     return per_seed, aggregate_seeds(per_seed, by, values)
 
 
-def metrics_per_seed(per_size: Mapping[int, Mapping], infos: Mapping[int, pd.DataFrame],
-                     setting: str, p_low: float = 0.02) -> pd.DataFrame:  # fmt: skip
-    """Per V and run: the final whole-split validation metrics in column ``scope``.
-    One language: per decile ('decile 1' .. 'decile 10') and the rarest decile pooled
-    with the one before it ('deciles 9-10'); bilingual: per language ('high', 'low',
-    pooled, mixture)."""
+def per_character(sums: pd.DataFrame, token_info: pd.DataFrame, by: Sequence[str] = ()
+                  ) -> pd.DataFrame:  # fmt: skip
+    """The loss in nats per character, per group of ``by`` (columns of ``token_info``).
+
+    ``sums`` holds validation sums per model token (``count``, ``loss_sum``: one step of a
+    run's ``eval_tokens``); ``token_info`` the token's ``symbol`` (a second alphabet's token
+    spells its twin's symbol). A group's ``characters`` is the number of characters its
+    predicted tokens spell, sum of count × len(symbol), and ``loss_per_char`` its summed
+    token loss over them (NaN for a group without a character). A token may stand in
+    several groups (``token_info`` with one row per token and group), as in ``aggregate``.
+    For the characters every token spells one character: the loss per token.
+    """
+    by = list(by)
+    info = token_info[["token", "symbol", *[c for c in by if c != "token"]]]
+    merged = sums[["token", "count", "loss_sum"]].merge(info, on="token", how="inner")
+    if len(merged["token"].unique()) < len(sums["token"].unique()):
+        missing = sorted(set(sums["token"]) - set(merged["token"]))[:5]
+        raise ValueError(f"tokens without a symbol in token_info: {missing}")
+    merged["characters"] = merged["count"] * merged["symbol"].str.len()
+    values = ["characters", "loss_sum"]
+    if by:
+        summed = merged.groupby(by, sort=True, observed=True)[values].sum().reset_index()
+    else:
+        summed = merged[values].sum().to_frame().T
+    summed["characters"] = summed["characters"].astype(np.int64)
+    summed[PER_CHARACTER] = summed["loss_sum"] / summed["characters"].where(
+        summed["characters"] > 0
+    )
+    return summed[[*by, "characters", PER_CHARACTER]]
+
+
+def scoped_info(info: pd.DataFrame, setting: str) -> pd.DataFrame:
+    """``info`` (``decile_info``) with a ``scope`` column, one row per token and scope it
+    belongs to. One language: ``OVERALL``, each decile ('decile 1' .. 'decile 10') and
+    the rarest decile pooled with the one before it ('deciles 9-10'); bilingual: each
+    language ('high', 'low') and every position of both (``readings.POOLED``)."""
     check_choice("setting", setting, SUBWORD_SETTINGS)
     if setting == "bilingual":
-        frames = [bilingual.language_metrics(dict(runs), infos[size], p_low).assign(V=size)
-                  for size, runs in per_size.items() if runs]  # fmt: skip
-        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-        return out.rename(columns={"language": "scope"})
+        return pd.concat([info.assign(scope=info["language"]), info.assign(scope=POOLED)],
+                         ignore_index=True)  # fmt: skip
+    last = int(info["decile"].max())
+    tail = info[info["decile"] >= last - 1]
+    return pd.concat(
+        [
+            info.assign(scope=OVERALL),
+            info.assign(scope="decile " + info["decile"].astype(str)),
+            tail.assign(scope=f"deciles {last - 1}-{last}"),
+        ],
+        ignore_index=True,
+    )
 
-    def groups(run, size):
-        info = decile_info(infos[size])
-        last = info["decile"].max()
-        per = run.metrics(info.assign(scope="decile " + info["decile"].astype(str)),
-                          by=["scope"])  # fmt: skip
-        tail = info.assign(scope=np.where(info["decile"] >= last - 1,
-                                          f"deciles {last - 1}-{last}", "rest"))  # fmt: skip
-        pooled = run.metrics(tail, by=["scope"])
-        return pd.concat([per, pooled[pooled["scope"] != "rest"]], ignore_index=True)
 
-    return _stack(per_size, groups)
+def metrics_per_seed(per_size: Mapping[int, Mapping], infos: Mapping[int, pd.DataFrame],
+                     setting: str, p_low: float = 0.02) -> pd.DataFrame:  # fmt: skip
+    """Per V and run: the final whole-split validation metrics in column ``scope``
+    (``scoped_info``; bilingual adds ``readings.MIXTURE``, the two languages weighted
+    1 - p_low and p_low as in ``bilingual.language_metrics``), each with
+    ``characters`` and ``loss_per_char`` (``per_character``) beside the per-token
+    metrics."""
+    check_choice("setting", setting, SUBWORD_SETTINGS)
+
+    def scopes(run, size):
+        info = scoped_info(decile_info(infos[size]), setting)
+        final = run.final_eval()
+        per_char = per_character(final, info, by=["scope"])
+        if setting == "bilingual":
+            table = bilingual.language_metrics({("run",): run}, infos[size], p_low)
+            table = table.drop(columns=["experiment", "objective", "seed"])
+            table = table.rename(columns={"language": "scope"})
+            by_scope = per_char.set_index("scope")
+            mixture = {
+                "scope": MIXTURE,
+                "characters": by_scope.loc[POOLED, "characters"],
+                PER_CHARACTER: (1 - p_low) * by_scope.loc["high", PER_CHARACTER]
+                + p_low * by_scope.loc["low", PER_CHARACTER],
+            }
+            per_char = pd.concat([per_char, pd.DataFrame([mixture])], ignore_index=True)
+        else:
+            table = aggregate(final, info, by=["scope"])
+        return table.merge(per_char, on="scope", how="left", validate="one_to_one")
+
+    return _stack(per_size, scopes)
+
+
+def seed_label(seeds) -> str:
+    """Seeds as few words: runs of consecutive seeds as 'a-b', the rest listed,
+    e.g. (0, 1, 2, 5) -> '0-2, 5'; no seed -> 'none'."""
+    ordered = sorted({int(s) for s in seeds})
+    if not ordered:
+        return "none"
+    parts, start = [], ordered[0]
+    for prev, cur in zip(ordered, [*ordered[1:], None], strict=True):
+        if cur is None or cur != prev + 1:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+            start = cur
+    return ", ".join(parts)
+
+
+def paired_seeds(per_seed: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by``: the seeds that stand in both arms (those a paired difference
+    rests on), as ``seed_label`` in column ``seeds``."""
+    rows = []
+    for key, part in per_seed.groupby(list(by), sort=True, observed=True):
+        arms = part.groupby("experiment")["seed"].agg(set)
+        both = arms.get(TREATMENT, set()) & arms.get(REFERENCE, set())
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key, strict=True)), "seeds": seed_label(both)})
+    return pd.DataFrame(rows, columns=[*by, "seeds"])
 
 
 def differences(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per V, scope and metric: HNS minus CE paired by seed, with its 95% interval,
-    p-value and verdict ('better', 'worse' or 'indistinguishable')."""
+    """Per V, scope and metric (``CHAPTER_METRICS``, those ``per_seed`` has): HNS minus CE
+    paired by seed, with its 95% interval, p-value, verdict ('better', 'worse' or
+    'indistinguishable') and the seeds it rests on (``seeds``)."""
+    if per_seed.empty:
+        return pd.DataFrame()
     parts = []
-    for metric in METRICS:
+    for metric in (m for m in CHAPTER_METRICS if m in per_seed):
         d = paired_difference(per_seed, ["V", "scope"], metric, "experiment", TREATMENT,
-                              REFERENCE)  # fmt: skip
+                              REFERENCE, bounds=BOUNDS[metric])  # fmt: skip
         d["metric"] = metric
-        d["verdict"] = [verdict(metric, lo, hi) for lo, hi in zip(d["diff_lo"], d["diff_hi"],
-                                                                  strict=True)]  # fmt: skip
+        # a loss per character is better lower, as the loss per token
+        direction = "loss" if metric == PER_CHARACTER else metric
+        d["verdict"] = [verdict(direction, lo, hi) for lo, hi in zip(d["diff_lo"], d["diff_hi"],
+                                                                     strict=True)]  # fmt: skip
         parts.append(d)
-    return pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True)
+    return out.merge(paired_seeds(per_seed, ["V", "scope"]), on=["V", "scope"], how="left")
 
 
 def difference_table(diffs: pd.DataFrame, scopes: Sequence[str]) -> pd.DataFrame:
     """HNS − CE as text cells 'diff [lo, hi]' (with '(+)' where HNS is better, '(−)' where
-    worse), one row per V and scope, one column per metric."""
+    worse), one row per V and scope with the seeds it rests on, one column per metric
+    (the loss per character first)."""
     marks = {"better": " (+)", "worse": " (−)", "indistinguishable": ""}
     part = diffs[diffs["scope"].isin(scopes)].copy()
     part["cell"] = [
         format_interval(*interval_of(r, "diff"), digits=4, sign="+") + marks[r["verdict"]]
         for r in part.to_dict("records")
     ]
-    table = part.pivot_table(index=["V", "scope"], columns="metric", values="cell",
+    table = part.pivot_table(index=["V", "scope", "seeds"], columns="metric", values="cell",
                              aggfunc="first").reset_index()  # fmt: skip
-    table = table[["V", "scope", *[m for m in METRICS if m in table]]]
-    return table.rename(columns=METRIC_NAMES)
+    order = {scope: k for k, scope in enumerate(scopes)}
+    table = table.sort_values(["V", "scope"], key=lambda c: c.map(order) if c.name == "scope"
+                              else c).reset_index(drop=True)  # fmt: skip
+    table = table[["V", "scope", "seeds", *[m for m in CHAPTER_METRICS if m in table]]]
+    return table.rename(columns=CHAPTER_METRIC_NAMES)
+
+
+def loss_levels(per_seed: pd.DataFrame) -> pd.DataFrame:
+    """Per V, scope and arm: the loss per character and per token, mean and 95% interval
+    over seeds, with the seeds (``seeds``)."""
+    if per_seed.empty:
+        return pd.DataFrame()
+    by = ["V", "scope", "experiment"]
+    levels = aggregate_seeds(per_seed, by, [PER_CHARACTER, "loss"], bounds=BOUNDS)
+    seeds = per_seed.groupby(by, observed=True)["seed"].agg(seed_label).rename("seeds")
+    return levels.merge(seeds.reset_index(), on=by, how="left")
+
+
+def loss_table(levels: pd.DataFrame, scopes: Sequence[str]) -> pd.DataFrame:
+    """CE's and HNS's loss per character and per token as cells 'mean [lo, hi]', one row
+    per V and scope (in the order of ``scopes``)."""
+    part = levels[levels["scope"].isin(scopes)]
+    rows = []
+    for (size, scope), group in part.groupby(["V", "scope"], sort=False):
+        arms = group.set_index("experiment")
+        row = {"V": size, "scope": scope}
+        for metric in (PER_CHARACTER, "loss"):
+            unit = "per character" if metric == PER_CHARACTER else "per token"
+            for arm in (REFERENCE, TREATMENT):
+                cell = (format_interval(*interval_of(arms.loc[arm], metric), digits=4)
+                        if arm in arms.index else "n/a")  # fmt: skip
+                row[f"{arm} {unit} (nats)"] = cell
+        row["seeds"] = " / ".join(
+            f"{arm} {arms.loc[arm, 'seeds']}" for arm in (REFERENCE, TREATMENT) if arm in arms.index
+        )
+        rows.append(row)
+    order = {scope: k for k, scope in enumerate(scopes)}
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return table.sort_values(["V", "scope"], key=lambda c: c.map(order) if c.name == "scope"
+                             else c).reset_index(drop=True)  # fmt: skip
+
+
+def across_sizes(rows: Sequence[Mapping]) -> str:
+    """What the intervals of one difference say across V, in words computed from them
+    (``rows``: the difference's rows at each V with ``V``, ``diff_lo``, ``diff_hi`` and
+    ``verdict``): 'HNS better at every V' only when every interval is clear of 0 on that
+    side; otherwise the sizes of each kind: better, worse, an interval that includes 0, or
+    a single seed (no interval)."""
+    kinds: dict[str, list[int]] = {}
+    for r in sorted(rows, key=lambda r: r["V"]):
+        if math.isnan(float(r["diff_lo"])) or math.isnan(float(r["diff_hi"])):
+            kind = "one seed"
+        else:
+            kind = r["verdict"]
+        kinds.setdefault(kind, []).append(int(r["V"]))
+    words = {
+        "better": "HNS better",
+        "worse": "HNS worse",
+        "indistinguishable": "the interval includes 0",
+        "one seed": "one seed, no interval",
+    }
+    if len(kinds) == 1 and len(rows) > 1:
+        (kind,) = kinds
+        return f"{words[kind]} at every V"
+    return "; ".join(
+        f"{words[kind]} at V = {', '.join(str(v) for v in kinds[kind])}"
+        for kind in ("better", "worse", "indistinguishable", "one seed")
+        if kind in kinds
+    )
+
+
+def seeds_caption(frame: pd.DataFrame, scopes: Mapping[str, str]) -> str:
+    """The seeds a figure rests on, from ``frame``'s ``V``, ``scope`` and ``seeds``
+    columns: 'seeds 0-1' when every point rests on the same ones, otherwise each set of
+    seeds with where it applies ('seeds 0-1: low-resource language at V = 256, 1024; ...')."""
+    part = frame[frame["scope"].isin(scopes)]
+    labels = list(dict.fromkeys(part["seeds"]))
+    if len(labels) == 1:
+        return f"seeds {labels[0]}"
+    pieces = []
+    for label in labels:
+        rows = part[part["seeds"] == label]
+        where = "; ".join(
+            f"{scopes[scope]} at V = {', '.join(str(int(v)) for v in sorted(group['V'].unique()))}"
+            for scope, group in rows.groupby("scope", sort=False)
+        )
+        pieces.append(f"seeds {label}: {where}")
+    return " | ".join(pieces)
 
 
 def probe_table(per_size: Mapping[int, Mapping], corpora: Mapping[int, Corpus],
@@ -268,6 +487,11 @@ def probe_table(per_size: Mapping[int, Mapping], corpora: Mapping[int, Corpus],
     return pd.DataFrame(rows)
 
 
+def at_size(scope: str, size: int) -> str:
+    """A claim row's scope at vocabulary size ``size``: 'low, V = 256'."""
+    return f"{scope}, V = {int(size)}"
+
+
 def subword_claims(
     shares: pd.DataFrame,
     single: pd.DataFrame,
@@ -278,13 +502,20 @@ def subword_claims(
     - **S1**: with CE, scenario 2.2 is more than half of the rarest decile's gradient
       (one language; its share against 0.5), and beside it (``primary`` False) its
       share of the update;
-    - **S2**: HNS lowers the validation loss of the two rarest deciles (one language);
-    - **S3**: HNS raises top-1 on the low-resource language (bilingual);
+    - **S2**: HNS lowers the validation loss of the two rarest deciles (one language),
+      in nats per token, and beside it (``primary`` False, when ``single`` has it) in
+      nats per character of the text those deciles' tokens cover: within one V the same
+      verdict (one constant divides every seed's difference), in the unit the other
+      vocabularies share;
+    - **S3**: HNS raises top-1 on the low-resource language (bilingual), per token of
+      that V's tokenizer (top-1 compares within one V only);
     - **S4**: 2.2's share of the rarest decile's gradient under CE is higher at the
       largest V than at the smallest (the tail gets more selfish as V grows), and
       beside it the same for the update.
 
-    A frame that is empty (a setting not run) gives no row for its claims.
+    The rows of one claim carry its id ('S1' .. 'S4', as ``claims.PRIMARY_CONTRASTS``
+    lists S3, one row per V) and say their V in ``scope`` (``at_size``). A frame that is
+    empty (a setting not run) gives no row for its claims.
     """
     rows = []
     if len(shares):
@@ -297,8 +528,8 @@ def subword_claims(
                     continue
                 share = seed_series(rarest, value=column, V=size)
                 rows.append(claim_row(
-                    f"S1 (V={size})", f"With CE, scenario 2.2 is more than half of the rarest "
-                    f"decile's gradient at V = {size}", SOURCE, column, RAREST,
+                    "S1", f"With CE, scenario 2.2 is more than half of the rarest decile's "
+                    f"gradient at V = {size}", SOURCE, column, at_size(RAREST, size),
                     "2.2 share (CE)", share, "one half", share * 0 + SHARE_THRESHOLD,
                     bounds=RANGES[column], definition=definition, primary=primary,
                 ))  # fmt: skip
@@ -316,72 +547,98 @@ def subword_claims(
             ))  # fmt: skip
     if len(single):
         tail = single[single["scope"].str.startswith("deciles")]
+        units = (
+            ("loss", "CE − HNS, mean loss in nats per validation token of the two rarest deciles",
+             True),
+            (PER_CHARACTER, "CE − HNS, the two rarest deciles' summed loss in nats per character "
+             "of the text their validation tokens spell", False),
+        )  # fmt: skip
         for size in sorted(tail["V"].unique()):
             part = tail[tail["V"] == size]
             scope = part["scope"].iloc[0]
-            rows.append(claim_row(
-                f"S2 (V={size})", f"HNS lowers the validation loss of the two rarest deciles "
-                f"at V = {size}", SOURCE, "loss", scope,
-                "CE", seed_series(part, value="loss", experiment=REFERENCE),
-                "HNS", seed_series(part, value="loss", experiment=TREATMENT),
-                bounds=RANGES["loss"], definition="CE − HNS, nats per token",
-            ))  # fmt: skip
+            for metric, definition, primary in units:
+                if metric not in part:
+                    continue
+                rows.append(claim_row(
+                    "S2", f"HNS lowers the validation loss of the two rarest deciles at "
+                    f"V = {size}", SOURCE, metric, at_size(scope, size),
+                    "CE", seed_series(part, value=metric, experiment=REFERENCE),
+                    "HNS", seed_series(part, value=metric, experiment=TREATMENT),
+                    bounds=BOUNDS[metric], definition=definition, primary=primary,
+                ))  # fmt: skip
     if len(bilingual_metrics):
         low = bilingual_metrics[bilingual_metrics["scope"] == "low"]
         for size in sorted(low["V"].unique()):
             part = low[low["V"] == size]
             rows.append(claim_row(
-                f"S3 (V={size})", f"HNS raises top-1 on the low-resource language at "
-                f"V = {size}", SOURCE, "top1", "low",
+                "S3", f"HNS raises top-1 on the low-resource language at V = {size}", SOURCE,
+                "top1", at_size("low", size),
                 "HNS", seed_series(part, value="top1", experiment=TREATMENT),
                 "CE", seed_series(part, value="top1", experiment=REFERENCE), bounds=RANGES["top1"],
+                definition=f"HNS − CE, top-1 accuracy over the low-resource alphabet's "
+                f"validation tokens (bpe-{size} subwords), paired by seed; a token of one V "
+                f"is not a token of another, so it compares within V = {size} only",
             ))  # fmt: skip
     return pd.DataFrame(rows)
 
 
-def reading(claims: pd.DataFrame, diffs_single: pd.DataFrame, diffs_bilingual: pd.DataFrame,
+def reading(claims: pd.DataFrame, diffs: pd.DataFrame, scopes: Mapping[str, str],
             probe: pd.DataFrame) -> Reading:  # fmt: skip
-    """The chapter's reading: each claim's verdict with its numbers, the probe's tail."""
-    lines, summary = [], {"claims": {}}
+    """The chapter's reading: each claim's verdict with its numbers; HNS − CE across V on
+    each scope of ``scopes`` (scope -> its words) for ``ACROSS_SIZES`` (the loss per
+    character, top-1 per token), worded from the intervals (``across_sizes``) with the
+    seeds each rests on; the probe's tail."""
+    lines, summary = [], {"claims": {}, "across_sizes": {}}
     if claims.empty:
         return Reading("No claim: no runs.", summary)
     for rec in claims.to_dict("records"):
+        diff = format_interval(*interval_of(rec, "diff"), digits=4, sign="+")
         if not rec["primary"]:
-            diff = format_interval(*interval_of(rec, "diff"), digits=4, sign="+")
             lines.append(f"  - beside it, {rec['definition']}: {rec['verdict']}, {diff}.")
             continue
-        diff = format_interval(*interval_of(rec, "diff"), digits=4, sign="+")
         lines.append(f"- **{rec['claim']}** ({rec['statement']}): **{rec['verdict']}**; "
-                     f"{rec['A']} − {rec['B']} = {diff} over {rec['n_seeds']} seeds.")  # fmt: skip
-        summary["claims"][rec["claim"]] = {
+                     f"{rec['A']} − {rec['B']} = {diff}{evidence_note(rec)}.")  # fmt: skip
+        summary["claims"][f"{rec['claim']}: {rec['scope']}"] = {
             "verdict": rec["verdict"],
             "diff": rec["diff"],
             "diff_lo": rec["diff_lo"],
             "diff_hi": rec["diff_hi"],
         }
-    for name, diffs, scope in (("one language", diffs_single, None),
-                               ("bilingual", diffs_bilingual, "low")):  # fmt: skip
-        if diffs is None or diffs.empty:
-            continue
-        part = diffs[diffs["metric"] == "top1"]
-        part = (
-            part[part["scope"].str.startswith("deciles")]
-            if scope is None
-            else part[part["scope"] == scope]
+    if diffs is not None and len(diffs):
+        lines.append("")
+        lines.append(
+            "HNS − CE as V grows (paired by seed, 95% interval; the loss per character "
+            "compares across V, top-1 per token within each V only):"
         )
-        cells = ", ".join(
-            f"V = {int(r['V'])}: " + format_interval(*interval_of(r, "diff"), digits=4, sign="+")
-            for r in part.to_dict("records")
-        )
-        where = "the two rarest deciles" if scope is None else "the low-resource language"
-        lines.append(f"- HNS − CE top-1 on {where} ({name}): {cells}.")
+        for scope, words in scopes.items():
+            for metric in ACROSS_SIZES:
+                part = diffs[(diffs["scope"] == scope) & (diffs["metric"] == metric)]
+                if part.empty:
+                    continue
+                records = part.sort_values("V").to_dict("records")
+                cells = ", ".join(
+                    f"V = {int(r['V'])}: "
+                    + format_interval(*interval_of(r, "diff"), digits=4, sign="+")
+                    + f" (seeds {r['seeds']})"
+                    for r in records
+                )
+                pattern = across_sizes(records)
+                lines.append(f"- {CHAPTER_METRIC_NAMES[metric]}, {words}: {pattern}; {cells}.")
+                summary["across_sizes"][f"{scope}: {metric}"] = {
+                    "pattern": pattern,
+                    **{str(int(r["V"])): {"diff": r["diff"], "diff_lo": r["diff_lo"],
+                                          "diff_hi": r["diff_hi"], "seeds": r["seeds"]}
+                       for r in records},
+                }  # fmt: skip
     if len(probe):
         mean = probe.groupby(["V", "experiment"])[["kl", "tail_ratio"]].mean().reset_index()
         cells = "; ".join(f"V = {int(r['V'])} {r['experiment']}: KL {r['kl']:.3f}, tail × "
                           f"{r['tail_ratio']:.2f}" for r in mean.to_dict("records"))  # fmt: skip
-        lines.append(f"- The unigram probe (mean over seeds): {cells}. A tail ratio above 1: "
-                     "the embedding's frequency direction gives the rarest decile more mass "
-                     "than the training stream does.")  # fmt: skip
+        lines.append(
+            f"- The unigram probe (mean over seeds {seed_label(probe['seed'])}): {cells}. "
+            "A tail ratio above 1: the embedding's frequency direction gives the rarest "
+            "decile more mass than the training stream does."
+        )
         summary["probe"] = mean.to_dict("records")
     clipped = bool(claims["intervals_clipped"].any())
     return Reading("\n".join(lines + clipping_note(clipped)), summary)
@@ -395,7 +652,9 @@ class Scale:
     shares_per_seed: dict[str, pd.DataFrame]
     per_seed: dict[str, pd.DataFrame]  # setting -> metrics per V, run and scope
     diffs: dict[str, pd.DataFrame]  # setting -> HNS − CE per V, scope and metric
+    levels: dict[str, pd.DataFrame]  # setting -> the loss per character and per token
     scopes: dict[str, str]  # the scopes of the effect chart -> their titles
+    table_scopes: dict[str, list[str]]  # setting -> the scopes of its tables
     probe: pd.DataFrame  # the unigram probe per V and run
     claims: pd.DataFrame
     reading: Reading
@@ -406,11 +665,19 @@ class Scale:
         frames = [d for d in self.diffs.values() if len(d)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
+    @property
+    def all_levels(self) -> pd.DataFrame:
+        """The loss levels of every setting in one frame."""
+        frames = [d for d in self.levels.values() if len(d)]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
     def difference_table(self, setting: str) -> pd.DataFrame:
-        """``difference_table`` of ``setting`` on its scopes of the effect chart."""
-        return difference_table(
-            self.diffs[setting], [s for s in self.scopes if s in set(self.diffs[setting]["scope"])]
-        )
+        """``difference_table`` of ``setting`` on the scopes of its tables."""
+        return difference_table(self.diffs[setting], self.table_scopes[setting])
+
+    def loss_table(self, setting: str) -> pd.DataFrame:
+        """``loss_table`` of ``setting`` on the scopes of its tables."""
+        return loss_table(self.levels[setting], self.table_scopes[setting])
 
 
 def compare(
@@ -423,20 +690,32 @@ def compare(
     """Chapter 08's comparison: ``runs`` is {setting: {V: {(arm, seed): run}}} (``by_size``),
     ``infos`` {setting: {V: token_info}}, ``corpora`` {V: the corpus under bpe-V}. The
     probe reads the bilingual runs when there are some, else the one-language runs."""
-    shares, shares_per_seed, per_seed, diffs, scopes = {}, {}, {}, {}, {}
+    shares, shares_per_seed, per_seed, diffs, levels = {}, {}, {}, {}, {}
+    scopes, table_scopes = {}, {}
     for setting, per_size in runs.items():
         shares_per_seed[setting], shares[setting] = scenario_shares(per_size, infos[setting])
         per_seed[setting] = metrics_per_seed(per_size, infos[setting], setting, p_low)
         diffs[setting] = differences(per_seed[setting])
+        levels[setting] = loss_levels(per_seed[setting])
+        present = set(per_seed[setting]["scope"]) if len(per_seed[setting]) else set()
         if setting == "single":
-            scopes.update({s: f"{s} (one language)" for s in per_seed[setting]["scope"].unique()
-                           if str(s).startswith("deciles")})  # fmt: skip
+            tail = sorted(s for s in present if str(s).startswith("deciles"))
+            table_scopes[setting] = [OVERALL, *tail]
+            scopes[OVERALL] = "all text (one language)"
+            scopes.update({s: f"{s} (one language)" for s in tail})
         else:
+            table_scopes[setting] = ["high", "low", MIXTURE]
             scopes["low"] = "low-resource language"
+        table_scopes[setting] = [s for s in table_scopes[setting] if s in present]
+    scopes = {s: t for s, t in scopes.items()
+              if any(s in table_scopes[k] for k in table_scopes)}  # fmt: skip
     probed = "bilingual" if "bilingual" in runs else next(iter(runs))
     probes = probe_table(runs[probed], corpora, infos[probed], **probe)
     empty = pd.DataFrame()
     table = subword_claims(shares_per_seed.get("single", empty), per_seed.get("single", empty),
                            per_seed.get("bilingual", empty))  # fmt: skip
-    read = reading(table, diffs.get("single"), diffs.get("bilingual"), probes)
-    return Scale(shares, shares_per_seed, per_seed, diffs, scopes, probes, table, read)
+    frames = [d for d in diffs.values() if len(d)]
+    read = reading(table, pd.concat(frames, ignore_index=True) if frames else empty, scopes,
+                   probes)  # fmt: skip
+    return Scale(shares, shares_per_seed, per_seed, diffs, levels, scopes, table_scopes, probes,
+                 table, read)  # fmt: skip

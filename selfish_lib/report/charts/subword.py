@@ -6,7 +6,15 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from ...study.readings import LANGUAGE_NAMES, METRIC_NAMES
+from ...study.readings import LANGUAGE_NAMES
+from ...study.subword import (
+    ACROSS_SIZES,
+    CHAPTER_METRIC_NAMES,
+    PER_CHARACTER,
+    REFERENCE,
+    TREATMENT,
+    seeds_caption,
+)
 from .core import VERDICT_COLORS, color_scale, objective_scale, points_with_intervals
 
 # The vocabulary sizes as an ordinal colour: light (small V) to dark (large V).
@@ -74,32 +82,79 @@ def decile_shares(shares: pd.DataFrame, language: str = "high") -> alt.FacetChar
     )
 
 
-def effect_by_size(diffs: pd.DataFrame, scopes: dict[str, str],
-                   metrics=("top1", "loss")) -> alt.FacetChart:  # fmt: skip
-    """HNS − CE against V (log axis), paired by seed with its 95% interval, coloured by
-    verdict: one column per scope (``scopes``: scope -> title), one row per metric."""
-    data = diffs[diffs["scope"].isin(scopes) & diffs["metric"].isin(metrics)].copy()
-    data["scope"] = data["scope"].map(scopes)
-    data["metric"] = data["metric"].map(METRIC_NAMES)
-    data = data.assign(n_seeds=data["n_pairs"])
+def _size_axis(data: pd.DataFrame) -> alt.X:
+    """V on a log axis with a tick at each size and room for the end points."""
     sizes = sorted(data["V"].unique().tolist())
-    domain = [sizes[0] / 1.4, sizes[-1] * 1.4]  # room for the end points
+    domain = [sizes[0] / 1.4, sizes[-1] * 1.4]
     scale = alt.Scale(type="log", nice=False, domain=domain)
-    x = alt.X("V:Q", scale=scale, title="vocabulary size V", axis=alt.Axis(values=sizes))
+    return alt.X("V:Q", scale=scale, title="vocabulary size V", axis=alt.Axis(values=sizes))
+
+
+def _interval_note(data: pd.DataFrame, count: str) -> str:
+    """'; a point without a bar rests on one seed' when some point does."""
+    return "; a point without a bar rests on one seed" if (data[count] < 2).any() else ""
+
+
+def effect_by_size(diffs: pd.DataFrame, scopes: dict[str, str],
+                   metrics=ACROSS_SIZES) -> alt.FacetChart:  # fmt: skip
+    """HNS − CE against V (log axis), paired by seed with its 95% interval, coloured by
+    verdict: one column per scope (``scopes``: scope -> title), one row per metric (by
+    default the loss per character, which compares across V, and top-1 per token, which
+    compares within a V). The subtitle names the seeds each point rests on."""
+    data = diffs[diffs["scope"].isin(scopes) & diffs["metric"].isin(metrics)].copy()
+    caption = seeds_caption(data, scopes)
+    data["scope"] = data["scope"].map(scopes)
+    order = [CHAPTER_METRIC_NAMES[m] for m in metrics]
+    data["metric"] = data["metric"].map(CHAPTER_METRIC_NAMES)
+    data = data.assign(n_seeds=data["n_pairs"])
+    x = _size_axis(data)
     color = alt.Color("verdict:N", scale=color_scale(VERDICT_COLORS), title="HNS vs CE")
     y = alt.Y("diff:Q", title=None)
     marks = points_with_intervals(None, x, None, color, y, "diff",
-                                  ["V:Q", "scope:N", "metric:N", "verdict:N"], "+.4f")  # fmt: skip
+                                  ["V:Q", "scope:N", "metric:N", "verdict:N", "seeds:N"],
+                                  "+.4f")  # fmt: skip
     line = alt.Chart().mark_line(color="#bbb").encode(x=x, y="diff:Q")
     zero = alt.Chart().mark_rule(color="#7F7F7F").encode(y=alt.datum(0))
+    subtitle = [f"paired by seed, 95% interval; 0 is CE; {caption}"
+                f"{_interval_note(data, 'n_seeds')}",
+                "loss in nats per character of the validation text (one unit at every V); "
+                "top-1 per token of that V (compare within a V only)"]  # fmt: skip
     return (
         alt.layer(line, zero, marks, data=data)
-        .properties(width=260, height=160)
-        .facet(row=alt.Row("metric:N", title=None),
+        .properties(width=220, height=150)
+        .facet(row=alt.Row("metric:N", sort=order, title=None),
                column=alt.Column("scope:N", sort=list(scopes.values()), title=None))
         .resolve_scale(y="independent")
-        .properties(title=alt.Title("HNS minus CE as the vocabulary grows",
-                                    subtitle="paired by seed, 95% interval; 0 is CE"))
+        .properties(title=alt.Title("HNS minus CE as the vocabulary grows", subtitle=subtitle))
+    )  # fmt: skip
+
+
+def loss_per_character(levels: pd.DataFrame, scopes: dict[str, str]) -> alt.FacetChart:
+    """CE's and HNS's validation loss in nats per character against V (log axis), mean and
+    95% interval over seeds, one column per scope (``scopes``: scope -> title). The one
+    loss that compares across vocabularies; the subtitle names the seeds."""
+    data = levels[levels["scope"].isin(scopes)].copy()
+    caption = seeds_caption(data, scopes)
+    data["scope"] = data["scope"].map(scopes)
+    # an ordinal axis, so that the two objectives stand side by side at each V
+    x = alt.X("V:O", title="vocabulary size V", axis=alt.Axis(labelAngle=0))
+    color = alt.Color("experiment:N", scale=objective_scale(), title="objective",
+                      sort=[REFERENCE, TREATMENT])  # fmt: skip
+    y = alt.Y(f"{PER_CHARACTER}:Q", title="loss (nats per character)",
+              scale=alt.Scale(zero=False))  # fmt: skip
+    marks = points_with_intervals(None, x, alt.XOffset("experiment:N"), color, y, PER_CHARACTER,
+                                  ["V:Q", "scope:N", "experiment:N", "seeds:N"], ".4f")  # fmt: skip
+    line = alt.Chart().mark_line(opacity=0.5).encode(x=x, y=f"{PER_CHARACTER}:Q", color=color)
+    return (
+        alt.layer(line, marks, data=data)
+        .properties(width=220, height=170)
+        .facet(column=alt.Column("scope:N", sort=list(scopes.values()), title=None))
+        .resolve_scale(y="independent")
+        .properties(title=alt.Title(
+            "Validation loss per character as the vocabulary grows",
+            subtitle=f"mean and 95% interval over {caption}"
+                     f"{_interval_note(data, 'n_seeds')}; the summed token loss over the "
+                     "characters the tokens spell"))
     )  # fmt: skip
 
 
