@@ -116,7 +116,18 @@ API_CASES = [
     ("loss layout -inf", lambda: hns_cross_entropy(LOGITS, TARGETS, -math.inf), "layout", "-inf"),
     ("nucleus top_p 1", lambda: nucleus_margin(65, 1.0), "top_p", "1.0"),
     ("nucleus vocab 1", lambda: nucleus_margin(1, 0.9), "vocab_size", "1"),
-]
+    # integers no run can hold: refused by name, never an OverflowError, shown shortened
+    ("seed past 2**63", flat(seed=2**63), "seed", "9223372036854775808"),
+    ("seeds past 2**63", lambda: get_profile("smoke", [0, 10**20]), "seeds", "10000000000"),
+    ("max_steps huge", flat(max_steps=10**400), "max_steps", "<an integer of 401 digits>"),
+    ("learning_rate huge int", flat(learning_rate=10**400), "learning_rate", "401 digits"),
+    ("grad_clip huge int", flat(grad_clip=-(10**400)), "grad_clip", "a negative integer"),
+    ("layout huge int", flat(layout=10**400), "layout", "401 digits"),
+    ("loss layout huge int", lambda: hns_cross_entropy(LOGITS, TARGETS, 10**400), "layout",
+     "401 digits"),
+    ("nucleus top_p huge int", lambda: nucleus_margin(65, 10**400), "top_p", "401 digits"),
+    ("nucleus vocab huge", lambda: nucleus_margin(10**30, 0.9), "vocab_size", "10000000000"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("call", "name", "shown"), [c[1:] for c in API_CASES],
@@ -242,6 +253,24 @@ CLI_CASES = [
     ("runs results a file", ["runs", "--results-dir", "{file}"], "results_dir", "a_file"),
     ("verify results a file", ["verify", "--results-dir", "{file}"], "results_dir", "a_file"),
     ("report profile", ["report", "--profile", "huge"], "profile", "huge"),
+    ("train seed past 2**63", ["train", "--seed", "9" * 20], "seed", "9" * 20),
+    ("reproduce seeds past 2**63", ["reproduce", "--seeds", "0", "9" * 20], "seeds", "9" * 20),
+    ("reproduce jobs beyond the machine", ["reproduce", "--jobs", "100000"], "--jobs",
+     "100000"),
+    ("param huge int", ["reproduce", "--only", "01", "-p", "layout=" + "9" * 400], "layout",
+     "<an integer of 400 digits>"),
+    ("param nested too deep", ["reproduce", "--only", "01", "-p", "layout=" + "-" * 3000 + "1"],
+     "layout=", "nested too deeply"),
+    ("param repeated", ["reproduce", "--only", "03", "-p", "layout=2", "-p", "03:layout=3"],
+     "03_hns_training:layout", "once"),
+    ("param temperature huge", ["reproduce", "--only", "09", "-p", "temperature=" + "9" * 400],
+     "temperature", "400 digits"),
+    ("param bins huge", ["reproduce", "--only", "09", "-p", "bins=10**400"], "bins",
+     "'10**400'"),
+    ("param sample_length a billion", ["reproduce", "--only", "04", "-p",
+                                       "sample_length=1000000000"], "sample_length", "100000"),
+    ("param layouts leave out layout", ["reproduce", "--only", "06", "-p",
+                                        "layouts=[1.0, inf]"], "layouts", "[1.0, inf]"),
     ("unknown command", ["serve"], "COMMAND", "serve"),
 ]  # fmt: skip
 

@@ -12,7 +12,9 @@ from selfish_lib.engine.validation import (
     check_choice,
     check_float,
     check_int,
+    check_seed,
     check_seeds,
+    shown,
 )
 
 
@@ -163,3 +165,67 @@ def test_check_seeds_rejects_bad_lists(value):
     assert "seeds" in msg
     assert repr(value) in msg
     assert "distinct non-negative integers" in msg
+
+
+# --- integers no run can hold, and values too long to show -------------------------------
+
+
+def test_check_int_takes_a_maximum_and_names_both_bounds():
+    assert check_int("bins", 1000, 1, 1000) == 1000
+    with pytest.raises(ParameterError, match=r"invalid bins=1001: expected an integer >= 1 and "
+                                             r"<= 1000$"):  # fmt: skip
+        check_int("bins", 1001, 1, 1000)
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 10**400, -(10**400)])
+def test_check_int_refuses_what_64_bits_cannot_hold_even_without_bounds(value):
+    with pytest.raises(ParameterError) as info:
+        check_int("offset", value)
+    assert info.value.name == "offset" and "64-bit" in str(info.value)
+    assert check_int("offset", 2**63 - 1) == 2**63 - 1 and check_int("offset", -(2**63))
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**1024])
+@pytest.mark.parametrize("allow_inf", [False, True])
+def test_check_float_refuses_an_int_too_large_for_a_float_naming_it(value, allow_inf):
+    with pytest.raises(ParameterError) as info:  # not OverflowError from math.isnan
+        check_float("temperature", value, 0.0, allow_inf=allow_inf)
+    assert info.value.name == "temperature"
+    assert check_float("temperature", 10**300, 0.0) == 1e300  # a float holds this one
+
+
+def test_check_seed_is_an_int_from_0_to_below_2_to_the_63():
+    assert check_seed("seed", 0) == 0 and check_seed("seed", 2**63 - 1) == 2**63 - 1
+    for bad in (2**63, -1, 10**20, 1.0, True, "3"):
+        with pytest.raises(ParameterError, match=r"invalid seed=.*< 2\*\*63"):
+            check_seed("seed", bad)
+
+
+@pytest.mark.parametrize("value", [[2**63], [0, 10**20], [[1]], [0, None]])
+def test_check_seeds_refuses_huge_and_unhashable_seeds_naming_them(value):
+    with pytest.raises(ParameterError, match="invalid seeds=.*below 2\\*\\*63"):
+        check_seeds("seeds", value)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (3, "3"),
+        ("x" * 200, "'" + "x" * 79 + "... (202 characters)"),
+        (10**400, "<an integer of 401 digits>"),
+        (10**400 - 1, "<an integer of 400 digits>"),
+        (-(10**5000), "<a negative integer of 5001 digits>"),  # past Python's 4300 digits
+        ([10**5000], "<list too large or too deep to show>"),
+    ],
+    ids=["short", "long text", "401 digits", "400 digits", "5001 digits", "in a list"],
+)
+def test_a_long_value_is_shown_by_its_start_and_length(value, expected):
+    assert shown(value) == expected
+    assert str(ParameterError("p", value, "x")) == f"invalid p={expected}: expected x"
+
+
+def test_a_deeply_nested_value_is_shown_without_a_recursion_error():
+    value: list = []
+    for _ in range(100_000):
+        value = [value]
+    assert shown(value) == "<list too large or too deep to show>"

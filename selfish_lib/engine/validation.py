@@ -3,13 +3,42 @@
 Every public entry point (configs, profiles, notebook parameters, the loss)
 validates through these helpers so that errors read the same everywhere and
 are raised before any work starts.
+
+Every number has a range a run can honour: an integer is refused beyond what a
+64-bit integer holds (``INT_MIN``..``INT_MAX``: torch, numpy and the run store keep
+integers so), a real number beyond what a float holds (a huge int is refused, never
+an OverflowError), NaN always, and a seed outside ``0 <= seed < 2**63``
+(``check_seed``). A value shown in an error is shortened when it is long.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from typing import Any
+
+INT_MAX = 2**63 - 1  # the largest integer a run can hold (int64: torch, numpy, seeds)
+INT_MIN = -(2**63)
+SEED_MAX = INT_MAX  # seeds: 0 <= seed < 2**63 (torch.manual_seed takes a signed 64-bit int)
+SHOWN_CHARS = 80  # a longer value is shown by its start and its length
+
+
+def shown(value: Any) -> str:
+    """``repr(value)``, shortened to its first ``SHOWN_CHARS`` characters and its length
+    when longer (a 3000-character argument, an integer of 400 digits), and never an
+    error (Python refuses to write an int of more than 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        digits = math.floor(value.bit_length() * math.log10(2)) + 1  # exact, or one too many
+        digits -= abs(value) < 10 ** (digits - 1)
+        return f"<{'a negative' if value < 0 else 'an'} integer of {digits} digits>"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # holds an int too long to write, or nests too deep
+        return f"<{type(value).__name__} too large or too deep to show>"
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
 class ParameterError(ValueError):
@@ -17,7 +46,11 @@ class ParameterError(ValueError):
 
     def __init__(self, name: str, value: Any, allowed: str) -> None:
         self.name, self.value, self.allowed = name, value, allowed
-        super().__init__(f"invalid {name}={value!r}: expected {allowed}")
+        super().__init__(f"invalid {name}={shown(value)}: expected {allowed}")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_real(value: Any) -> bool:
@@ -32,12 +65,33 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
-def check_int(name: str, value: Any, minimum: int | None = None) -> int:
-    """Return ``value`` if it is an int (not a bool) and at least ``minimum``."""
-    allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-    if not isinstance(value, int) or isinstance(value, bool):
+def _integer_range(minimum: int | None, maximum: int | None) -> str:
+    lo = "" if minimum is None else f">= {minimum}"
+    hi = "" if maximum is None else f"<= {maximum}"
+    rng = " and ".join(s for s in (lo, hi) if s)
+    return "an integer" + (f" {rng}" if rng else "")
+
+
+def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` if it is an int (not a bool) from ``minimum`` to ``maximum``
+    (both inclusive, each optional) and within a 64-bit integer (``INT_MIN`` to
+    ``INT_MAX``) in any case: a larger one is no count or seed a run can use."""
+    allowed = _integer_range(minimum, maximum)
+    if not _is_integer(value):
         raise ParameterError(name, value, allowed)
-    if minimum is not None and value < minimum:
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ParameterError(name, value, allowed)
+    if not INT_MIN <= value <= INT_MAX:
+        lo = INT_MIN if minimum is None else minimum
+        hi = INT_MAX if maximum is None else maximum
+        raise ParameterError(name, value, _integer_range(lo, hi) + " (a 64-bit integer)")
+    return value
+
+
+def check_seed(name: str, value: Any) -> int:
+    """Return ``value`` if it is a seed a run can use: an int with 0 <= seed < 2**63."""
+    allowed = f"an integer >= 0 and < 2**63 ({SEED_MAX + 1})"
+    if not _is_integer(value) or not 0 <= value <= SEED_MAX:
         raise ParameterError(name, value, allowed)
     return value
 
@@ -53,15 +107,20 @@ def check_float(
 ) -> float:
     """Return ``float(value)`` if it is a real number in the given range.
 
-    NaN is always rejected; infinity only when ``allow_inf`` is set.
+    NaN is always rejected; infinity only when ``allow_inf`` is set; an int too large
+    for a float (beyond about 1.8e308) is rejected like any value out of range.
     """
     lo = "" if minimum is None else (f">= {minimum}" if min_inclusive else f"> {minimum}")
     hi = "" if maximum is None else f"<= {maximum}"
     rng = " and ".join(s for s in (lo, hi) if s)
     allowed = "a real number" + (f" {rng}" if rng else "") + (" (inf allowed)" if allow_inf else "")
-    if not _is_real(value) or math.isnan(value):
+    if not _is_real(value):
+        raise ParameterError(name, value, allowed)
+    if isinstance(value, int) and abs(value) > sys.float_info.max:  # float() would overflow
         raise ParameterError(name, value, allowed)
     value = float(value)
+    if math.isnan(value):
+        raise ParameterError(name, value, allowed)
     if math.isinf(value) and not (allow_inf and value > 0):
         raise ParameterError(name, value, allowed)
     if minimum is not None and (value < minimum or (not min_inclusive and value == minimum)):
@@ -72,14 +131,13 @@ def check_float(
 
 
 def check_seeds(name: str, value: Any) -> tuple[int, ...]:
-    """Return a non-empty tuple of distinct non-negative int seeds."""
-    allowed = "a non-empty list of distinct non-negative integers"
+    """Return a non-empty tuple of distinct seeds, each an int with 0 <= seed < 2**63."""
+    allowed = f"a non-empty list of distinct non-negative integers below 2**63 ({SEED_MAX + 1})"
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ParameterError(name, value, allowed)
     seeds = tuple(value)
-    if not seeds or len(set(seeds)) != len(seeds):
+    if not seeds or not all(_is_integer(s) and 0 <= s <= SEED_MAX for s in seeds):
         raise ParameterError(name, value, allowed)
-    for s in seeds:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise ParameterError(name, value, allowed)
+    if len(set(seeds)) != len(seeds):  # (ints only by now: a list in the list is refused)
+        raise ParameterError(name, value, allowed)
     return seeds

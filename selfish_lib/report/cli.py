@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import re
 import sys
 import tempfile
@@ -35,11 +36,20 @@ from ..engine.executors import EXECUTORS, default_jobs
 from ..engine.objectives import objective_for_layout
 from ..engine.profiles import PROFILE_NAMES, SETTINGS, get_profile
 from ..engine.runs import get_or_train, list_runs, verify_store
-from ..engine.training import TrainingInterrupted, resolve_device
-from ..engine.validation import ParameterError
+from ..engine.training import TrainingInterrupted, describe_device, resolve_device
+from ..engine.validation import ParameterError, check_seed
+from ..engine.validation import shown as short
 from ..study.claims import family_table, load_claims, readable_claims
 from .parameters import check_device
-from .pipeline import NotebookError, prepare, render_reports, run_pipeline, select_notebooks
+from .pipeline import (
+    JOBS_PER_CPU,
+    NotebookError,
+    max_jobs,
+    prepare,
+    render_reports,
+    run_pipeline,
+    select_notebooks,
+)
 from .plan import PENDING_STATUS, calibrate, format_duration, plan_table
 
 EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -57,15 +67,21 @@ def _parameter(text: str, value: str | None = None) -> tuple[str | None, str, ob
     notebook, colon, name = where.rpartition(":")
     if not equals or not name.isidentifier() or (colon and not notebook):
         raise argparse.ArgumentTypeError(
-            f"invalid --param {shown!r}: expected [NOTEBOOK:]NAME=VALUE or [NOTEBOOK:]NAME VALUE,"
-            " e.g. layout=1.0 with one notebook selected, 01_hypothesis:layout=1.0 with several"
+            f"invalid --param {short(shown)}: expected [NOTEBOOK:]NAME=VALUE or [NOTEBOOK:]NAME"
+            " VALUE, e.g. layout=1.0 with one notebook selected, 01_hypothesis:layout=1.0 with"
+            " several"
         )
     # `inf` is no Python literal, but 1e999 is one that evaluates to it, also in a list.
     literal = re.sub(r"(?<![\w.])inf\b", "1e999", value.strip(), flags=re.IGNORECASE)
     try:
         parsed = ast.literal_eval(literal)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError):  # not a literal (or an int of over 4300 digits)
         parsed = value
+    except (RecursionError, MemoryError):  # "-" * 3000 + "1": nested past what Python reads
+        raise argparse.ArgumentTypeError(
+            f"invalid --param {name}={short(value)}: a value nested too deeply to read;"
+            " expected a number, a string or a short list such as [1.0, inf]"
+        ) from None
     return notebook or None, name, parsed
 
 
@@ -82,6 +98,8 @@ class _ParameterAction(argparse.Action):
             parsed = _parameter(*values)
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentError(self, str(exc)) from None
+        # (a repeated parameter is refused by _extra_parameters, once every notebook
+        # prefix is resolved: -p layout=1 and -p 03:layout=2 set the same one)
         setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), parsed])
 
 
@@ -90,7 +108,8 @@ def _extra_parameters(params: Sequence[tuple], only: Sequence[str] | None) -> di
 
     A parameter without a notebook goes to the one notebook selected; with several
     selected it is an error naming them. A notebook given by its number (03) is named
-    in full; one not selected is left for the pipeline to refuse.
+    in full; one not selected is left for the pipeline to refuse. A parameter given
+    twice for one notebook (however its notebook is written) is an error naming it.
     """
     chosen = [path.stem for path in select_notebooks(only)]
     every = [path.stem for path in select_notebooks(None)]
@@ -107,7 +126,14 @@ def _extra_parameters(params: Sequence[tuple], only: Sequence[str] | None) -> di
         else:
             named = [stem for stem in every if notebook in (stem, stem[:2])]
             notebook = named[0] if len(named) == 1 else notebook
-        extra.setdefault(notebook, {})[name] = value
+        values = extra.setdefault(notebook, {})
+        if name in values:  # the last would silently win: say so instead
+            raise ParameterError(
+                "--param", f"{notebook}:{name}",
+                f"each parameter once; {name} was given {short(values[name])} and then "
+                f"{short(value)}",
+            )  # fmt: skip
+        values[name] = value
     return extra
 
 
@@ -121,15 +147,18 @@ def _layout(text: str) -> float:
 
 
 def _jobs(text: str) -> str | int:
+    """auto, or an integer from 1 to ``max_jobs()`` (``JOBS_PER_CPU`` per CPU core here)."""
     if text == "auto":
         return text
     try:
         value = int(text)
     except ValueError:
         value = 0
-    if value < 1:
+    if not 1 <= value <= max_jobs():
         raise argparse.ArgumentTypeError(
-            f"invalid --jobs {text!r}: expected auto or an integer >= 1"
+            f"invalid --jobs {short(text)}: expected auto or an integer from 1 to {max_jobs()}"
+            f" ({JOBS_PER_CPU} per CPU core: {os.cpu_count() or 1} here; more workers only wait"
+            " their turn)"
         )
     return value
 
@@ -154,7 +183,9 @@ def _add_selection(command: argparse.ArgumentParser, profiles: str) -> None:
     corpus and notebook parameters (shared by ``reproduce`` and ``plan``)."""
     command.add_argument("--profile", default="paper", help=f"one of {profiles} (default paper)")
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    command.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the profile's)")
+    command.add_argument(
+        "--seeds", type=int, nargs="+", help="seeds, each >= 0 and < 2**63 (default: the profile's)"
+    )  # checked with check_seeds by the pipeline, before any work
     command.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="e.g. 01_hypothesis or 01")
     command.add_argument("--results-dir", default="results")
     command.add_argument("--data-path", help="the corpus (default $SELFISH_DATA/cache)")
@@ -224,7 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", default="smoke", help=f"one of {profiles} (default smoke)")
     train.add_argument("--setting", default="single", help=", ".join(SETTINGS))
     train.add_argument("--layout", type=_layout, default=float("inf"), help="FLOAT or inf")
-    train.add_argument("--seed", type=int, default=None, help="default: the profile's first")
+    train.add_argument(
+        "--seed", type=int, default=None,
+        help="an integer >= 0 and < 2**63 (default: the profile's first)",
+    )  # fmt: skip
     train.add_argument(
         "--tokenizer", default="char",
         help="char (default) or bpe-V: V BPE subwords, the run notebook 08 reads at that V",
@@ -266,6 +300,7 @@ def _check_reproduce(command: argparse.ArgumentParser, args: argparse.Namespace)
 
 def _reproduce(args: argparse.Namespace) -> int:
     extra = _extra_parameters(args.param, args.only)
+    print(describe_device(args.device), flush=True)
     htmls = run_pipeline(
         profile=args.profile,
         device=args.device,
@@ -301,7 +336,7 @@ def _plan(args: argparse.Namespace) -> int:
         corpus = load_corpus(prepared.corpus_path)
         print(f"calibrating on {resolve_device(args.device)} ...", file=sys.stderr, flush=True)
         timings = calibrate(configs, corpus, args.device)
-    table = plan_table(prepared.grids, prepared.store, timings)
+    table = plan_table(prepared.grids, prepared.store, timings, device=args.device)
     shown = table.drop(columns="config").assign(estimate=[format_duration(v) for v in
                                                           table["estimate_s"]])  # fmt: skip
     print(shown.drop(columns="estimate_s").to_string(index=False))
@@ -324,6 +359,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.seed is not None:  # before anything is made or written: torch takes < 2**63
+        check_seed("seed", args.seed)
     objective = objective_for_layout(args.layout)
     profile = get_profile(args.profile)
     size = subword_size(args.tokenizer)  # validated here: a bad name fails before any work
@@ -334,6 +371,7 @@ def _train(args: argparse.Namespace) -> int:
     check_device(args.device)
     corpus = load_corpus(args.data_path)
     tokenized = corpus.with_tokenizer(config.tokenizer)  # a size the corpus cannot support fails
+    print(describe_device(args.device), flush=True)
     run = get_or_train(config, corpus=corpus, results_dir=args.results_dir, device=args.device)
     what = f"run {run.id} ({config.setting}, {config.label}, seed {config.seed})"
     seconds = run.meta.get("train_seconds", float("nan"))
@@ -368,6 +406,13 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if bad else 0
 
 
+# The fields ``readable_claims`` shows; a row of claims.json without them cannot be shown.
+CLAIM_FIELDS = frozenset(
+    {"claim", "statement", "metric", "scope", "A", "B", "A_mean", "B_mean", "diff", "test",
+     "n_seeds", "verdict"}
+)  # fmt: skip
+
+
 def _claims(args: argparse.Namespace) -> int:
     profile = get_profile(args.profile).name
     path = Path(args.reports_dir) / profile / "claims.json"
@@ -376,6 +421,12 @@ def _claims(args: argparse.Namespace) -> int:
             f"no claims in {path}: `selfish reproduce --profile {profile}` writes them"
         )
     rows = load_claims(path.parent)
+    incomplete = [r for r in rows if not set(r) >= CLAIM_FIELDS]
+    if incomplete:
+        names = ", ".join(sorted({str(r.get("claim", "?")) for r in incomplete}))
+        print(f"{len(incomplete)} row(s) of {path} lack a claim's fields and are not shown: "
+              f"{names}", file=sys.stderr)  # fmt: skip
+        rows = [r for r in rows if set(r) >= CLAIM_FIELDS]
     table = readable_claims(pd.DataFrame(rows)) if args.all else family_table(rows)
     if table.empty:
         print(f"no primary claim in {path} yet (the chapters that compute them were not run)")

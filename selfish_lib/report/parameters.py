@@ -17,10 +17,18 @@ use, the corpus that a few checks depend on (05's ``perplexity`` and
 ``validate(notebook, values)`` runs them all. The study object of a notebook
 (``report.notebook.open_study``) calls it on the notebook's namespace; the
 pipeline can call it on a notebook's parameters before starting a kernel.
+
+Every number has a range a run can honour, stated in its error: a layout from 0 to
+``LAYOUT_MAX`` (or inf where CE is meant), a temperature in ``TEMPERATURE_RANGE``, a
+sample of at most ``SAMPLE_LENGTH_MAX`` symbols, at most ``BINS_MAX`` bins, a smoothing
+window no wider than the profile's training curve, seeds below 2**63 and a projection
+seed below 2**32 (what scikit-learn takes). A value of the wrong type, NaN, an infinity
+where none is meant and an integer too large for a float are refused the same way.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +49,27 @@ Validator = Callable[[str, Any, "Parameters"], Any]
 DEVICES = ("auto", "cpu", "cuda", "mps")
 NOTEBOOK_NAME = re.compile(r"^\d\d_\w+$")  # NN_name, the stem of notebooks/NN_name.py
 
+# The ranges of the notebooks' numbers (each a range a run can honour; see the module doc).
+# A layout is a margin in logits. A token it excludes has P(T) < P(target) * e^-layout,
+# and beyond a layout of about 104 that is below what float32 holds: such tokens already
+# contribute nothing, and a larger layout is CE under another name (say inf for CE). 1000
+# leaves a wide margin above the layouts studied (0.5 to 12).
+LAYOUT_MAX = 1000.0
+# Below 0.01 a logit gap of 0.1 already gives odds of e^10 (the sampler is argmax); above
+# 100 every symbol is about equally likely (the text is noise).
+TEMPERATURE_RANGE = (0.01, 100.0)
+# Symbols sampled per text: 50 times notebook 09's default; each costs a forward pass
+# per run and language, so a billion would not end.
+SAMPLE_LENGTH_MAX = 100_000
+# Equal-mass bins of a calibration error: each must hold positions enough to have an
+# accuracy; 1000 bins of a language's validation text (about 110,000 positions of Tiny
+# Shakespeare) leave about a hundred each.
+BINS_MAX = 1000
+# The projections' seed goes to scikit-learn's random_state, which takes 0 .. 2**32 - 1.
+PROJECTION_SEED_MAX = 2**32 - 1
+# Notebook 06's default for the layout its static figures show (its parameters cell).
+SHOWN_LAYOUT_DEFAULT = 2.0
+
 
 class Parameters(Mapping):
     """Validated notebook parameters by name, plus the corpus their checks may need.
@@ -52,6 +81,9 @@ class Parameters(Mapping):
     def __init__(self, notebook: str | None, values: Mapping[str, Any] | None = None) -> None:
         self.notebook = notebook
         self.values: dict[str, Any] = dict(values or {})
+        # each parameter as it was given, before its check (an error about one parameter
+        # that depends on another shows the other as the user wrote it)
+        self.given: dict[str, Any] = dict(values or {})
         self._corpus: Corpus | None = None
         self._token_info: dict[tuple[bool, str], pd.DataFrame] = {}
 
@@ -136,12 +168,50 @@ def _seeds(name: str, value: Any, checked: Parameters) -> tuple[int, ...] | None
     return None if value is None else check_seeds(name, value)
 
 
-def _integer(minimum: int) -> Validator:
-    return lambda name, value, checked: check_int(name, value, minimum)
+def _ranged(check: Validator, low: float, high: float, closed=(True, True)) -> Validator:
+    """``check``, marked with the range it allows (``limits``, and whether each end is
+    included: ``closed``), so that the ranges can be listed and tested from the table."""
+    check.limits, check.closed = (low, high), closed
+    return check
 
 
-def _positive(maximum: float | None = None) -> Validator:
-    return lambda name, value, checked: check_float(name, value, 0.0, maximum, min_inclusive=False)
+def _integer(minimum: int, maximum: int) -> Validator:
+    """An integer from ``minimum`` to ``maximum`` (both included)."""
+
+    def check(name: str, value: Any, checked: Parameters) -> int:
+        return check_int(name, value, minimum, maximum)
+
+    return _ranged(check, minimum, maximum)
+
+
+def _real(minimum: float, maximum: float, min_inclusive: bool = True) -> Validator:
+    """A real number from ``minimum`` (excluded unless ``min_inclusive``) to ``maximum``."""
+
+    def check(name: str, value: Any, checked: Parameters) -> float:
+        return check_float(name, value, minimum, maximum, min_inclusive=min_inclusive)
+
+    return _ranged(check, minimum, maximum, (min_inclusive, True))
+
+
+def _projection_seed(name: str, value: Any, checked: Parameters) -> int:
+    """A seed scikit-learn's projections take (and torch's probe): 0 .. 2**32 - 1."""
+    return check_int(name, value, 0, PROJECTION_SEED_MAX)
+
+
+_ranged(_projection_seed, 0, PROJECTION_SEED_MAX)
+
+
+def _smoothing(name: str, value: Any, checked: Parameters) -> int:
+    """A moving-average window from 1 to the logged points of the profile's
+    single-language runs (a wider window averages nothing more)."""
+    profile = get_profile(checked.get("profile", "smoke"))
+    widest = max(1, profile.steps["single"] // profile.log_interval)
+    try:
+        return check_int(name, value, 1, widest)
+    except ParameterError as exc:
+        raise ParameterError(
+            name, value, f"{exc.allowed} (the logged steps of a {profile.name} run)"
+        ) from None
 
 
 def _open_unit(name: str, value: Any, checked: Parameters) -> float:
@@ -156,32 +226,76 @@ def _open_unit(name: str, value: Any, checked: Parameters) -> float:
     return value
 
 
+_ranged(_open_unit, 0.0, 1.0, (False, False))
+
+
+def _bounded_layout(name: str, value: Any, finite: bool) -> float:
+    """A layout from 0 to ``LAYOUT_MAX``, or inf (plain cross-entropy) unless ``finite``."""
+    allowed = f"a layout from 0 to {LAYOUT_MAX:g}" + ("" if finite else ", or inf (CE)")
+    try:
+        checked = check_layout(value, finite=finite)
+    except ParameterError:
+        raise ParameterError(name, value, allowed) from None
+    if math.isfinite(checked) and checked > LAYOUT_MAX:
+        raise ParameterError(name, value, allowed)
+    return checked
+
+
 def _layout(name: str, value: Any, checked: Parameters) -> float:
-    """A layout >= 0, or inf (plain cross-entropy)."""
-    return check_layout(value)
+    """A layout from 0 to ``LAYOUT_MAX``, or inf (plain cross-entropy)."""
+    return _bounded_layout(name, value, finite=False)
 
 
 def _hns_layout(name: str, value: Any, checked: Parameters) -> float:
-    """A finite layout: the HNS arm compared with CE."""
-    return check_layout(value, finite=True)
+    """A finite layout from 0 to ``LAYOUT_MAX``: the HNS arm compared with CE."""
+    return _bounded_layout(name, value, finite=True)
+
+
+_ranged(_layout, 0.0, LAYOUT_MAX)
+_ranged(_hns_layout, 0.0, LAYOUT_MAX)
 
 
 def _layouts(name: str, value: Any, checked: Parameters) -> tuple[float, ...]:
-    return layout.check_layouts(value)
+    grid = layout.check_layouts(value)
+    if any(math.isfinite(v) and v > LAYOUT_MAX for v in grid):
+        raise ParameterError(
+            name, value, f"a list of distinct layouts from 0 to {LAYOUT_MAX:g} that includes inf"
+        )
+    return grid
 
 
 def _schedule(name: str, value: Any, checked: Parameters) -> layout.Schedule | None:
-    return layout.check_schedule(value)
+    schedule = layout.check_schedule(value)
+    if schedule is not None and max(schedule.start, schedule.end) > LAYOUT_MAX:
+        raise ParameterError(
+            name, value, f"None or (kind, start, end) with start and end from 0 to {LAYOUT_MAX:g}"
+        )
+    return schedule
 
 
 def _shown_layout(name: str, value: Any, checked: Parameters) -> float:
-    return layout.check_shown_layout(value, checked.get("layouts", layout.DEFAULT_LAYOUTS))
+    """One of the swept ``layouts``. When the grid was changed and ``layout`` is still its
+    default, the grid is what left it out: the error names ``layouts``, as it was given."""
+    grid = checked.get("layouts", layout.DEFAULT_LAYOUTS)
+    try:
+        return layout.check_shown_layout(value, grid)
+    except ParameterError as exc:
+        grid_changed = tuple(grid) != tuple(layout.DEFAULT_LAYOUTS)
+        if exc.name != "layout" or not grid_changed or value != SHOWN_LAYOUT_DEFAULT:
+            raise
+        raise ParameterError(
+            "layouts", checked.given.get("layouts", grid),
+            f"a grid that includes {name}={value!r}, the layout the static figures show "
+            f"(or set {name} to one of " + ", ".join(f"{v:g}" for v in grid) + ")",
+        ) from None  # fmt: skip
 
 
 def _settings(name: str, value: Any, checked: Parameters) -> tuple[str, ...]:
     """A non-empty list of distinct settings of chapters 07 to 09 ('single', 'bilingual')."""
     allowed = "a non-empty list of distinct settings among " + ", ".join(field.FIELD_SETTINGS)
     if isinstance(value, str) or not isinstance(value, (list, tuple)) or not value:
+        raise ParameterError(name, value, allowed)
+    if not all(isinstance(v, str) for v in value):  # (a list in the list is not hashable)
         raise ParameterError(name, value, allowed)
     if len(set(value)) != len(value) or not set(value) <= set(field.FIELD_SETTINGS):
         raise ParameterError(name, value, allowed)
@@ -195,10 +309,16 @@ def _sizes(name: str, value: Any, checked: Parameters) -> tuple[int, ...] | None
 
 
 def _perplexity(name: str, value: Any, checked: Parameters) -> float:
+    """A real number > 0 and below the number of embedding rows (of the corpus, which is
+    loaded only for a value that could be one)."""
+    check_float(name, value, 0.0, min_inclusive=False)
     return projection.check_perplexity(value, len(checked.token_info(bilingual=True)))
 
 
 def _n_rare(name: str, value: Any, checked: Parameters) -> int:
+    """An integer >= 1 and below the number of symbols (of the corpus, loaded only for a
+    value that could be one)."""
+    check_int(name, value, 1)
     projection.rarest_base_tokens(checked.token_info(bilingual=True), value)
     return value
 
@@ -222,16 +342,16 @@ COMMON: dict[str, tuple[Any, Validator]] = {
 NOTEBOOKS: dict[str, dict[str, Validator]] = {
     "01_hypothesis": {"layout": _layout},
     "02_gradient_scenarios": {"layout": _hns_layout},
-    "03_hns_training": {"layout": _hns_layout, "smoothing": _integer(1)},
+    "03_hns_training": {"layout": _hns_layout, "smoothing": _smoothing},
     "04_bilingual_simulation": {
         "layout": _hns_layout,
-        "temperature": _positive(),
-        "top_p": _positive(1.0),
-        "sample_length": _integer(1),
+        "temperature": _real(*TEMPERATURE_RANGE),
+        "top_p": _real(0.0, 1.0, min_inclusive=False),
+        "sample_length": _integer(1, SAMPLE_LENGTH_MAX),
     },
     "05_embedding_geometry": {  # the checks against the corpus last: a typo fails sooner
         "layout": _hns_layout,
-        "projection_seed": _integer(0),
+        "projection_seed": _projection_seed,
         "perplexity": _perplexity,
         "n_rare": _n_rare,
     },
@@ -246,10 +366,10 @@ NOTEBOOKS: dict[str, dict[str, Validator]] = {
     "09_sampling": {
         "layout": _hns_layout,
         "settings": _settings,
-        "temperature": _positive(),
+        "temperature": _real(*TEMPERATURE_RANGE),
         "top_p": _open_unit,
-        "sample_length": _integer(2),
-        "bins": _integer(1),
+        "sample_length": _integer(2, SAMPLE_LENGTH_MAX),
+        "bins": _integer(1, BINS_MAX),
     },
 }
 
@@ -271,8 +391,10 @@ def validate(notebook: str | None, values: Mapping[str, Any]) -> Parameters:
     checked = Parameters(notebook)
     values = {**values, "notebook_name": notebook}
     for name, (default, check) in COMMON.items():
-        checked.values[name] = check(name, values.get(name, default), checked)
+        checked.given[name] = values.get(name, default)
+        checked.values[name] = check(name, checked.given[name], checked)
     for name, check in NOTEBOOKS.get(notebook, {}).items() if notebook is not None else ():
         if name in values:
+            checked.given[name] = values[name]
             checked.values[name] = check(name, values[name], checked)
     return checked

@@ -29,10 +29,17 @@ Fragments: a notebook contributes numbers to ``summary.json`` with
 notebook the pipeline gathers every fragment of the folder under
 ``summary["fragments"]``.
 
+Claims: a chapter's claims rows (``study.claims.save_claims``) are kept as
+``NN_name.claims.json`` and merged into ``claims.json``, every chapter's rows.
+
 Everything is written under a temporary name and renamed: a failing notebook
 leaves ``NN_name.failed.ipynb`` for inspection and no ``NN_name.ipynb`` or
-``.html``. Papermill, nbconvert, jupytext, nbformat and jinja2 are imported
-only when a notebook is read, executed or rendered.
+``.html``. A ``summary.json`` or ``claims.json`` that cannot be read (truncated, or
+valid JSON of another shape) is never replaced silently: before any work it is
+set aside as ``<name>.<time>.damaged`` and rebuilt from the chapters' own outputs
+in the folder (the executed notebooks and their fragments; the chapters' claims
+files), with one line on stderr that says so. Papermill, nbconvert, jupytext,
+nbformat and jinja2 are imported only when a notebook is read, executed or rendered.
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ from ..engine.profiles import get_profile
 from ..engine.runs import config_hash, results_root
 from ..engine.training import resolve_device
 from ..engine.validation import ParameterError, check_int, check_seeds
-from ..study.claims import merged_claims
+from ..study.claims import DamagedClaims, family_correction, merged_claims, read_claims_file
 from .charts import EMBED_OPTIONS, javascript_bundle, spec_of_output
 from .parameters import COMMON, NOTEBOOK_NAME, check_device, own_parameters
 from .parameters import check_study as check_study  # re-exported: pipeline.check_study
@@ -83,7 +90,10 @@ KERNEL = "python3"
 SUMMARY = "summary.json"
 CLAIMS = "claims.json"  # written by more than one chapter (study.claims.save_claims)
 FRAGMENT_SUFFIX = ".summary.json"
+CLAIMS_SUFFIX = ".claims.json"  # one chapter's own claims rows, from which claims.json is rebuilt
+DAMAGED_SUFFIX = ".damaged"  # a report file that could not be read, set aside
 FAILED_SUFFIX = ".failed.ipynb"
+JOBS_PER_CPU = 4
 NOTEBOOK_PATTERN = NOTEBOOK_NAME
 COMMON_PARAMETERS = tuple(COMMON)
 
@@ -131,11 +141,27 @@ def write_fragment(
 
 
 def read_fragments(report_dir: str | os.PathLike) -> dict[str, Any]:
-    """Every fragment in ``report_dir``, keyed by notebook name."""
+    """Every fragment in ``report_dir``, keyed by notebook name (one that cannot be read
+    is set aside as damaged, with a line saying so)."""
     out = {}
     for path in sorted(Path(report_dir).glob(f"*{FRAGMENT_SUFFIX}")):
-        out[path.name[: -len(FRAGMENT_SUFFIX)]] = json.loads(path.read_text())
+        data, problem = _read_json(path)
+        if data is _MISSING:  # removed since the folder was listed
+            continue
+        if problem is not None:
+            aside = _set_aside(path)
+            print(f"{path} is damaged ({problem}): set aside as {aside.name}; run its "
+                  "notebook again to write it", file=sys.stderr)  # fmt: skip
+            continue
+        out[path.name[: -len(FRAGMENT_SUFFIX)]] = data
     return out
+
+
+def max_jobs() -> int:
+    """The most runs a reproduction trains at once: ``JOBS_PER_CPU`` per CPU core of this
+    machine (each a worker process with its own copy of the corpus; more would only wait
+    their turn)."""
+    return JOBS_PER_CPU * (os.cpu_count() or 1)
 
 
 # --- notebooks and their parameters -------------------------------------------------------
@@ -417,11 +443,220 @@ def render_reports(profile: str, reports_dir: str | os.PathLike = "reports") -> 
 # --- the pipeline --------------------------------------------------------------------------
 
 
-def _load_summary(path: Path) -> dict:
+_MISSING = object()  # what _read_json reads from a file that is not there
+
+
+def _read_json(path: Path) -> tuple[Any, str | None]:
+    """``(content, None)`` for a readable JSON file, ``(_MISSING, None)`` when there is
+    none, ``(None, problem)`` when it cannot be read (``problem`` says why, in a few words)."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return _MISSING, None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+        return None, f"unreadable: {type(exc).__name__}"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"not JSON: {exc.msg} at line {exc.lineno}"
+    except RecursionError:
+        return None, "not JSON: nested too deeply"
+
+
+def summary_problem(data: Any) -> str | None:
+    """What makes ``data`` (a summary.json's content) unusable, or None: it must be an
+    object whose ``notebooks`` (if any) maps notebook names to their entries (objects)."""
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    notebooks = data.get("notebooks", {})
+    if not isinstance(notebooks, dict):
+        return f"its notebooks are a JSON {type(notebooks).__name__}, not an object"
+    for name, entry in notebooks.items():
+        if not NOTEBOOK_PATTERN.match(name) or not isinstance(entry, dict):
+            return f"its notebooks hold {name!r}, which is no notebook's entry"
+    return None
+
+
+def _set_aside(path: Path) -> Path:
+    """Rename a damaged report file to ``<name>.<time>.damaged`` beside it (never deleted)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    aside = path.with_name(f"{path.name}.{stamp}{DAMAGED_SUFFIX}")
+    n = 1
+    while aside.exists():
+        aside = path.with_name(f"{path.name}.{stamp}.{n}{DAMAGED_SUFFIX}")
+        n += 1
+    os.replace(path, aside)
+    return aside
+
+
+def _load_summary(path: Path) -> dict:
+    """The summary.json at ``path`` ({} when there is none); a damaged one is set aside and
+    rebuilt from the chapters' outputs in its folder (``rebuild_summary``)."""
+    data, problem = _read_json(path)
+    if data is _MISSING:
         return {}
+    problem = problem or summary_problem(data)
+    return data if problem is None else rebuild_summary(path.parent, problem)
+
+
+def _executed_entry(ipynb: Path, report_dir: Path) -> dict:
+    """A notebook's summary entry as its executed notebook records it (papermill's
+    metadata: parameters, start, end, duration)."""
+    name = ipynb.name.removesuffix(FAILED_SUFFIX).removesuffix(".ipynb")
+    data, problem = _read_json(ipynb)
+    meta = data.get("metadata", {}).get("papermill", {}) if isinstance(data, dict) else {}
+    meta = meta if isinstance(meta, dict) else {}
+    failed = ipynb.name.endswith(FAILED_SUFFIX)
+    entry: dict[str, Any] = {"status": "failed" if failed else "ok", "rebuilt": True}
+    for key, field in (("started", "start_time"), ("finished", "end_time")):
+        with contextlib.suppress(TypeError, ValueError):
+            stamp = dt.datetime.fromisoformat(meta[field]).astimezone()
+            entry[key] = stamp.isoformat(timespec="seconds")
+    if isinstance(meta.get("duration"), (int, float)):
+        entry["seconds"] = round(float(meta["duration"]), 3)
+    if isinstance(meta.get("parameters"), dict):  # the staging folder it ran in: not kept
+        entry["parameters"] = {**meta["parameters"], "report_dir": str(report_dir)}
+    if failed:
+        entry["error"] = f"see {ipynb.name}" if problem is None else f"{ipynb.name}: {problem}"
+    else:
+        entry["ipynb"] = ipynb.name
+        if (report_dir / f"{name}.html").exists():
+            entry["html"] = f"{name}.html"
+    return entry
+
+
+def rebuild_summary(report_dir: str | os.PathLike, problem: str) -> dict:
+    """Set ``report_dir``'s damaged summary.json aside and write it again from what the
+    chapters left in the folder: an entry per executed notebook (``NN_name.ipynb``, or
+    ``NN_name.failed.ipynb`` when its last run failed) and every fragment; one line on
+    stderr says so. Returns the new summary (the reproduction then adds its own fields)."""
+    report_dir = Path(report_dir)
+    path = report_dir / SUMMARY
+    aside = _set_aside(path) if path.exists() or path.is_symlink() else None
+    entries: dict[str, dict] = {}
+    for ipynb in sorted(report_dir.glob("*.ipynb")):
+        stem = ipynb.name.removesuffix(FAILED_SUFFIX).removesuffix(".ipynb")
+        if NOTEBOOK_PATTERN.match(stem) and (ipynb.name.endswith(FAILED_SUFFIX)
+                                             or stem not in entries):  # fmt: skip
+            entries[stem] = _executed_entry(ipynb, report_dir)
+    summary = {
+        "profile": report_dir.name,
+        "rebuilt": {"at": _now(), "because": problem},
+        "notebooks": entries,
+        "fragments": read_fragments(report_dir),
+    }
+    write_json(path, summary)
+    kept = f"kept as {aside.name}" if aside is not None else "nothing to keep"
+    print(f"{path} was damaged ({problem}): {kept}; rebuilt from the folder's "
+          f"{len(entries)} executed notebook(s) and {len(summary['fragments'])} "
+          "fragment(s)", file=sys.stderr)  # fmt: skip
+    return summary
+
+
+def _writes_claims(ipynb: Path) -> bool:
+    """Whether an executed notebook's code saves claims (so that claims.json held its rows)."""
+    data, _ = _read_json(ipynb)
+    cells = data.get("cells", []) if isinstance(data, dict) else []
+    return any(
+        isinstance(cell, dict) and cell.get("cell_type") == "code"
+        and "save_claims(" in "".join(cell.get("source", ""))
+        for cell in cells
+    )  # fmt: skip
+
+
+def rebuild_claims(report_dir: str | os.PathLike, problem: str) -> list[dict]:
+    """Set ``report_dir``'s damaged claims.json aside and write it again from the chapters'
+    own claims (``NN_name.claims.json``, merged by source in the order they were written,
+    then corrected as a family); one line on stderr says so, and names the executed
+    chapters that save claims but left no claims file of their own (their rows can only
+    come back by running them again). Returns the rows written."""
+    report_dir = Path(report_dir)
+    path = report_dir / CLAIMS
+    aside = _set_aside(path) if path.exists() or path.is_symlink() else None
+    chapters = sorted(
+        report_dir.glob(f"*{CLAIMS_SUFFIX}"), key=lambda p: (p.stat().st_mtime, p.name)
+    )
+    rows: list[dict] = []
+    used, skipped = [], []
+    for chapter in chapters:
+        try:
+            own = read_claims_file(chapter)
+        except DamagedClaims as exc:
+            skipped.append(f"{chapter.name} ({exc.problem})")
+            continue
+        sources = {row["source"] for row in own}
+        rows = [row for row in rows if row["source"] not in sources] + own
+        used.append(chapter.name.removesuffix(CLAIMS_SUFFIX))
+    lost = [
+        p.stem for p in sorted(report_dir.glob("*.ipynb"))
+        if NOTEBOOK_PATTERN.match(p.stem) and p.stem not in used and _writes_claims(p)
+    ]  # fmt: skip
+    rows = family_correction(rows)
+    write_atomic(path, json.dumps(rows, indent=2) + "\n")
+    kept = f"kept as {aside.name}" if aside is not None else "nothing to keep"
+    line = (f"{path} was damaged ({problem}): {kept}; rebuilt with {len(rows)} rows from the "
+            f"claims of {', '.join(used) or 'no chapter'}")  # fmt: skip
+    if skipped:
+        line += f"; damaged too, left out: {', '.join(skipped)}"
+    if lost:
+        line += f"; run {', '.join(lost)} again for their rows (no claims file of their own)"
+    print(line, file=sys.stderr)
+    return rows
+
+
+def check_report_files(report_dir: str | os.PathLike) -> None:
+    """Before any work: a damaged summary.json, fragment or claims.json of ``report_dir`` is
+    set aside and rebuilt from the chapters' outputs, and claims rows without a source are
+    dropped, with a line each. The folder is only read when its files are sound; a repair
+    waits for any other reproduction writing it (the reports lock)."""
+    report_dir = Path(report_dir)
+    if _report_files_sound(report_dir):
+        return
+    with _reports_lock(report_dir):
+        _load_summary(report_dir / SUMMARY)  # rebuilt when damaged
+        read_fragments(report_dir)  # a damaged one set aside
+        claims_path = report_dir / CLAIMS
+        try:
+            rows = read_claims_file(claims_path)  # rows without a source dropped, a line
+        except DamagedClaims as exc:
+            rebuild_claims(report_dir, exc.problem)
+            return
+        stored, _ = _read_json(claims_path)
+        if isinstance(stored, list) and len(rows) < len(stored):
+            write_atomic(claims_path, json.dumps(family_correction(rows), indent=2) + "\n")
+
+
+def _report_files_sound(report_dir: Path) -> bool:
+    """Whether summary.json, the fragments and claims.json of ``report_dir`` read as they
+    should (missing ones are sound), and every claims row has a source; writes nothing."""
+    summary, problem = _read_json(report_dir / SUMMARY)
+    if problem is not None or (summary is not _MISSING and summary_problem(summary) is not None):
+        return False
+    if any(_read_json(p)[1] is not None for p in report_dir.glob(f"*{FRAGMENT_SUFFIX}")):
+        return False
+    rows, problem = _read_json(report_dir / CLAIMS)
+    if rows is _MISSING:
+        return True
+    if problem is not None or not isinstance(rows, list):
+        return False
+    return all(
+        isinstance(row, dict) and isinstance(row.get("source"), str) and row["source"].strip()
+        for row in rows
+    )
+
+
+def _merge_chapter_claims(report_dir: Path, chapter: Path) -> None:
+    """Merge a chapter's claims file into claims.json (its sources' rows replaced); a
+    damaged claims.json is rebuilt from every chapter's claims file instead."""
+    target = report_dir / CLAIMS
+    try:
+        rows = merged_claims(target, read_claims_file(chapter))
+    except DamagedClaims as exc:
+        if exc.path != target:
+            raise
+        rebuild_claims(report_dir, exc.problem)
+        return
+    write_atomic(target, json.dumps(rows, indent=2) + "\n")
 
 
 @dataclass
@@ -571,9 +806,11 @@ def run_pipeline(
         profile, device, seeds, only, reports_dir, results_dir, data_path, extra_parameters,
         notebooks_dir=notebooks_dir,
     )  # fmt: skip
-    jobs = check_int("jobs", jobs, 1)
+    jobs = check_int("jobs", jobs, 1, max_jobs())
     ensemble = check_int("ensemble", ensemble, 1)
     address = check_executor(executor, address, device)  # Ray installed? before any work
+    # a damaged summary.json or claims.json is rebuilt now, not after hours of training
+    check_report_files(prepared.report_dir)
     trained: set[str] = set()
     # A notebook whose runs wait for others (a pending part) is declared again once
     # those are trained; every round trains what is new, until nothing waits.
@@ -637,8 +874,11 @@ def _train_round(
         if address is not None:  # a Ray cluster's: its resources divide the time
             line += f" (about {format_duration(seconds)} on one worker, spread over Ray)"
         else:
-            where = f"{jobs} job(s)" if executor == "local" else f"{jobs} Ray CPU(s)"
-            line += f" (about {format_duration(seconds / jobs)} with {where})"
+            used = min(jobs, len(missing))  # no more workers run than runs to train
+            where = f"{used} job(s)" if executor == "local" else f"{used} Ray CPU(s)"
+            if used < jobs:
+                where += f", one per run to train ({jobs} allowed)"
+            line += f" (about {format_duration(seconds / used)} with {where})"
     waiting = " (more once tuning has chosen)" if prepared.pending else ""
     print(f"{line}, then {len(prepared.notebooks)} notebooks{waiting}", flush=True)
     train_all(
@@ -723,13 +963,15 @@ def _run_one(path: Path, params: dict, report_dir: Path, cwd: Path, progress: bo
                 exc.ename, exc.evalue, kept,
             ) from None  # fmt: skip
         raise
-    for source in sorted(p for p in staging.rglob("*") if p.is_file()):
+    staged_claims = staging / CLAIMS  # this chapter's rows only: the staging folder was empty
+    for source in sorted(p for p in staging.rglob("*") if p.is_file() and p != staged_claims):
         target = report_dir / source.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
-        if source.name == CLAIMS and target.exists():  # chapters share it: merge by source
-            rows = merged_claims(target, json.loads(source.read_text()))
-            write_atomic(source, json.dumps(rows, indent=2) + "\n")
         os.replace(source, target)
+    if staged_claims.exists():  # kept as the chapter's own, then merged by source
+        chapter_claims = report_dir / f"{name}{CLAIMS_SUFFIX}"
+        os.replace(staged_claims, chapter_claims)
+        _merge_chapter_claims(report_dir, chapter_claims)
     shutil.rmtree(staging, ignore_errors=True)
     (report_dir / f"{name}{FAILED_SUFFIX}").unlink(missing_ok=True)
     html = report_dir / f"{name}.html"

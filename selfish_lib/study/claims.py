@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from dataclasses import dataclass
 from numbers import Integral
 from pathlib import Path
@@ -97,18 +98,22 @@ PRIMARY_CONTRASTS: tuple[Contrast, ...] = (
              "tuned alike?", "top-1 accuracy", "low-resource language (one row per peer)",
              "HNS tuned", "peer tuned"),
     Contrast("F2", "07_hns_against_the_field", "is it the output rows' gradient that does "
-             "the work?", "top-1 accuracy", "low-resource language", "HNS-rows' gain",
-             "half of HNS's gain"),
+             "the work?", "top-1 accuracy gain over CE", "low-resource language",
+             "HNS-rows - CE", "0.5 x (HNS - CE)"),
     Contrast("F3", "07_hns_against_the_field", "does untying alone give what HNS gives?",
-             "top-1 accuracy", "low-resource language", "CE untied - CE", "HNS - CE"),
+             "top-1 accuracy gain over CE", "low-resource language", "CE untied - CE",
+             "HNS - CE", "not_worse", 0.005),
     Contrast("S3", "08_subword_scale", "does the low-resource gain hold with subwords?",
              "top-1 accuracy", "low-resource language (one row per V)", "HNS", "CE"),
     Contrast("N1", "09_sampling", "does the gain reach what a nucleus sampler emits?",
-             "P(top-p sample = target)", "low-resource language", "HNS", "CE"),
+             "P(top-p 0.9 sample = target)", "low-resource language", "HNS", "CE",
+             "not_worse", 0.005),
     Contrast("N2", "09_sampling", "after temperature scaling, is HNS as well calibrated as "
-             "CE?", "ECE at the fitted temperature", "low-resource language", "HNS", "CE"),
+             "CE?", "top-1 ECE at the fitted temperature", "low-resource language", "CE",
+             "HNS", "not_worse", 0.01),
 )  # fmt: skip
 PRIMARY_IDS = frozenset(c.claim for c in PRIMARY_CONTRASTS)
+_CONTRASTS = {c.claim: c for c in PRIMARY_CONTRASTS}
 FAMILY_ALPHA = 0.05
 
 
@@ -154,6 +159,13 @@ def claim_row(
         raise ParameterError(
             "definition", definition, f"a sentence saying how claim {claim}'s quantity is measured"
         )
+    contrast = _CONTRASTS.get(claim) if primary else None
+    if contrast is not None and (kind, margin) != (contrast.test, contrast.margin):
+        # the family is pre-registered: a chapter cannot test its primary row otherwise
+        raise ParameterError(
+            f"claim {claim}'s test", f"{kind} ±{margin:g}",
+            f"the registered {contrast.test} ±{contrast.margin:g} (claims.PRIMARY_CONTRASTS)",
+        )  # fmt: skip
     a_mean, a_lo, a_hi, _ = mean_ci(a.to_numpy(dtype=float))
     b_mean, b_lo, b_hi, _ = mean_ci(b.to_numpy(dtype=float))
     paired = pd.concat({"a": a, "b": b}, axis=1, join="inner").dropna()
@@ -426,10 +438,10 @@ def readable_claims(claims: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
 def evidence_note(record: dict) -> str:
     """What a verdict rests on, as a clause for a reading: the family, the seeds, both
     p-values and, for an inconclusive row, the seeds that would decide it."""
-    parts = [record.get("family", "exploratory"), f"{record['n_seeds']} seeds",
+    parts = [record.get("family", "exploratory"), f"{record.get('n_seeds', 0)} seeds",
              f"t p = {_p_text(record.get('p_value'))}",
              f"sign-flip p = {_p_text(record.get('p_signflip'))}"]  # fmt: skip
-    if record["verdict"] == "inconclusive" and record.get("n_seeds", 0) >= 2:
+    if record.get("verdict") == "inconclusive" and record.get("n_seeds", 0) >= 2:
         parts.append(f"seeds that would decide it: {_needed_text(record)}")
     return " (" + "; ".join(parts) + ")"
 
@@ -491,18 +503,15 @@ def save_claims(
 def merged_claims(path: str | os.PathLike, records: list[dict]) -> list[dict]:
     """The rows of the claims file ``path`` (if any) whose ``source`` is not among those of
     ``records``, then ``records``: one chapter's claims replace its own, not the others'.
-    An unreadable file is replaced, not merged. Holm's correction then runs again over the
-    primary family of the merged rows (``family_correction``)."""
+    Holm's correction then runs again over the primary family of the merged rows
+    (``family_correction``). A row without a ``source`` (which no chapter would ever
+    replace) is dropped with a line saying so; a damaged file (not a JSON list of rows)
+    raises ``DamagedClaims``, never replaced silently: the report pipeline rebuilds it
+    from the chapters' own claims."""
     path = Path(path)
-    sources = {record.get("source") for record in records}
-    kept = []
-    if path.exists():
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, ValueError):
-            previous = []
-        if isinstance(previous, list):
-            kept = [r for r in previous if isinstance(r, dict) and r.get("source") not in sources]
+    records = _with_source(records, "the rows to save")
+    sources = {record["source"] for record in records}
+    kept = [r for r in read_claims_file(path) if r["source"] not in sources]
     return family_correction(kept + records)
 
 
@@ -510,17 +519,66 @@ def load_claims(
     report_dir: str | os.PathLike | None, fallback: pd.DataFrame | None = None
 ) -> list[dict]:
     """The rows of ``report_dir``'s claims.json (every chapter's, corrected as a family); the
-    rows of ``fallback`` when there is no report folder or file (a notebook run alone)."""
+    rows of ``fallback`` when there is no report folder or file (a notebook run alone).
+    Rows without a ``source`` are dropped with a line saying so; a damaged file raises
+    ``DamagedClaims`` (the report pipeline rebuilds it)."""
     path = None if report_dir is None else Path(report_dir) / "claims.json"
     if path is not None and path.exists():
-        try:
-            rows = json.loads(path.read_text())
-        except (OSError, ValueError):
-            rows = None
-        if isinstance(rows, list):
-            return family_correction([r for r in rows if isinstance(r, dict)])
+        return family_correction(read_claims_file(path))
     records = [] if fallback is None else json.loads(fallback.to_json(orient="records"))
     return family_correction(records)
+
+
+class DamagedClaims(ValueError):
+    """A claims file that is not a JSON list of claim rows: truncated, or of another shape."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        self.path, self.problem = Path(path), problem
+        super().__init__(
+            f"{path} is damaged ({problem}): `selfish reproduce` rebuilds it from the "
+            "chapters' own claims, or move it aside"
+        )
+
+
+def read_claims_file(path: str | os.PathLike) -> list[dict]:
+    """The rows of the claims file ``path``, as stored ([] when there is none).
+
+    A row without a ``source`` (the chapter it comes from) is dropped with a line on
+    stderr that says so. ``DamagedClaims`` when the file cannot be read as a JSON list of
+    objects (a truncated write, a file of another shape), never a silent empty list."""
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not text
+        raise DamagedClaims(path, f"unreadable: {type(exc).__name__}") from None
+    except json.JSONDecodeError as exc:
+        raise DamagedClaims(path, f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise DamagedClaims(path, "not JSON: nested too deeply") from None
+    if not isinstance(rows, list):
+        raise DamagedClaims(path, f"a JSON {type(rows).__name__}, not a list of rows")
+    if not all(isinstance(row, dict) for row in rows):
+        raise DamagedClaims(path, "a list that holds something other than rows")
+    return _with_source(rows, str(path))
+
+
+def _with_source(rows: list[dict], where: str) -> list[dict]:
+    """``rows`` less those without a ``source`` (a non-empty string), with a line on stderr
+    naming how many were dropped and where from."""
+    kept, dropped = [], []
+    for row in rows:
+        source = row.get("source")
+        (kept if isinstance(source, str) and source.strip() else dropped).append(row)
+    if dropped:
+        ids = ", ".join(sorted({str(row.get("claim")) for row in dropped}))
+        print(
+            f"dropped {len(dropped)} claims row(s) without a source from {where} "
+            f"(claim {ids}): no chapter could ever replace them",
+            file=sys.stderr,
+        )
+    return kept
 
 
 def family_correction(records: list[dict], alpha: float = FAMILY_ALPHA) -> list[dict]:
