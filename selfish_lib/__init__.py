@@ -37,7 +37,7 @@ study: the analysis of each chapter, tables and readings, no charts; imports eng
   study.toy               notebook 06: the toy explainer of a layout and the nucleus margin
   study.field             notebook 07: every objective tuned alike and compared with CE
   study.subword           notebook 08: CE and HNS at BPE vocabularies of growing size
-  study.sampling          notebook 09: nucleus coverage and size, calibration, sampled text
+  study.sampling          notebook 09: what a top-p sampler sees, temperature scaling, calibration
 report: presentation; imports study and engine
   report.charts           the Altair figures, one builder per figure (package)
   report.charts.core      the offline renderer, static copies, shared style and palettes

@@ -336,3 +336,31 @@ def test_the_claims_command_prints_the_corrected_family(tmp_path, capsys):
     assert "C5" not in out  # exploratory rows only with --all
     assert main(["claims", "--profile", "smoke", "--reports-dir", str(tmp_path), "--all"]) == 0
     assert "C5" in capsys.readouterr().out
+
+
+def test_the_claims_command_skips_rows_it_cannot_show(tmp_path, capsys):
+    from selfish_lib.report.cli import main
+
+    table = claims.build_claims(
+        scenario_rows(), single_rows(1.5, 1.7, 3.9, 3.5), bilingual_rows(0.01)
+    )
+    claims.save_claims(table, tmp_path / "smoke", profile="smoke")
+    path = tmp_path / "smoke" / "claims.json"
+    rows = json.loads(path.read_text())
+    path.write_text(json.dumps([*rows, {"claim": "Z9", "source": "x", "family": "primary"}]))
+    assert main(["claims", "--profile", "smoke", "--reports-dir", str(tmp_path), "--all"]) == 0
+    captured = capsys.readouterr()
+    assert "lack a claim's fields" in captured.err and "Z9" in captured.err
+    assert "C5" in captured.out
+
+
+def test_a_primary_row_keeps_its_registered_test():
+    a = pd.Series([1.0, 1.1, 1.2], index=[0, 1, 2])
+    with pytest.raises(ValueError, match="registered not_worse"):
+        claims.claim_row("N1", "x", "s", "m", "low", "HNS", a, "CE", a * 0, definition="d")
+    row = claims.claim_row("N1", "x", "s", "m", "low", "HNS", a, "CE", a * 0, definition="d",
+                           kind="not_worse", margin=0.005)  # fmt: skip
+    assert row["family"] == "primary"
+    beside = claims.claim_row("N1", "x", "s", "m", "low", "HNS", a, "CE", a * 0,
+                              definition="d", primary=False)  # fmt: skip
+    assert beside["family"] == "exploratory"  # a row beside the claim may test otherwise

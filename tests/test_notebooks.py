@@ -225,13 +225,15 @@ def test_notebook_07_compares_every_arm_and_adds_its_claims(report):
 
 def test_notebook_08_runs_every_vocabulary_and_adds_its_claims(report):
     """Every vocabulary size of the smoke profile is trained in both settings, each chart
-    is saved, the tokenizer table has the characters and every V, and the claims S1-S4
-    stand in claims.json beside the other chapters'."""
+    is saved, the tokenizer table has the characters and every V, the loss is compared in
+    nats per character with the seeds of each row, and the claims S1-S4 stand in
+    claims.json beside the other chapters', each with a definition."""
     from selfish_lib.engine.profiles import get_profile
 
     sizes = list(get_profile("smoke").subword["sizes"])
     figures = {p.name for p in (report / "figures").iterdir()}
-    for name in ("zipf", "shares_single", "shares_bilingual", "effect_by_size", "probe"):
+    for name in ("zipf", "shares_single", "shares_bilingual", "effect_by_size", "loss_per_char",
+                 "probe"):  # fmt: skip
         assert f"08_{name}.svg" in figures and f"08_{name}.png" in figures, name
     fragment = json.loads((report / "summary.json").read_text())["fragments"]["08_subword_scale"]
     assert fragment["sizes"] == sizes
@@ -240,33 +242,65 @@ def test_notebook_08_runs_every_vocabulary_and_adds_its_claims(report):
     tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs(nb))
     for size in sizes:
         assert f"bpe-{size}" in tables
+    for column in ("loss per character (nats)", "CE per character (nats)",
+                   "HNS per character (nats)", "seeds"):  # fmt: skip
+        assert column in tables, column
+    across = fragment["across_sizes"]
+    assert {"all text: loss_per_char", "low: loss_per_char", "low: top1"} <= set(across)
+    for entry in across.values():
+        assert {str(v) for v in sizes} <= set(entry)
     rows = json.loads((report / "claims.json").read_text())
     ours = [r for r in rows if r["source"] == "08_subword_scale"]
-    assert {f"S{k} (V={v})" for k in (1, 2, 3) for v in sizes} | {"S4"} == {
-        r["claim"] for r in ours
-    }
+    assert all(str(r["definition"]).strip() for r in ours)
+    assert {r["metric"] for r in ours if r["claim"].startswith("S2")} == {"loss", "loss_per_char"}
+    assert {r["claim"] for r in ours} == {"S1", "S2", "S3", "S4"}
+    for k in (1, 2, 3):  # one row per V (in its scope); S3 in the primary family
+        scopes = {r["scope"] for r in ours if r["claim"] == f"S{k}" and r["primary"]}
+        assert {scope.rsplit("V = ", 1)[1] for scope in scopes} == {str(v) for v in sizes}
+    assert all(r["family"] == "primary" for r in ours if r["claim"] == "S3")
     assert {"04_bilingual_simulation", "07_hns_against_the_field"} <= {r["source"] for r in rows}
     assert all(r["verdict"] in ("supported", "contradicted", "inconclusive") for r in ours)
 
 
-def test_notebook_09_measures_sampling_and_adds_the_nucleus_claim(report):
-    """The nucleus, reliability and sample charts of both settings are saved, the lemma
-    holds on every measured position, and N1 stands in claims.json."""
+def test_notebook_09_measures_what_a_sampler_sees_and_adds_n1_and_n2(report):
+    """The charts of both settings are saved; every measure is reported at temperature 1
+    and at the fitted temperature; N1 rests on P(sample = target) and N2 on the ECE at the
+    fitted temperature in claims.json; the nucleus-margin lemma is no measured result."""
     figures = {p.name for p in (report / "figures").iterdir()}
-    for kind in ("nucleus", "reliability", "samples"):
+    kinds = ("sampler", "nucleus", "calibration", "reliability", "rare", "temperature", "samples")
+    for kind in kinds:
         for setting in ("single", "bilingual"):
             name = f"09_{kind}_{setting}"
             assert f"{name}.svg" in figures and f"{name}.png" in figures, name
     fragment = json.loads((report / "summary.json").read_text())["fragments"]["09_sampling"]
-    assert fragment["lemma_holds"] == {"single": True, "bilingual": True}
+    assert "lemma_holds" not in fragment
+    both = {"CE/high", "CE/low", "HNS/high", "HNS/low"}
     assert 0 <= fragment["bilingual"]["floor"] < 1
-    assert set(fragment["bilingual"]["samples"]) == {"CE/high", "CE/low", "HNS/high", "HNS/low"}
+    assert set(fragment["bilingual"]["samples"]) == set(fragment["bilingual"]["samples_fitted"])
+    assert set(fragment["bilingual"]["samples"]) == both
+    for setting in ("single", "bilingual"):
+        assert set(fragment[setting]["temperature"]) == {"CE", "HNS"}
+        assert all(t > 0 for t in fragment[setting]["temperature"].values())
+        assert {"hit_0.9", "matched_0.9", "ece_floor", "rare_ece", "rare_ece_floor",
+                "brier"} <= set(fragment[setting]["measures"])  # fmt: skip
     rows = [r for r in json.loads((report / "claims.json").read_text())
             if r["source"] == "09_sampling"]  # fmt: skip
-    primary = [r for r in rows if r["primary"]]
-    assert [r["claim"] for r in primary] == ["N1"] and primary[0]["test"] == "not_worse"
-    assert primary[0]["definition"] == "coverage at top-p 0.9"
-    assert primary[0]["verdict"] in ("supported", "contradicted", "inconclusive")
+    primary = {r["claim"]: r for r in rows if r["primary"]}
+    assert sorted(primary) == ["N1", "N2"]
+    assert primary["N1"]["metric"] == "P(sample = target)" and primary["N1"]["test"] == "not_worse"
+    assert "P(a top-p 0.9 sample is the target)" in primary["N1"]["definition"]
+    assert primary["N2"]["metric"] == "ECE at the fitted temperature"
+    assert primary["N2"]["test"] == "not_worse" and primary["N2"]["margin"] == 0.01
+    beside = {r["metric"] for r in rows if not r["primary"]}
+    assert {"nucleus coverage", "coverage at a matched size", "top-1 accuracy"} <= beside
+    assert all(r["verdict"] in ("supported", "contradicted", "inconclusive") for r in rows)
+    assert all(r["definition"] for r in rows)
     nb = nbformat.read(report / "09_sampling.ipynb", as_version=4)
     tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs(nb))
-    assert "ece" in tables and "smallest margin" in tables
+    assert "ece_floor" in tables and "rare_ece" in tables and "smallest margin" not in tables
+    markdown = [
+        o["data"]["text/markdown"] for o in outputs(nb) if "text/markdown" in o.get("data", {})
+    ]
+    conclusion = markdown[-1]
+    assert "**N1**" in conclusion and "**N2**" in conclusion and "seeds 0-1" in conclusion
+    assert "fitted temperature" in conclusion and "floor" in conclusion

@@ -50,7 +50,14 @@ from .core import (
     to_svg,
     use_offline_renderer,
 )
-from .field import arm_differences, arm_geometry, arm_metrics, arm_shares, tuning_scores
+from .field import (
+    arm_differences,
+    arm_geometry,
+    arm_metrics,
+    arm_shares,
+    tuning_carry_over,
+    tuning_scores,
+)
 from .geometry import (
     embedding_projections,
     metric_comparison,
@@ -66,7 +73,15 @@ from .layout import (
     layout_metrics_chart,
     toy_gradient_chart,
 )
-from .sampling import nucleus_coverage, reliability_diagram, unseen_bigrams
+from .sampling import (
+    calibration_summary,
+    fitted_temperatures,
+    nucleus_coverage,
+    nucleus_measures,
+    rare_token_calibration,
+    reliability_diagram,
+    unseen_bigrams,
+)
 from .scenarios import (
     nontarget_share_by_group,
     scenario_curves,
@@ -74,10 +89,11 @@ from .scenarios import (
     share_definitions,
     update_view,
 )
-from .subword import decile_shares, effect_by_size, probe_by_size, zipf_curves
+from .subword import decile_shares, effect_by_size, loss_per_character, probe_by_size, zipf_curves
 
 __all__ = [
     "arm_differences",
+    "tuning_carry_over",
     "arm_geometry",
     "arm_metrics",
     "arm_shares",
@@ -119,6 +135,7 @@ __all__ = [
     "layout_explorer_chart",
     "layout_group_chart",
     "layout_metrics_chart",
+    "loss_per_character",
     "metric_comparison",
     "model_scale",
     "nontarget_share_by_group",
@@ -140,6 +157,10 @@ __all__ = [
     "to_svg",
     "zipf_curves",
     "nucleus_coverage",
+    "nucleus_measures",
+    "calibration_summary",
+    "fitted_temperatures",
+    "rare_token_calibration",
     "reliability_diagram",
     "unseen_bigrams",
     "decile_shares",
