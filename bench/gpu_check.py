@@ -100,9 +100,9 @@ from selfish_lib.engine.training import (
     TrainConfig,
     describe_device,
     device_record,
+    fresh_run,
     initial_model,
     learning_rate,
-    make_optimizer,
     precision_of,
     resolve_device,
     train,
@@ -412,16 +412,7 @@ def solo_stepper(config: TrainConfig, corpus: Corpus, dev: torch.device):
     sampled and moved to the device, then ``training_step``), as ``fn(step)``, and its
     model."""
     corpus = training_corpus(corpus, config)
-    model = initial_model(config, corpus.vocab_size).to(dev)
-    optimizer = make_optimizer(model, config)
-    sampler = BlockSampler(
-        corpus.train,
-        config.model.block_size,
-        config.batch_size,
-        config.seed,
-        corpus.vocab_size,
-        p_low=config.p_low,
-    )
+    model, optimizer, sampler = fresh_run(config, corpus, dev)
     prior = corpus.log_prior(config.bilingual, config.p_low).to(dev)
     state = config.objective.initial_state(model.vocab_size, dev)
 

@@ -1185,6 +1185,22 @@ def train(
         return _train(config, corpus, work_dir, dev, progress, stop_after)
 
 
+def fresh_run(config: TrainConfig, corpus: Corpus, dev: torch.device):
+    """A run's starting point: its initial model on ``dev``, its optimizer and its seeded
+    block sampler, as ``(model, optimizer, sampler)``; ``corpus`` is already in the run's
+    tokenizer (``training_corpus``)."""
+    model = initial_model(config, corpus.vocab_size).to(dev)
+    sampler = BlockSampler(
+        corpus.train,
+        config.model.block_size,
+        config.batch_size,
+        config.seed,
+        corpus.vocab_size,
+        p_low=config.p_low,
+    )
+    return model, make_optimizer(model, config), sampler
+
+
 def _train(
     config: TrainConfig,
     corpus: Corpus,
@@ -1204,16 +1220,7 @@ def _train(
     record = device_record(dev)
 
     def fresh():
-        model = initial_model(config, corpus.vocab_size).to(dev)
-        sampler = BlockSampler(
-            corpus.train,
-            config.model.block_size,
-            config.batch_size,
-            config.seed,
-            corpus.vocab_size,
-            p_low=config.p_low,
-        )
-        return model, make_optimizer(model, config), sampler
+        return fresh_run(config, corpus, dev)
 
     logs = RunLogs(work)
     try:
