@@ -228,3 +228,32 @@ def test_a_full_disk_at_a_checkpoint_says_so(tiny_corpus, tmp_path, monkeypatch)
     with pytest.raises(OSError, match=r"could not write the checkpoint .*no space left"):
         train(tiny(tiny_corpus), tiny_corpus, tmp_path / "work", progress=False)
     assert not list((tmp_path / "work").glob("*.tmp"))  # nothing half-written left
+
+
+def test_verify_names_a_mistyped_store_and_leaves_unrelated_folders_alone(tmp_path, capsys):
+    main = cli
+    typo = tmp_path / "reslts"
+    assert main(["verify", "--results-dir", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert "results_dir" in err and "does not exist" in err
+    (tmp_path / "store" / "runs" / "my-notes").mkdir(parents=True)
+    assert main(["verify", "--results-dir", str(tmp_path / "store")]) == 0
+    out = capsys.readouterr().out
+    assert "not a run" in out and "0 corrupt" in out and "left alone" in out
+
+
+def test_a_read_only_store_can_be_verified_and_listed(trained_store, monkeypatch, capsys):
+    """Reading needs no write: with every folder reported read-only (as an archive or a
+    shared cluster folder is), the store is still verified and listed."""
+    real_access = os.access
+
+    def read_only(path, mode, *args, **kwargs):
+        return False if mode & os.W_OK else real_access(path, mode, *args, **kwargs)
+
+    store, key = trained_store
+    monkeypatch.setattr(os, "access", read_only)
+    assert verify_store(store)["status"].tolist() == ["ok"]
+    assert cli(["verify", "--results-dir", str(store)]) == 0
+    assert cli(["runs", "--results-dir", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "1 ok, 0 corrupt" in out and key in out

@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -66,6 +67,7 @@ from .training import (
     resolve_device,
     train,
 )
+from .validation import ParameterError
 
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
@@ -98,6 +100,29 @@ def results_root(results_dir: str | os.PathLike | None = None) -> Path:
     return check_writable_folder(
         "results_dir", raw, "a folder for the run store (it is created if missing)"
     )
+
+
+def existing_store(results_dir: str | os.PathLike | None = None, required: bool = True) -> Path:
+    """The folder of a store that is only read (``verify``, ``runs``): it must exist and
+    hold a ``runs/`` folder (unless not ``required``), and it may be read-only (an
+    archive, a shared folder). ParameterError naming ``results_dir`` otherwise, so that a
+    mistyped path given to ``verify`` is said to be one instead of verifying no runs."""
+    raw = default_results_dir() if results_dir is None else results_dir
+    if not isinstance(raw, (str, os.PathLike)) or not str(raw).strip():
+        raise ParameterError("results_dir", raw, "the folder of a run store")
+    root = Path(raw)
+    if root.exists() and not root.is_dir():
+        raise ParameterError("results_dir", str(raw), "the folder of a run store; it is a file")
+    if required and not (root / "runs").is_dir():
+        what = "does not exist" if not root.exists() else "holds no runs/ folder"
+        raise ParameterError(
+            "results_dir", str(raw), f"the folder of a run store (one with runs/); it {what}"
+        )
+    return root
+
+
+# A run's folder is named by its id: 16 hexadecimal digits (``config_hash``).
+RUN_ID = re.compile(r"[0-9a-f]{16}")
 
 
 def config_hash(config: TrainConfig) -> str:
@@ -698,12 +723,19 @@ def stored_run(
 
 def verify_store(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """Every run folder of a store, fully hashed: id, status ('ok' or 'corrupt') and the
-    reason; corrupt runs are reported, not moved (``get_or_train`` moves them)."""
-    root = results_root(results_dir)
+    reason; corrupt runs are reported, not moved (``get_or_train`` moves them). A folder
+    whose name is no run id is listed as 'not a run' and left alone. Reading needs no
+    write access: a read-only store can be verified."""
+    root = existing_store(results_dir)
     rows = []
     folder = root / "runs"
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         if not path.is_dir() or path.name.startswith("."):
+            continue
+        if not RUN_ID.fullmatch(path.name):
+            rows.append({"id": path.name, "status": "not a run", "setting": None,
+                         "objective": None, "seed": None,
+                         "reason": "its name is not a run id; left alone"})  # fmt: skip
             continue
         try:
             config = check_run(path, full=True)
@@ -790,8 +822,9 @@ def describe_runs(runs: dict, token_info: pd.DataFrame) -> pd.DataFrame:
 
 def list_runs(results_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """One row per completed run: id, setting, objective, seed, steps, seconds, device and
-    status ('ok', or 'corrupt: <reason>' for a run that fails its size checks)."""
-    root = results_root(results_dir)
+    status ('ok', or 'corrupt: <reason>' for a run that fails its size checks). The store
+    may be read-only; a store not created yet has no run."""
+    root = existing_store(results_dir, required=False)
     rows = []
     for marker in sorted((root / "runs").glob(f"*/{MARKER}")):
         try:

@@ -398,10 +398,12 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"no runs in {args.results_dir}")
         return 0
     print(table.to_string(index=False))
-    bad = int((table["status"] != "ok").sum())
+    bad = int((table["status"] == "corrupt").sum())
+    others = int((table["status"] == "not a run").sum())
     print(
-        f"{len(table) - bad} ok, {bad} corrupt"
+        f"{int((table['status'] == 'ok').sum())} ok, {bad} corrupt"
         + (" (trained again when next asked for)" if bad else "")
+        + (f"; {others} folder(s) in runs/ that are not runs, left alone" if others else "")
     )
     return EXIT_FAILURE if bad else 0
 
