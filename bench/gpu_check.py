@@ -82,15 +82,14 @@ from common import median_ms, print_table, synchronize, timed
 
 import selfish_lib
 from selfish_lib.engine import runs
-from selfish_lib.engine.corpus import BlockSampler, Corpus, load_corpus
-from selfish_lib.engine.ensemble import MemberView, StackedGPT, ensemble_groups, group_key
+from selfish_lib.engine.corpus import Corpus, load_corpus
+from selfish_lib.engine.ensemble import StackedGroup, ensemble_groups, group_key
 from selfish_lib.engine.evaluation import evaluate_split
 from selfish_lib.engine.files import write_json
 from selfish_lib.engine.losses import FUSED_FROM_NUMEL, hns_cross_entropy
 from selfish_lib.engine.objectives import (
     CrossEntropy,
     HardNegatives,
-    LossContext,
     Objective,
     full_cross_entropy,
 )
@@ -435,55 +434,18 @@ def solo_stepper(config: TrainConfig, corpus: Corpus, dev: torch.device):
 
 def stacked_stepper(config: TrainConfig, members: int, corpus: Corpus, dev: torch.device):
     """One step of ``members`` runs of ``config``'s shape (seeds 0, 1, ...) trained as one
-    ``StackedGPT``, as ``fn(step)``: what ``ensemble.train_ensemble`` does in a step (its
-    loop has no step function of its own), logging and scenarios aside: the stacked
-    forward pass, each member's objective on its own logits, one backward of the sum of
-    the members' means, each member's clipping, one AdamW step, and each member's
+    stacked group, as ``fn(step)``: the two halves of ``ensemble.StackedGroup`` that
+    ``train_ensemble`` runs every step (logging and scenarios aside), and each member's
     full-softmax CE as the loop logs it."""
-    corpus = training_corpus(corpus, config)
-    configs = [config.replace(seed=seed) for seed in range(members)]
-    models = [initial_model(c, corpus.vocab_size).to(dev) for c in configs]
-    stacked = StackedGPT(models)
-    optimizer = stacked.optimizer(config)
-    samplers = [
-        BlockSampler(
-            corpus.train,
-            config.model.block_size,
-            config.batch_size,
-            c.seed,
-            corpus.vocab_size,
-            p_low=c.p_low,
-        )
-        for c in configs
-    ]
-    prior = corpus.log_prior(config.bilingual, config.p_low).to(dev)
+    group = StackedGroup([config.replace(seed=seed) for seed in range(members)], corpus, dev)
 
     def step(i: int) -> torch.Tensor:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(i, config)
-        batches = [s.sample() for s in samplers]
-        x = torch.stack([b[0] for b in batches]).to(dev)
-        y = torch.stack([b[1] for b in batches]).to(dev)
-        logits, _ = stacked.forward(x)
-        losses = []
-        for e, member in enumerate(configs):
-            context = LossContext(
-                step=i,
-                max_steps=member.max_steps,
-                model=MemberView(stacked.embedding[e]),
-                log_prior=prior,
-            )
-            losses.append(member.objective.loss(logits[e], y[e], context))
-        means = torch.stack([p.mean() for p in losses])
-        optimizer.zero_grad(set_to_none=True)
-        means.sum().backward()
-        stacked.clip_gradients(config.grad_clip)
-        optimizer.step()
+        logits, _, per_position, y = group.forward_backward(i)
+        group.update()
         with torch.no_grad():
-            for e, member in enumerate(configs):
-                if not isinstance(member.objective, CrossEntropy):
-                    full_cross_entropy(logits[e].detach(), y[e])
-        return means.detach()
+            if not isinstance(config.objective, CrossEntropy):
+                full_cross_entropy(logits.detach(), y)
+        return per_position.detach().mean(dim=(1, 2))
 
     return step
 
@@ -1302,7 +1264,6 @@ def projection(ctx: Context) -> dict:
     out["profile"] = ctx.sizes.plan
     out["plan_read_by"] = how
     out["runs_pending_tuning"] = pending
-    out["runs_solo_only"] = sum(group_key(c) is None for c in configs)
     out["shapes"] = [
         {
             "model": f"{s[0].n_layer}x{s[0].n_head}x{s[0].n_embd}, context {s[0].block_size}",

@@ -216,7 +216,7 @@ def test_agg_resumes_from_a_checkpoint_to_the_same_numbers(tiny_corpus, tmp_path
 def test_new_objectives_are_registered_validated_and_round_trip(name, params, bad, values):
     objective = make_objective(name, **params)
     assert objective_from_dict(objective.to_dict()) == objective
-    assert not objective.batchable  # they read the hidden states: no ensemble
+    assert not objective.positionwise  # they read the hidden states: one member at a time
     for value in values:
         with pytest.raises(ParameterError, match=bad):
             make_objective(name, **{**params, bad: value})
@@ -252,7 +252,7 @@ def test_tied_run_ids_do_not_change_and_untied_ones_differ():
     untied = TrainConfig.flat(tie_embeddings=False)
     assert config_hash(untied) != config_hash(tied)
     assert TrainConfig.from_dict(untied.to_dict()) == untied
-    assert group_key(untied) is None  # an ensemble stacks one matrix per member
+    assert group_key(untied) != group_key(tied)  # tied and untied runs stack apart
     with pytest.raises(ParameterError, match="tie_embeddings"):
         ModelConfig(tie_embeddings="no")
 

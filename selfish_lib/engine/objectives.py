@@ -118,10 +118,11 @@ class Objective:
 
     name: ClassVar[str] = ""
     arm: ClassVar[str] = ""
-    # True when ``loss`` reads nothing of ``context.model`` but its ``embedding``: the
-    # run can then train inside an ensemble (``engine.ensemble``), where that is all
-    # a member offers.
-    batchable: ClassVar[bool] = True
+    # True when ``loss`` at each position reads that position's logits and target only,
+    # and of the context only what every run of one shape shares (step, max_steps,
+    # log_prior): an ensemble then computes it for all its members with this objective
+    # in one call (``engine.ensemble.member_losses``). False is always safe.
+    positionwise: ClassVar[bool] = False
     # True when the objective defines ``split_loss`` (see the module's docstring)
     split_head: ClassVar[bool] = False
     # What a comparison of objectives (``study.field``) makes of it: 'reference' (CE),
@@ -215,6 +216,7 @@ class CrossEntropy(Objective):
     name: ClassVar[str] = "ce"
     arm: ClassVar[str] = "CE"
     role: ClassVar[str] = "reference"
+    positionwise: ClassVar[bool] = True
 
     def canonical(self) -> dict[str, Any]:
         # Runs trained before objectives were objects left every objective field at its
@@ -243,6 +245,7 @@ class HardNegatives(Objective):
     name: ClassVar[str] = "hns"
     arm: ClassVar[str] = "HNS"
     role: ClassVar[str] = "hns"
+    positionwise: ClassVar[bool] = True
     tuning: ClassVar = Tuning("layout", (1.0, 2.0, 4.0), published=2.0)
 
     def __post_init__(self) -> None:
@@ -303,6 +306,7 @@ class Focal(Objective):
 
     name: ClassVar[str] = "focal"
     arm: ClassVar[str] = "Focal"
+    positionwise: ClassVar[bool] = True
     tuning: ClassVar = Tuning("gamma", (0.5, 1.0, 2.0, 5.0), published=2.0)
     # beyond 20 the weight (1 - p)^gamma of a position the model gets half right is
     # below 1e-6: nothing is left to train on
@@ -367,6 +371,7 @@ class LogitAdjusted(Objective):
 
     name: ClassVar[str] = "logit-adjust"
     arm: ClassVar[str] = "LA"
+    positionwise: ClassVar[bool] = True
     # it minimises balanced error; under the natural prior top-1's optimum is tau = 0 (CE)
     own_target: ClassVar = "balanced_recall"
     tuning: ClassVar = Tuning("tau", (0.05, 0.1, 0.25, 0.5, 1.0), published=1.0)
@@ -407,6 +412,7 @@ class Entmax15(Objective):
 
     name: ClassVar[str] = "entmax15"
     arm: ClassVar[str] = "Entmax"
+    positionwise: ClassVar[bool] = True
     # the grid is geometric in alpha - 1: 0.25, 0.5, 1
     tuning: ClassVar = Tuning("alpha", (1.25, 1.5, 2.0), published=1.5, origin=1.0)
     # alpha near 1 is softmax, cross-entropy itself (an arm of its own); the range holds
@@ -470,7 +476,6 @@ class EmbeddingOnlyHNS(Objective):
     name: ClassVar[str] = "hns-rows"
     arm: ClassVar[str] = "HNS-rows"
     role: ClassVar[str] = "ablation"  # at the layout HNS is compared at: not tuned
-    batchable: ClassVar[bool] = False
     split_head: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
@@ -523,7 +528,6 @@ class AdaptiveGradientGating(Objective):
     arm: ClassVar[str] = "AGG"
     # from the reference's value to past the per-step 0.01 of earlier versions (0.43)
     tuning: ClassVar = Tuning("alpha", (0.03, 0.1, 0.3, 1.0), published=0.03)
-    batchable: ClassVar[bool] = False
     split_head: ClassVar[bool] = True
     # alpha 100 calls rare every token below 0.3% of the window's tokens; the grid and
     # its extension stay below it
