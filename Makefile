@@ -11,7 +11,7 @@ STAMP   := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-ray test test-slow test-cuda lint lab sync reproduce report bench clean distclean
+.PHONY: help install install-ray test test-slow test-cuda lint lab sync reproduce report paper bench clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -75,6 +75,11 @@ reproduce: $(STAMP) ## execute every notebook for PROFILE into reports/PROFILE/
 
 report: $(STAMP) ## re-render the HTML of reports/PROFILE/ without re-executing
 	$(BIN)/selfish report --profile $(PROFILE)
+
+# One document from the executed chapters of reports/PROFILE/ (after `make reproduce`):
+# paper.html (single page, offline) and paper.pdf, printed by Debian's Chromium.
+paper: $(STAMP) ## build reports/PROFILE/paper.html and paper.pdf from the executed chapters
+	$(BIN)/selfish paper --profile $(PROFILE)
 
 # bench/gpu_check.py is the one-shot GPU check (it asks for CUDA): run by hand, see README.
 bench: $(STAMP) ## run the benchmarks in bench/ (prints tables)

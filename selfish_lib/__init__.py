@@ -38,6 +38,7 @@ study: the analysis of each chapter, tables and readings, no charts; imports eng
   study.field             notebook 07: every objective tuned alike and compared with CE
   study.subword           notebook 08: CE and HNS at BPE vocabularies of growing size
   study.sampling          notebook 09: what a top-p sampler sees, temperature scaling, calibration
+  study.real_language     notebook 10: a real low-resource language beside English and the cipher
 report: presentation; imports study and engine
   report.charts           the Altair figures, one builder per figure (package)
   report.charts.core      the offline renderer, static copies, shared style and palettes
@@ -50,6 +51,7 @@ report: presentation; imports study and engine
   report.charts.field        figures of notebook 07
   report.charts.subword      figures of notebook 08
   report.charts.sampling     figures of notebook 09
+  report.charts.real_language   figures of notebook 10
   report.widgets          ipywidgets explorers that redraw charts from stored results
   report.parameters       every notebook parameter and its validator, in one table
   report.plan             the runs each notebook declares; status and time estimates

@@ -14,7 +14,8 @@ import torch
 from scipy import stats
 
 from selfish_lib.engine import languages as lang
-from selfish_lib.engine.corpus import CharTokenizer, CorpusChecksumError
+from selfish_lib.engine.corpus import CharTokenizer, Corpus, CorpusChecksumError
+from selfish_lib.engine.model import GPT, ModelConfig
 from selfish_lib.engine.validation import ParameterError
 
 
@@ -350,9 +351,9 @@ def test_sampler_state_resumes_exactly():
     sampler = lang.LanguageBlockSampler(EN_STREAM, LOW_STREAM, 8, 16, seed=3, p_low=0.5)
     sampler.sample()
     state = sampler.state_dict()
-    expected = [sampler.sample() for _ in range(3)]
+    expected = [sampler.sample_with_language() for _ in range(3)]
     sampler.load_state_dict(state)
-    again = [sampler.sample() for _ in range(3)]
+    again = [sampler.sample_with_language() for _ in range(3)]
     for e, a in zip(expected, again, strict=True):
         assert all(torch.equal(u, v) for u, v in zip(e, a, strict=True))
 
@@ -399,3 +400,126 @@ def test_statistics_of_the_real_corpora_agree_with_a_direct_count(texts):
         points = np.frombuffer(body.encode("utf-32-le"), dtype=np.uint32)
         _, counts = np.unique(points, return_counts=True)
         assert s.rarest[0][1] == counts.min() and s.distinct == len(counts)
+
+
+# --- a slice for quick runs ----------------------------------------------------------------
+
+
+def test_a_slice_keeps_whole_rows_of_each_side_within_its_characters(texts):
+    for text in texts.values():
+        split = lang.split_by_document(text)
+        assert lang.limit_split(split, 0) is split
+        for chars in (500, 5000):
+            cut = lang.limit_split(split, chars)
+            for whole, part in ((split.train, cut.train), (split.val, cut.val)):
+                text_of = "".join(d.text for d in part)
+                assert 0 < len(text_of) <= chars
+                assert "".join(d.text for d in whole).startswith(text_of)  # the first rows
+                assert {d.name for d in part} <= {d.name for d in whole}
+            assert not {d.name for d in cut.train} & {d.name for d in cut.val}
+
+
+def test_a_slice_keeps_a_first_row_longer_than_the_limit():
+    split = lang.split_by_document(hand_made({"a": ["x" * 50, "y"], "b": ["z" * 5]}), 0.1)
+    cut = lang.limit_split(split, 10)
+    assert [d.rows for d in cut.train] == [("x" * 50,)]
+    assert cut.val == split.val  # 'zzzzz\n' fits
+    with pytest.raises(ParameterError, match="chars"):
+        lang.limit_split(split, -1)
+
+
+# --- a run's corpus: English beside the language --------------------------------------------
+
+
+def two_languages(alphabet: str) -> lang.TwoLanguageCorpus:
+    """English 'abcde' text beside the small split (training 'ab ñ', 'ba ñx'; validation
+    'açz'), built as ``two_language_corpus`` builds it, without elotl."""
+    english = Corpus.from_text("\n abcde" * 40)
+    split = small_split()
+    vocab = lang.build_vocabulary(english.tokenizer, split, alphabet)
+    second = lang.LanguageCorpus(
+        split, vocab, torch.tensor(vocab.encode(split.train_text)),
+        torch.tensor(vocab.encode(split.val_text)), "0" * 64, None,
+    )  # fmt: skip
+    fields = {f: getattr(english, f) for f in Corpus.__dataclass_fields__}
+    return lang.TwoLanguageCorpus(**fields, second=second)
+
+
+@pytest.mark.parametrize("alphabet", lang.ALPHABETS)
+def test_the_run_corpus_lists_each_languages_rows_with_its_own_ranks(alphabet):
+    both = two_languages(alphabet)
+    V, M = 7, both.vocabulary.size
+    assert both.model_vocab_size() == M == V + (8 if alphabet == "disjoint" else 4)
+    info = both.token_info()
+    high, low = info[info["language"] == "high"], info[info["language"] == "low"]
+    assert high["token"].tolist() == list(range(V))  # English's rows: its ids
+    assert sorted(low["token"]) == sorted(i + M for i in both.vocabulary.ids)
+    assert (low["token"] - M == low["model_token"]).all()
+    # ranks within each language, by its own training counts
+    assert sorted(low["rank"]) == list(range(1, 9)) and sorted(high["rank"]) == list(range(1, 8))
+    # counts 10 ('\n', ' ', a, b, ñ; ties by id), 5 (x), 0 (ç, z: validation only)
+    ranks = low.set_index("symbol")["rank"]
+    assert [ranks[ch] for ch in "\n abñx"] == [1, 2, 3, 4, 5, 6]
+    assert {ranks["ç"], ranks["z"]} == {7, 8}
+    shared = low.set_index("symbol")["shared_row"]
+    assert shared["a"] == (alphabet == "shared") and not shared["ñ"]
+    rows = both.row_info().set_index("symbol")
+    assert len(both.row_info()) == M
+    if alphabet == "shared":
+        assert rows.loc["a", "language"] == "both" and rows.loc["c", "language"] == "high"
+        english_a = both.frequencies.set_index("symbol").loc["a", "count"]
+        assert rows.loc["a", "low_rank"] == 3 and rows.loc["a", "high_count"] == english_a
+        assert rows.loc["a", "rank"] == both.frequencies.set_index("symbol").loc["a", "rank"]
+    else:
+        assert set(both.row_info()["language"]) == {"high", "low"}
+    assert rows.loc["ñ", "language"] == "low" and rows.loc["ñ", "low_count"] == 10
+
+
+def test_the_run_corpus_refuses_a_tuning_view_and_a_missing_language():
+    with pytest.raises(ParameterError, match="split"):
+        two_languages("shared").for_tuning()
+    english = Corpus.from_text("\n abcde" * 40)
+    fields = {f: getattr(english, f) for f in Corpus.__dataclass_fields__}
+    with pytest.raises(ParameterError, match="second"):
+        lang.TwoLanguageCorpus(**fields)
+    with pytest.raises(ParameterError, match="a real language"):
+        lang.two_language_corpus(english, "cipher", "disjoint")
+
+
+def test_two_language_corpora_are_built_once(corpus):
+    first = lang.two_language_corpus(corpus, "mixtec", "shared", 3000)
+    assert lang.two_language_corpus(corpus, "mixtec", "shared", 3000) is first
+    assert first.sha256 == corpus.sha256 and torch.equal(first.train, corpus.train)
+    assert first.second.sha256 == lang.ELOTL_SHA256["kolo"]
+    assert len(first.second.split.val_text) <= 3000
+
+
+def test_sample_and_sample_with_language_make_the_same_draws():
+    a = lang.LanguageBlockSampler(EN_STREAM, LOW_STREAM, 8, 16, seed=9, p_low=0.5)
+    b = lang.LanguageBlockSampler(EN_STREAM, LOW_STREAM, 8, 16, seed=9, p_low=0.5)
+    for _ in range(3):
+        x, y = a.sample()
+        x2, y2, low = b.sample_with_language()
+        assert torch.equal(x, x2) and torch.equal(y, y2) and 0 < int(low.sum()) < 16
+
+
+def test_a_language_whose_package_is_missing_is_refused_by_name(monkeypatch):
+    assert lang.check_installed_language("language", "cipher") == "cipher"
+    assert lang.check_installed_language("language", "otomi") == "otomi"
+    monkeypatch.setitem(sys.modules, "elotl", None)
+    assert lang.check_installed_language("language", "cipher") == "cipher"  # needs nothing
+    with pytest.raises(ParameterError) as info:
+        lang.check_installed_language("language", "otomi")
+    assert info.value.name == "language" and "pip install elotl" in str(info.value)
+
+
+def test_generated_text_decodes_the_models_ids():
+    both = two_languages("disjoint")
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8, block_size=8), both.vocabulary.size)
+    text, share = lang.generate_in_language(model, both, "low", "ab", 20, seed=1)
+    again = lang.generate_in_language(model, both, "low", "ab", 20, seed=1)
+    assert (text, share) == again and len(text) == 20
+    assert 0.0 <= share <= 1.0
+    with pytest.raises(ValueError, match="not in the language's alphabet"):
+        lang.generate_in_language(model, both, "low", "q", 5)

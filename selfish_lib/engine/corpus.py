@@ -421,6 +421,12 @@ class Corpus:
         """Symbols in one alphabet."""
         return self.tokenizer.vocab_size
 
+    def model_vocab_size(self, bilingual: bool = False) -> int:
+        """The vocabulary of a model trained on this corpus: one alphabet, or the cipher's
+        two (ids + vocab_size) when ``bilingual``. A real second language has its own
+        (``languages.TwoLanguageCorpus``)."""
+        return self.vocab_size * (2 if bilingual else 1)
+
     def ranks(self) -> torch.Tensor:
         """``ranks()[token]`` is the 1-based training-split frequency rank of ``token``."""
         out = torch.empty(self.vocab_size, dtype=torch.long)
@@ -464,6 +470,13 @@ class Corpus:
             part["language"] = lang
             frames.append(part)
         return pd.concat(frames, ignore_index=True)
+
+    def row_info(self, bilingual: bool = False) -> pd.DataFrame:
+        """One row per embedding row of the model (what the scenario log and the training
+        loss per token are indexed by). Under the cipher every row serves one alphabet and
+        row i + V is the evaluation row of the twin, so this is ``token_info``; a real
+        second language's rows may serve both languages (``TwoLanguageCorpus.row_info``)."""
+        return self.token_info(bilingual)
 
 
 _TOKENIZED: dict[tuple[str, float, str], Corpus] = {}

@@ -7,8 +7,11 @@ together) to ``run_units`` here, which submits it as one Ray task that asks for
 
 - ``num_cpus=1``: training on the CPU pins one thread (``training.CPU_TRAINING_THREADS``,
   for bit-identical numbers), so one task is one core;
-- ``num_gpus=1`` as well when the device is CUDA: Ray then shows the task one GPU
-  (``CUDA_VISIBLE_DEVICES``) and the task trains on ``cuda``, its only GPU.
+- ``num_gpus=1 / tasks_per_gpu`` as well when the device is CUDA: Ray then shows the
+  task one GPU (``CUDA_VISIBLE_DEVICES``), shared with at most ``tasks_per_gpu - 1``
+  other tasks, and the task trains on ``cuda``, its only GPU. A run of the paper profile
+  fills a small part of a large GPU; several tasks on one GPU keep it busy (each task
+  still holds one CPU core).
 
 The task loads the corpus itself, from a path every node must see (it is sha256-verified
 on load, so a node with another file fails instead of training on it), and trains into
@@ -22,8 +25,11 @@ keeps its partial folder and checkpoint, and the next call resumes it.
 Without ``address`` a local Ray cluster is started for the call (``jobs`` CPUs, no
 dashboard) and shut down after; with one (``auto``: the cluster this node belongs to or
 ``$RAY_ADDRESS``; ``HOST:PORT``) the existing cluster is used, and its own CPUs and GPUs
-decide how many tasks run at once. When Ray is already initialised in this process, it
-is used as it is.
+decide how many tasks run at once. Such an address is checked first, before any work
+and within ``ADDRESS_TIMEOUT_S`` seconds (``check_reachable``): ``auto`` must find a
+cluster, and something must answer at its host and port; otherwise one line names
+``--address`` and the value, instead of Ray's own minute of retries. When Ray is
+already initialised in this process, it is used as it is.
 
 The shared filesystem. Every node reads and writes the store the way one machine does
 (``runs.get_or_train``): an exclusive ``fcntl.flock`` on ``runs/.<id>.partial/lock``
@@ -51,16 +57,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from .runs import config_hash
-from .validation import ParameterError
+from .validation import ParameterError, check_int
 
 INSTALL = 'pip install -e ".[ray]"'
 CANCEL_GRACE_S = 15.0  # for cancelled tasks to write their checkpoint
+# How long a cluster's address may take to answer before it is refused: a head that
+# runs answers a connection at once, even across a data centre.
+ADDRESS_TIMEOUT_S = 2.0
+# Tasks sharing one GPU at most: beyond this, CPU cores and GPU memory run out first.
+MAX_TASKS_PER_GPU = 64
 
 
 class RayNotInstalled(ParameterError):
@@ -72,6 +84,21 @@ class RayNotInstalled(ParameterError):
         self.args = (
             f"executor='ray' (--executor ray) needs the ray package, which cannot be imported"
             f" here ({reason}): install the project's ray extra with {INSTALL}",
+        )
+
+
+class RayClusterUnreachable(ParameterError):
+    """``--address`` names no Ray cluster that answers: says which value, what was found
+    (what ``auto`` resolved to) and what to give instead."""
+
+    def __init__(self, address: str, detail: str) -> None:
+        allowed = "the address of a running Ray cluster"
+        super().__init__("address", address, allowed)
+        self.detail = detail
+        self.args = (
+            f"--address {address}: {detail}; give the HOST:PORT of a running Ray cluster's "
+            "head (`ray start --head` prints it), auto on a node of that cluster, or no "
+            "--address for a local cluster started for the command",
         )
 
 
@@ -101,10 +128,80 @@ def check_address(address: object) -> str:
     return address.strip()
 
 
-def task_resources(device_kind: str) -> dict[str, int]:
-    """What one task asks Ray for: one CPU, and one GPU on CUDA."""
+def _host_and_port(text: str) -> tuple[str, int] | None:
+    """(host, port) of ``HOST:PORT``, ``[IPv6]:PORT`` or ``ray://HOST:PORT``; None when
+    ``text`` is none of them."""
+    host, colon, port = text.removeprefix("ray://").rpartition(":")
+    host = host.strip().removeprefix("[").removesuffix("]")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host, int(port)
+
+
+def _auto_address(ray) -> str | None:
+    """What ``auto`` means on this node, as Ray resolves it ($RAY_ADDRESS, the cluster
+    ``ray start`` recorded, a cluster process running here); RayClusterUnreachable when
+    there is none. None when this Ray version cannot be asked (``ray.init`` then says)."""
+    try:
+        from ray._private import services  # what ray.init itself calls for "auto"
+    except ImportError:
+        return None
+    resolve = getattr(services, "canonicalize_bootstrap_address", None)
+    if resolve is None:
+        return None
+    try:
+        return resolve("auto")
+    except ConnectionError:
+        raise RayClusterUnreachable(
+            "auto",
+            "no Ray cluster runs on this node (none started with `ray start`, "
+            "and $RAY_ADDRESS is not set)",
+        ) from None
+    except Exception:  # noqa: BLE001 - another Ray version's internals: leave it to ray.init
+        return None
+
+
+def check_reachable(address: str, timeout: float = ADDRESS_TIMEOUT_S) -> None:
+    """Check, within about ``timeout`` seconds and before any work, that the Ray cluster at
+    ``address`` (``auto`` or ``HOST:PORT``, as ``check_address`` returns it) is there:
+    ``auto`` resolves to a cluster, and something answers at its host and port.
+    RayClusterUnreachable naming the address otherwise. ``local`` (a new cluster,
+    started for the call) needs no check."""
+    if address == "local":
+        return
+    target = address
+    if address == "auto":
+        resolved = _auto_address(require_ray())
+        if resolved is None:
+            return
+        target = resolved
+    where = _host_and_port(target)
+    if where is None:
+        shown = address if target == address else f"{address} (resolved to {target})"
+        raise ParameterError("address", shown, "auto or HOST:PORT of a Ray cluster's head")
+    named = "" if target == address else f" (auto resolved to {target})"
+    try:
+        with socket.create_connection(where, timeout=timeout):
+            pass
+    except TimeoutError:
+        raise RayClusterUnreachable(
+            address, f"nothing answered at {target}{named} within {timeout:g} s"
+        ) from None
+    except socket.gaierror:
+        raise RayClusterUnreachable(address, f"the host {where[0]} cannot be resolved") from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise RayClusterUnreachable(
+            address, f"no Ray cluster answers at {target}{named} ({reason.lower()})"
+        ) from None
+
+
+def task_resources(device_kind: str, tasks_per_gpu: int = 1) -> dict[str, float]:
+    """What one task asks Ray for: one CPU, and on CUDA the share 1 / ``tasks_per_gpu``
+    of one GPU (Ray places up to that many tasks on each GPU)."""
+    tasks_per_gpu = check_int("tasks_per_gpu", tasks_per_gpu, 1, MAX_TASKS_PER_GPU)
     if device_kind == "cuda":
-        return {"num_cpus": 1, "num_gpus": 1}
+        return {"num_cpus": 1, "num_gpus": 1 / tasks_per_gpu}
     if device_kind == "cpu":
         return {"num_cpus": 1, "num_gpus": 0}
     raise ParameterError("device", device_kind, "cpu or cuda with executor='ray'")
@@ -119,6 +216,7 @@ def run_units(
     address: str | None = None,
     local_cpus: int | None = None,
     progress: bool = True,
+    tasks_per_gpu: int = 1,
 ) -> list:
     """``body(unit, *args)`` for every unit as one Ray task; the results of all of them,
     concatenated in the order of ``units`` (``body`` returns one item per config).
@@ -129,7 +227,7 @@ def run_units(
     then shut down again at the end.
     """
     ray = require_ray()
-    resources = task_resources(device_kind)
+    resources = task_resources(device_kind, tasks_per_gpu)
     if not units:
         return []
     started_here = not ray.is_initialized()
@@ -152,8 +250,9 @@ def _run(ray, units, body, args, resources, progress) -> list:
     results: list[list | None] = [None] * len(refs)
     pending = list(refs)
     total = sum(len(unit) for unit in units)
-    where = "gpu" if resources.get("num_gpus") else "cpu"
-    bar = tqdm(total=total, desc=f"runs (ray, 1 {where} a task)", unit="run",
+    share = resources.get("num_gpus")
+    where = f"{share:.3g} gpu" if share else "1 cpu"
+    bar = tqdm(total=total, desc=f"runs (ray, {where} a task)", unit="run",
                disable=not progress)  # fmt: skip
     try:
         while pending:

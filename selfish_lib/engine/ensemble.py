@@ -112,13 +112,17 @@ def group_key(config: TrainConfig) -> TrainConfig:
 
 def ensemble_groups(configs: Sequence[TrainConfig], size: int) -> list[tuple[TrainConfig, ...]]:
     """``configs`` in groups of at most ``size`` runs that share a ``group_key`` (in the
-    order of their first member); with ``size`` 1 every run is a group of one."""
+    order of their first member); with ``size`` 1 every run is a group of one, and so is
+    every run of a real second language (``TrainConfig.language``), which trains alone."""
     size = check_int("ensemble", size, 1)
     if size == 1:
         return [(config,) for config in configs]
     buckets: dict[TrainConfig, list[list[TrainConfig]]] = {}
     order: list[list[TrainConfig]] = []
     for config in configs:
+        if config.language != "cipher":  # its own vocabulary, blocks of two texts: solo
+            order.append([config])
+            continue
         chunks = buckets.setdefault(group_key(config), [])
         if not chunks or len(chunks[-1]) == size:
             chunks.append([])
@@ -775,8 +779,9 @@ def _train_ensemble(
                 if interrupt["raised"]:
                     paths = checkpoint()
                     raise TrainingInterrupted(
-                        step, shared.max_steps, paths[0].parent if paths else None
-                    )
+                        step, shared.max_steps, paths[0].parent if paths else None,
+                        interrupt["signal"],
+                    )  # fmt: skip
                 if step % shared.checkpoint_interval == 0 and step < shared.max_steps:
                     checkpoint()
     except TrainingInterrupted:

@@ -144,6 +144,27 @@ def evaluate_split(
     return frame
 
 
+def evaluate_languages(
+    model: GPT,
+    english: torch.Tensor,
+    language: torch.Tensor,
+    device: torch.device | str = "cpu",
+) -> pd.DataFrame:
+    """Evaluate a model of a real second language on each language's own validation text
+    (both 1-D, in the model's ids), each text on its own windows.
+
+    One row per model token and language: rows 0 .. M-1 (``token`` = the id) hold the
+    sums over English's text, rows M .. 2M-1 (``token`` = M + id) those over the
+    language's, M the model's vocabulary. A 'shared' id, a target in both texts, so has
+    a row for each; a token with no occurrence in a text has count 0 there (NaN
+    metrics, never dropped)."""
+    M = model.vocab_size
+    high = evaluate_ids(model, english, device)
+    low = evaluate_ids(model, language, device)
+    low["token"] = low["token"] + M
+    return pd.concat([high, low], ignore_index=True)
+
+
 def _position_batches(model: GPT, ids: torch.Tensor, device, batch_windows: int):
     """(logits (N, V), targets (N,)) of every position of ``ids``, batch by batch, in the
     order of ``windows``."""

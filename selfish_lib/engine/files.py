@@ -11,8 +11,11 @@ import fcntl
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,17 +86,69 @@ def check_writable_folder(name: str, raw: object, allowed: str) -> Path:
     return folder
 
 
+def lock_holder() -> dict:
+    """What a process writes into a lock it takes: its pid, host, the time it took the
+    lock and its command line (shortened), so that whoever waits can be told who holds it."""
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+            "command": " ".join(sys.argv)[:200]}  # fmt: skip
+
+
+def process_state(pid: int) -> str | None:
+    """The state letter of process ``pid`` on this machine (Linux ``/proc``: 'R' running,
+    'S' sleeping, 'T' stopped, ...); None when it cannot be read (gone, or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[0]  # after "pid (command)", the name may hold ")"
+
+
+def holder_message(head: str, holder: object, lock: Path, kept: str) -> str:
+    """The line printed while a process waits for a lock: ``head``, who holds it (pid,
+    host, since when, read from the lock file; whether it is stopped, when it runs on
+    this machine) and how to proceed; ``kept`` says what ending the holder keeps."""
+    gone = "a lock whose holder is gone is taken over automatically"
+    pid = holder.get("pid") if isinstance(holder, dict) else None
+    if type(pid) is not int or pid <= 0:
+        return (f"{head} (its holder is not recorded in {lock}); to proceed, wait for it or end "
+                f"that process; {gone}")  # fmt: skip
+    host = str(holder.get("host") or "an unknown host")
+    where = f"pid {pid} on {host}, since {holder.get('since') or 'an unknown time'}"
+    here = host == socket.gethostname()
+    elsewhere = "" if here else f" on {host}"
+    if here and process_state(pid) in ("T", "t"):
+        # a stopped process takes no SIGTERM until it is continued
+        return (f"{head}: {where}; it is stopped (Ctrl-Z or SIGSTOP). To proceed, let it go "
+                f"on (`kill -CONT {pid}`) and wait, or end it (`kill {pid}; kill -CONT {pid}`: "
+                f"{kept}); {gone}")  # fmt: skip
+    return (f"{head}: {where}. To proceed, wait for it, or end it (`kill {pid}`{elsewhere}: "
+            f"{kept}); {gone}")  # fmt: skip
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, waiting: str):
-    """Hold an exclusive advisory lock on the file ``path`` for the block, printing
-    ``waiting`` first when another process holds it. The system releases the lock
-    when its process ends, however it ends, so a crash never leaves a stale lock."""
-    with open(path, "w") as handle:
+def exclusive_lock(path: str | os.PathLike, waiting: Callable[[object], str]):
+    """Hold an exclusive advisory lock on the file ``path`` for the block; when another
+    process holds it, print ``waiting(holder)`` (the holder's record, or None) and wait.
+
+    The system releases the lock when its process ends, however it ends, so a crash
+    never leaves a stale lock. The holder writes who it is into the file
+    (``lock_holder``); the file is opened without truncating it, so that waiting never
+    erases the record."""
+    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), "r+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(waiting, flush=True)
+            try:
+                holder = json.loads(handle.read() or "null")
+            except (ValueError, RecursionError):
+                holder = None
+            print(waiting(holder), file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(lock_holder()) + "\n")
+        handle.flush()
         try:
             yield
         finally:

@@ -14,6 +14,9 @@ The data layer of such a language, in the order a run needs it:
   vocabulary over both texts) (``build_vocabulary``);
 - **blocks**: a training batch whose blocks come from the language with probability
   ``p_low`` (``sample_blocks``, ``LanguageBlockSampler``);
+- **a run's corpus**: English and the language side by side, what training and
+  evaluation read (``TwoLanguageCorpus``, ``two_language_corpus``; a smaller slice of the
+  language for quick runs: ``limit_split``);
 - **statistics** of the corpus for the chapter (``corpus_statistics``).
 
 ``elotl`` is imported only when a corpus is loaded from the installed package, so that
@@ -25,20 +28,30 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.metadata
+import importlib.util
 import io
 import os
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
 # _DISPLAY: the stand-ins the English alphabet shows for whitespace, shown alike here
-from .corpus import _DISPLAY, CharTokenizer, CorpusChecksumError, group_size_for, rank_group
+from .corpus import (
+    _DISPLAY,
+    CharTokenizer,
+    Corpus,
+    CorpusChecksumError,
+    group_size_for,
+    rank_group,
+)
+from .model import GPT
 from .validation import ParameterError, check_choice, check_float, check_int
 
 CIPHER = "cipher"
@@ -73,6 +86,20 @@ def check_language(name: str, value) -> str:
     """A second language: 'cipher' (the simulation: Shakespeare with shifted ids) or a real
     one ('nahuatl', 'otomi', 'mixtec')."""
     return check_choice(name, value, LANGUAGES)
+
+
+def check_installed_language(name: str, value) -> str:
+    """``check_language``, and for a real language that ``elotl``, which ships its text,
+    is installed: a ParameterError naming ``name`` says how to install it otherwise, so
+    that a command or a notebook refuses before any work."""
+    language = check_language(name, value)
+    if language != CIPHER and importlib.util.find_spec("elotl") is None:
+        raise ParameterError(
+            name, language,
+            f"a language whose text is installed: {language!r} comes from the elotl package, "
+            f"which is not installed; install it with {INSTALL_HINT}, or choose 'cipher'",
+        )  # fmt: skip
+    return language
 
 
 def check_alphabet(name: str, value) -> str:
@@ -169,6 +196,13 @@ def _installed_elotl() -> str | None:
         return importlib.metadata.version("elotl")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+@cache
+def installed_elotl() -> str | None:
+    """The version of the installed elotl (None without it), read once per process: what a
+    real-language run records beside its corpus's sha256."""
+    return _installed_elotl()
 
 
 def load_language(language: str, path: str | os.PathLike | None = None) -> LanguageText:
@@ -308,6 +342,37 @@ def split_summary(split: LanguageSplit) -> pd.DataFrame:
     out.insert(0, "language", split.language)
     out["share"] = out["characters"] / out["characters"].sum()
     return out
+
+
+def _first_rows(documents: tuple[Document, ...], chars: int) -> tuple[Document, ...]:
+    """The first rows of ``documents``, in order, while they hold at most ``chars``
+    characters (newlines counted); the first row is kept whatever its length."""
+    kept: list[Document] = []
+    held = 0
+    for doc in documents:
+        rows: list[str] = []
+        for row in doc.rows:
+            if held + len(row) + 1 > chars and (rows or kept):
+                break
+            rows.append(row)
+            held += len(row) + 1
+        if rows:
+            kept.append(Document(doc.name, tuple(rows)))
+        if len(rows) < len(doc.rows):
+            break
+    return tuple(kept)
+
+
+def limit_split(split: LanguageSplit, chars: int) -> LanguageSplit:
+    """``split`` cut to a slice for quick runs: each side keeps its first rows (documents
+    in name order, rows in file order) while they hold at most ``chars`` characters, and
+    at least one row. ``chars=0`` keeps the whole split. The sides still share no
+    document, since each keeps only documents it had."""
+    chars = check_int("chars", chars, 0)
+    if chars == 0:
+        return split
+    return LanguageSplit(split.language, _first_rows(split.train, chars),
+                         _first_rows(split.val, chars), split.val_fraction)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -451,14 +516,206 @@ def prepare_language(
     *,
     val_fraction: float = VAL_FRACTION,
     path: str | os.PathLike | None = None,
+    chars: int = 0,
 ) -> LanguageCorpus:
-    """Load, split and encode a real language beside the English tokenizer ``english``."""
-    text = load_language(language, path)
-    split = split_by_document(text, val_fraction)
+    """Load, split and encode a real language beside the English tokenizer ``english``;
+    with ``chars`` > 0, only a slice of each side (``limit_split``), whose characters
+    are then the language's alphabet."""
+    text = load_language(language, path) if path is not None else language_text(language)
+    split = limit_split(split_by_document(text, val_fraction), chars)
     vocab = build_vocabulary(english, split, alphabet)
     train = torch.tensor(vocab.encode(split.train_text), dtype=torch.long)
     val = torch.tensor(vocab.encode(split.val_text), dtype=torch.long)
     return LanguageCorpus(split, vocab, train, val, text.sha256, text.elotl_version)
+
+
+_TEXTS: dict[str, LanguageText] = {}
+
+
+def language_text(language: str) -> LanguageText:
+    """``load_language(language)`` from the installed elotl, verified once per process."""
+    language = check_language("language", language)
+    if language not in _TEXTS:
+        _TEXTS[language] = load_language(language)
+    return _TEXTS[language]
+
+
+# ---------------------------------------------------------------------------------------
+# a run's corpus: English and the language
+
+
+# The two sides of a run's evaluation table (``evaluation.evaluate_languages``): the rows
+# of English's validation text, then those of the language's.
+HIGH, LOW, BOTH = "high", "low", "both"
+
+
+@dataclass(frozen=True)
+class TwoLanguageCorpus(Corpus):
+    """The corpus of a run whose second language is real text: English (every field of
+    ``Corpus``, unchanged: its text, tokenizer, splits and ranks) and ``second``, the
+    language's split, vocabulary and ids.
+
+    The model's vocabulary is ``second.vocabulary`` (``model_vocab_size``): English's V
+    ids, then the language's new ones. Training blocks come from either text
+    (``LanguageBlockSampler``, built by ``training.fresh_run``); each validation text is
+    evaluated on its own (``evaluation.evaluate_languages``): the table's rows 0 .. M-1
+    hold English's validation text and M .. 2M-1 the language's (M the model's
+    vocabulary), so that a character whose id serves both languages ('shared') keeps one
+    row per language. ``token_info`` describes those rows, ``row_info`` the model's
+    embedding rows."""
+
+    second: LanguageCorpus | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.second, LanguageCorpus):
+            raise ParameterError("second", self.second, "the LanguageCorpus of the language")
+
+    @property
+    def language(self) -> str:
+        """The second language ('nahuatl', 'otomi' or 'mixtec')."""
+        return self.second.split.language
+
+    @property
+    def alphabet(self) -> str:
+        """'disjoint' or 'shared'."""
+        return self.second.vocabulary.alphabet
+
+    @property
+    def vocabulary(self) -> LanguageVocabulary:
+        """The ids of the language's characters beside English's."""
+        return self.second.vocabulary
+
+    def model_vocab_size(self, bilingual: bool = True) -> int:
+        """M: the model's vocabulary, English's V ids and the language's new ones."""
+        return self.second.vocabulary.size
+
+    def log_prior(self, bilingual: bool = True, p_low: float = 0.0) -> torch.Tensor:
+        """Log of the training stream's unigram distribution over the model's M tokens,
+        add-one smoothed: a block is the language's with probability ``p_low``, so a
+        token's expected count is (1 - p_low) times its English count plus ``p_low``
+        times its count in the language's training text rescaled to English's length
+        (both, for a 'shared' id); pi = (expected + 1) / (total + M). With the cipher's
+        twin counts this is ``Corpus.log_prior``."""
+        p_low = check_float("p_low", p_low, 0.0, 1.0)
+        M = self.model_vocab_size()
+        english = torch.bincount(self.train, minlength=M).double()
+        language = torch.bincount(self.second.train, minlength=M).double()
+        expected = (1.0 - p_low) * english + p_low * language * (english.sum() / language.sum())
+        smoothed = expected + 1.0
+        return torch.log(smoothed / smoothed.sum()).float()
+
+    def token_info(self, bilingual: bool = True) -> pd.DataFrame:
+        """One row per row of the run's evaluation table that a character can fill:
+        token (the table's row: the model id for English's text, M + id for the
+        language's), model_token (the id), symbol, display, train_count and val_count
+        (in that language's training and validation text), rank and group (by training
+        count within that language: each language's own ranks; a character seen only
+        in validation has count 0 and ranks last), language ('high' or 'low') and
+        shared_row (the id also serves the other language: 'shared' only)."""
+        M = self.model_vocab_size()
+        language = self.second.vocabulary.token_info()
+        in_language = set(language["token"])
+        english = self.frequencies.sort_values("token").reset_index(drop=True)
+        val = torch.bincount(self.val, minlength=self.vocab_size).tolist()
+        high = pd.DataFrame({
+            "token": english["token"], "model_token": english["token"],
+            "symbol": english["symbol"], "display": english["display"],
+            "train_count": english["count"], "val_count": [val[t] for t in english["token"]],
+            "rank": english["rank"], "group": english["group"], "language": HIGH,
+            "shared_row": [t in in_language for t in english["token"]],
+        })  # fmt: skip
+        low = pd.DataFrame({
+            "token": language["token"] + M, "model_token": language["token"],
+            "symbol": language["symbol"], "display": language["display"],
+            "train_count": language["train_count"], "val_count": language["val_count"],
+            "rank": language["rank"], "group": language["group"], "language": LOW,
+            "shared_row": language["serves_english"],
+        })  # fmt: skip
+        return pd.concat([high, low], ignore_index=True)
+
+    def row_info(self, bilingual: bool = True) -> pd.DataFrame:
+        """One row per embedding row (model id, 0 .. M-1): token, symbol, display,
+        language (which texts the row serves: 'high', 'low', or 'both' for a 'shared'
+        id whose character both texts have), rank and group (English's for a row English
+        uses, the language's otherwise), low_rank and low_group (the language's, for a
+        row it uses), high_count and low_count (training counts in each text)."""
+        info = self.token_info()
+        high = info[info["language"] == HIGH].set_index("model_token")
+        low = info[info["language"] == LOW].set_index("model_token")
+        M = self.model_vocab_size()
+        rows = []
+        for i in range(M):
+            in_high, in_low = i in high.index, i in low.index
+            own = high.loc[i] if in_high else low.loc[i]
+            rows.append({
+                "token": i, "symbol": own["symbol"], "display": own["display"],
+                "language": BOTH if in_high and in_low else (HIGH if in_high else LOW),
+                "rank": int(own["rank"]), "group": own["group"],
+                "low_rank": int(low.loc[i, "rank"]) if in_low else None,
+                "low_group": low.loc[i, "group"] if in_low else None,
+                "high_count": int(high.loc[i, "train_count"]) if in_high else 0,
+                "low_count": int(low.loc[i, "train_count"]) if in_low else 0,
+            })  # fmt: skip
+        out = pd.DataFrame(rows)
+        out["low_rank"] = out["low_rank"].astype("Int64")
+        return out
+
+    def for_tuning(self, fraction: float = 0.1) -> Corpus:
+        """Not defined for a real language (TrainConfig refuses split='tuning' with one)."""
+        raise ParameterError("split", "tuning", "'validation' with a real second language")
+
+
+_RUN_CORPORA: dict[tuple, TwoLanguageCorpus] = {}
+
+
+def two_language_corpus(english: Corpus, language: str, alphabet: str, chars: int = 0
+                        ) -> TwoLanguageCorpus:  # fmt: skip
+    """The corpus of a run with a real second language: ``english`` (characters) beside
+    ``language`` under ``alphabet``, the language cut to ``chars`` characters per side
+    when > 0 (``limit_split``). Built once per process for each English text, language,
+    alphabet and slice (loading and verifying the language's CSV file first)."""
+    language = check_language("language", language)
+    if language == CIPHER:
+        raise ParameterError("language", language,
+                             "a real language: " + ", ".join(REAL_LANGUAGES))  # fmt: skip
+    alphabet = check_alphabet("alphabet", alphabet)
+    chars = check_int("chars", chars, 0)
+    if not isinstance(english, Corpus) or not isinstance(english.tokenizer, CharTokenizer):
+        raise ParameterError("english", english, "the English corpus in characters")
+    key = (english.sha256, english.val_fraction, language, alphabet, chars)
+    if key not in _RUN_CORPORA:
+        second = prepare_language(language, english.tokenizer, alphabet, chars=chars)
+        fields = {f: getattr(english, f) for f in Corpus.__dataclass_fields__}
+        _RUN_CORPORA[key] = TwoLanguageCorpus(**fields, second=second)
+    return _RUN_CORPORA[key]
+
+
+@torch.no_grad()
+def generate_in_language(
+    model: GPT,
+    corpus: TwoLanguageCorpus,
+    language: str,
+    prompt: str,
+    length: int = 300,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    device: str = "cpu",
+) -> tuple[str, float]:
+    """``length`` characters sampled after ``prompt`` written in ``language`` ('high':
+    English ids, 'low': the language's), and the share of them whose id the prompted
+    language's text has (English's V ids, or the language's alphabet)."""
+    check_choice("language", language, (HIGH, LOW))
+    length = check_int("length", length, 1)
+    vocab = corpus.vocabulary
+    start = corpus.tokenizer.encode(prompt) if language == HIGH else vocab.encode(prompt)
+    ids = torch.tensor([start], device=device)
+    generator = torch.Generator(device=device).manual_seed(check_int("seed", seed, 0))
+    out = model.to(device).eval().generate(ids, length, temperature, top_p, generator)
+    new = out[0, len(start) :].cpu().tolist()
+    own = set(range(vocab.english_size)) if language == HIGH else set(vocab.ids)
+    share = float(np.mean([i in own for i in new]))
+    return vocab.decode(new), share
 
 
 # ---------------------------------------------------------------------------------------
@@ -514,7 +771,11 @@ def sample_blocks(
 
 class LanguageBlockSampler:
     """``sample_blocks`` with its own seeded generator, whose state a checkpoint can save
-    and restore (for an exact resume)."""
+    and restore (for an exact resume).
+
+    ``sample`` returns ``(x, y)`` as ``corpus.BlockSampler`` does, so that the training
+    loop takes either; ``sample_with_language`` also returns the mask of the language's
+    blocks. Both draw the same numbers from the generator."""
 
     def __init__(self, english: torch.Tensor, language: torch.Tensor, block_size: int,
                  batch_size: int, seed: int, p_low: float) -> None:  # fmt: skip
@@ -525,10 +786,15 @@ class LanguageBlockSampler:
         self.language = _check_stream("language", language, self.block_size)
         self.generator = torch.Generator().manual_seed(check_int("seed", seed, 0))
 
-    def sample(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample_with_language(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Next batch: ``x``, ``y`` and the language mask ``low``."""
         return sample_blocks(self.english, self.language, self.block_size, self.batch_size,
                              self.p_low, self.generator)  # fmt: skip
+
+    def sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next batch: ``x`` and ``y`` (the draws of ``sample_with_language``)."""
+        x, y, _ = self.sample_with_language()
+        return x, y
 
     def state_dict(self) -> dict:
         """The generator state, for checkpoints."""

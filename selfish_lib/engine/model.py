@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .losses import nucleus_mask
-from .validation import ParameterError, check_choice, check_float, check_int
+from .validation import ParameterError, check_choice, check_float, check_int, check_ranged
 
 
 @dataclass(frozen=True)
@@ -220,7 +220,7 @@ class GPT(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Sample ``max_new_tokens`` continuations of ``idx`` (B, T) with nucleus sampling."""
-        check_float("temperature", temperature, 0.0, min_inclusive=False)
+        check_ranged("temperature", temperature)
         check_float("top_p", top_p, 0.0, 1.0, min_inclusive=False)
         for _ in range(check_int("max_new_tokens", max_new_tokens, 0)):
             logits = self(idx[:, -self.config.block_size :])[:, -1, :] / temperature

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from entmax import entmax_bisect
 
-from .losses import check_layout, check_logits_and_targets, entmax15_loss, hns_cross_entropy
-from .validation import ParameterError, check_choice
+from .losses import check_logits_and_targets, entmax15_loss, hns_cross_entropy
+from .validation import ParameterError, check_choice, check_ranged
 
 LAYOUT_SCHEDULES = ("constant", "linear", "cosine")
 REGISTRY: dict[str, type[Objective]] = {}
@@ -189,7 +189,7 @@ def register(cls: type[Objective]) -> type[Objective]:
 
 def make_objective(name: str, **params: Any) -> Objective:
     """The registered objective ``name`` with ``params`` (validated by the class)."""
-    cls = REGISTRY.get(name)
+    cls = REGISTRY.get(name) if isinstance(name, str) else None
     if cls is None:
         check_choice("objective", name, sorted(REGISTRY))
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -253,18 +253,14 @@ class HardNegatives(Objective):
         for field in ("layout", "layout_end"):
             _float_sized(field, getattr(self, field), "a real number >= 0")
         if self.schedule == "constant":
-            object.__setattr__(self, "layout", check_layout(self.layout, finite=True))
+            object.__setattr__(self, "layout", check_ranged("layout", self.layout))
             if not (_is_number(self.layout_end) and math.isinf(self.layout_end)):
                 allowed = "inf unless layout_schedule is 'linear' or 'cosine'"
                 raise ParameterError("layout_end", self.layout_end, allowed)
             object.__setattr__(self, "layout_end", math.inf)
         else:  # a schedule interpolates: both ends finite
             for field in ("layout", "layout_end"):
-                value = getattr(self, field)
-                allowed = f"a finite real number >= 0 (layout_schedule={self.schedule!r})"
-                if not _is_number(value) or not math.isfinite(value) or value < 0:
-                    raise ParameterError(field, value, allowed)
-                object.__setattr__(self, field, float(value))
+                object.__setattr__(self, field, check_ranged(field, getattr(self, field)))
 
     @property
     def label(self) -> str:
@@ -480,7 +476,7 @@ class EmbeddingOnlyHNS(Objective):
 
     def __post_init__(self) -> None:
         _float_sized("layout", self.layout, "a finite real number >= 0")
-        object.__setattr__(self, "layout", check_layout(self.layout, finite=True))
+        object.__setattr__(self, "layout", check_ranged("layout", self.layout))
 
     def split_loss(self, z_hidden, z_rows, targets, context):
         ce = hns_cross_entropy(z_hidden, targets, math.inf, reduction="none")

@@ -4,7 +4,8 @@
   (tests and CI).
 - ``paper``: the original study's scale (4 layers, 4 heads, 128 dims, context
   64, batch 12, AdamW 1e-3 -> 1e-4, 2000 steps on one language, 8000
-  bilingual, 160 for the low-resource-only run).
+  bilingual, 160 for the low-resource-only run); a real second language in full,
+  its primary contrast at every seed and its other runs at three.
 - ``large``: nanoGPT's GPU Shakespeare configuration, for a GPU.
 """
 
@@ -49,6 +50,10 @@ class Profile:
     # evaluating the whole validation split): steps between training loss records and,
     # per setting, between scenario records and between evaluations
     subword: dict = dataclasses.field(default_factory=dict)
+    # a real second language (notebook 10): the characters of each side of its text a
+    # run reads (``TrainConfig.language_chars``; 0: all of it), and the seeds of every
+    # run but the primary contrast's (the first ``seeds`` of the profile's seeds)
+    real_language: dict = dataclasses.field(default_factory=lambda: {"chars": 0, "seeds": 3})
 
     def config(
         self,
@@ -129,6 +134,27 @@ class Profile:
             eval_interval=self.subword["eval_every"][setting],
         )  # fmt: skip
 
+    def language_config(
+        self,
+        language: str,
+        alphabet: str,
+        objective: Objective = CROSS_ENTROPY,
+        seed: int | None = None,
+        **overrides,
+    ) -> TrainConfig:
+        """A bilingual run whose second language is real text (``language``: 'nahuatl',
+        'otomi' or 'mixtec'; ``alphabet``: 'disjoint' or 'shared'), at the profile's share
+        ``p_low`` and on the profile's slice of that text (``real_language['chars']``);
+        ``overrides`` replace any field, as for ``config``."""
+        fields = {"language_chars": self.real_language["chars"], **overrides}
+        return self.config("bilingual", objective, seed, language=language, alphabet=alphabet,
+                           **fields)  # fmt: skip
+
+    def language_seeds(self) -> tuple[int, ...]:
+        """The seeds of a real language's runs beyond the primary contrast: the first
+        ``real_language['seeds']`` of the profile's seeds."""
+        return self.seeds[: self.real_language["seeds"]]
+
     def sweep_config(self, objective: Objective, seed: int) -> TrainConfig:
         """A bilingual run of the layout sweep: the sweep's steps and evaluation interval."""
         return self.config(
@@ -174,6 +200,8 @@ PROFILES: dict[str, Profile] = {
             "scenario_every": {"single": 10, "bilingual": 25},
             "eval_every": {"single": 10, "bilingual": 50},
         },  # fmt: skip
+        # a slice of each language's text: its runs take seconds on a CPU
+        real_language={"chars": 20_000, "seeds": 3},
     ),
     "paper": Profile(
         name="paper",

@@ -12,7 +12,14 @@ unless the run is larger than ``FULL_HASH_LIMIT``). A run that fails is moved as
 and trained again; it is never served. Work in progress lives in
 ``results/runs/.<hash>.partial/`` (with its checkpoint) and is renamed into place only
 when complete, so an interrupted run never looks finished and the next
-``get_or_train`` resumes it.
+``get_or_train`` resumes it. The files a run must hold follow from its config
+(``required_files``), and a manifest or config that cannot be read (binary, not JSON,
+of another shape) makes the run corrupt like any other fault, named with the file.
+
+Reading needs no write: a read-only store is verified, listed and served (no lock, no
+partial folder for a complete run); a corrupt run in it is reported, not moved. A run
+in training holds a lock in its partial folder that records its holder (pid, host,
+since when), so that a process waiting for it can say who holds it and how to proceed.
 
 CPU and GPU numbers are never mixed: a request names a device, and a stored run trained
 on a device of another kind or precision (``training.device_record``, in the manifest) is
@@ -28,6 +35,7 @@ version of ``tokenizers``) is set aside as stale and trained again, like a corru
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
@@ -52,7 +60,7 @@ from .. import __version__
 from .corpus import CHARACTERS, Corpus, SubwordTokenizer, load_corpus, sha256_of
 from .ensemble import train_ensemble
 from .evaluation import aggregate
-from .files import check_writable_folder, exclusive_lock
+from .files import check_writable_folder, exclusive_lock, holder_message
 from .model import GPT, ModelConfig
 from .scenarios import tidy
 from .training import (
@@ -67,7 +75,7 @@ from .training import (
     resolve_device,
     train,
 )
-from .validation import ParameterError
+from .validation import ParameterError, shown
 
 # Bump when a change to the library changes the numbers a config produces:
 # every run is then retrained instead of silently mixing old and new numerics.
@@ -223,23 +231,61 @@ def check_run(path: str | os.PathLike, full: bool | None = None) -> TrainConfig:
     return _check_run(Path(path), full)[0]
 
 
-def _check_run(path: Path, full: bool | None) -> tuple[TrainConfig, dict]:
-    """``check_run``, and the manifest it read."""
+def required_files(config: TrainConfig) -> list[tuple[str, ...]]:
+    """The files a completed run of ``config`` must hold, each as the names that may stand
+    for it (a table in either format): its config, its model, every table, and a subword
+    run's tokenizer. They follow from the config, not from the manifest, so that a file
+    deleted and dropped from the manifest still makes the run corrupt."""
+    needed: list[tuple[str, ...]] = [("config.json",), ("model.pt",)]
+    needed += [(f"{name}{TABLE_SUFFIX}", f"{name}{LEGACY_TABLE_SUFFIX}") for name in TABLES]
+    if config.tokenizer != CHARACTERS:
+        needed.append((TOKENIZER,))
+    return needed
+
+
+def _read_json(path: Path, name: str):
+    """The JSON value of the file ``name`` of the run folder ``path``; CorruptRun naming
+    the file and what is wrong with it (missing, not UTF-8 text, not JSON, nested past
+    what Python reads) otherwise, never a decoding error that names neither."""
+    try:
+        return json.loads((path / name).read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise CorruptRun(path, f"no {name}") from None
+    except IsADirectoryError:
+        raise CorruptRun(path, f"{name} is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise CorruptRun(path, f"{name} is not UTF-8 text (binary or damaged bytes)") from None
+    except json.JSONDecodeError as exc:
+        raise CorruptRun(path, f"{name} is not JSON ({exc.msg} at byte {exc.pos})") from None
+    except RecursionError:
+        raise CorruptRun(path, f"{name} is nested too deeply to read") from None
+
+
+def _manifest_files(path: Path, manifest: object) -> dict[str, dict]:
+    """The ``files`` table of a manifest, checked for shape: a mapping of plain file names
+    (no folder, nothing outside the run) to an integer size and a sha256 string."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise CorruptRun(path, f"{MANIFEST} is not a run's manifest (no table of files)")
+    for name, entry in files.items():
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise CorruptRun(path, f"{MANIFEST} lists {shown(name)}, which is no file of the run")
+        if not (isinstance(entry, dict) and type(entry.get("size")) is int and entry["size"] >= 0
+                and isinstance(entry.get("sha256"), str)):  # fmt: skip
+            raise CorruptRun(path, f"{MANIFEST} has no size and sha256 for {name}")
+    return files
+
+
+def _check_run(path: Path, full: bool | None) -> tuple[TrainConfig, dict, dict]:
+    """``check_run``, and the manifest and the config.json it read."""
     if not (path / MARKER).exists():
         raise CorruptRun(path, f"no {MARKER} marker (the run never finished)")
+    manifest = _read_json(path, MANIFEST)
+    files = _manifest_files(path, manifest)
+    body = _read_json(path, "config.json")
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
-        files = manifest["files"]
-    except FileNotFoundError:
-        raise CorruptRun(path, f"no {MANIFEST}") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise CorruptRun(path, f"{MANIFEST} cannot be read") from None
-    try:
-        body = json.loads((path / "config.json").read_text())
         config = TrainConfig.from_dict(body["config"])
-    except FileNotFoundError:
-        raise CorruptRun(path, "config.json is missing") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
         raise CorruptRun(path, "config.json cannot be read as a config") from None
     key = config_hash(config)
     if key != path.name:
@@ -248,10 +294,16 @@ def _check_run(path: Path, full: bool | None) -> tuple[TrainConfig, dict]:
     # default) is absent from older manifests and must not make their runs corrupt
     try:
         listed = TrainConfig.from_dict(manifest["config"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
         raise CorruptRun(path, f"{MANIFEST} has no readable config") from None
     if manifest.get("id") != key or listed != config:
         raise CorruptRun(path, "config.json differs from the manifest's config")
+    # what the config needs first: a file deleted and dropped from the manifest
+    for names in required_files(config):
+        if not set(names) & set(files):
+            also = f" (nor the {names[1]} of earlier versions)" if len(names) > 1 else ""
+            raise CorruptRun(path, f"{names[0]} is missing: the manifest lists no {names[0]}"
+                                   f"{also}, which a run of its config holds")  # fmt: skip
     if full is None:
         full = sum(entry["size"] for entry in files.values()) <= FULL_HASH_LIMIT
     for name in sorted(files):
@@ -263,17 +315,20 @@ def _check_run(path: Path, full: bool | None) -> tuple[TrainConfig, dict]:
             raise CorruptRun(path, f"{name} has {size} bytes, the manifest says {entry['size']}")
         if full and sha256_of(file) != entry["sha256"]:
             raise CorruptRun(path, f"{name} differs from the manifest (sha256)")
-    for name in TABLES:
-        if not {f"{name}{TABLE_SUFFIX}", f"{name}{LEGACY_TABLE_SUFFIX}"} & set(files):
-            raise CorruptRun(path, f"the manifest lists no {name}{TABLE_SUFFIX} (nor the "
-                                   f"{name}{LEGACY_TABLE_SUFFIX} of earlier versions)")  # fmt: skip
-    if "model.pt" not in files:
-        raise CorruptRun(path, "the manifest lists no model.pt")
-    return config, manifest
+    return config, manifest, body
 
 
-def _aside(path: Path, folder: str, tag: str = "") -> Path:
-    """Move a run folder to ``<runs>/<folder>/<id>[.<tag>].<time>/`` (never deleted)."""
+def store_is_writable(runs: Path) -> bool:
+    """Whether this process may change the ``runs/`` folder of a store (move a run aside,
+    take a lock, train): False for a read-only store (an archive, a shared folder)."""
+    return os.access(runs, os.W_OK | os.X_OK)
+
+
+def _aside(path: Path, folder: str, tag: str = "") -> Path | None:
+    """Move a run folder to ``<runs>/<folder>/<id>[.<tag>].<time>/`` (never deleted); None,
+    moving nothing, when the store is read-only."""
+    if not store_is_writable(path.parent):
+        return None
     stamp = time.strftime("%Y%m%dT%H%M%S")
     base = f"{path.name}.{tag}.{stamp}" if tag else f"{path.name}.{stamp}"
     target = path.parent / folder / base
@@ -281,18 +336,29 @@ def _aside(path: Path, folder: str, tag: str = "") -> Path:
     while target.exists():
         target = path.parent / folder / f"{base}.{n}"
         n += 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(path, target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    except PermissionError:  # read-only though access() said otherwise (a read-only mount)
+        return None
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            return None
+        raise
     return target
 
 
-def set_aside(path: Path, reason: str) -> Path:
-    """Move a corrupt run to ``<runs>/.corrupt/<id>.<time>/`` (never deleted) and say so."""
+def set_aside(path: Path, reason: str) -> Path | None:
+    """Move a corrupt run to ``<runs>/.corrupt/<id>.<time>/`` (never deleted) and say so in
+    one line naming the run and the reason. In a read-only store the run is only
+    reported, left where it is (and not served); None then."""
     target = _aside(path, CORRUPT_DIR)
-    print(
-        f"corrupt run {path.name} ({reason}): moved to {target}; it will be trained again",
-        file=sys.stderr,
-    )
+    if target is None:
+        print(f"corrupt run {path.name} ({reason}): not served, left in place (the store is "
+              "read-only)", file=sys.stderr)  # fmt: skip
+    else:
+        print(f"corrupt run {path.name} ({reason}): moved to {target}; it will be trained "
+              "again", file=sys.stderr)  # fmt: skip
     return target
 
 
@@ -345,10 +411,14 @@ def device_mismatch(run: Run, device: torch.device | str) -> str | None:
             "mixed")  # fmt: skip
 
 
-def set_aside_other_device(run: Run, reason: str, device: torch.device) -> Path:
+def set_aside_other_device(run: Run, reason: str, device: torch.device) -> Path | None:
     """Move a run trained on another device to ``<runs>/.other-device/<id>.<kind>.<time>/``
-    (kept, never deleted) and say why."""
+    (kept, never deleted) and say why; in a read-only store only say why (None)."""
     target = _aside(run.path, OTHER_DEVICE_DIR, device_identity(run.device)[0])
+    if target is None:
+        print(f"run {run.id} not served ({reason}); left in place (the store is read-only)",
+              file=sys.stderr)  # fmt: skip
+        return None
     print(
         f"run {run.id} not served ({reason}): moved to {target}, kept; it will be "
         f"trained again on {device}",
@@ -377,9 +447,9 @@ class Run:
         ``config.json`` names ('cpu', 'cuda:0', ...) and fp32 (no earlier version
         allowed TF32)."""
         path = Path(path)
-        config, manifest = _check_run(path, full)
-        data = json.loads((path / "config.json").read_text())
-        meta = data.get("meta", {})
+        config, manifest, body = _check_run(path, full)
+        meta = body.get("meta")
+        meta = meta if isinstance(meta, dict) else {}
         return cls(path, config, meta, device=_device_of(manifest, meta))
 
     @property
@@ -445,16 +515,33 @@ class Run:
         return model.to(device).eval()
 
 
+LOCK = "lock"
+
+
+def lock_message(key: str, holder: object, lock: Path) -> str:
+    """The line printed while a process waits for run ``key``'s lock: who holds it and
+    how to proceed (``files.holder_message``)."""
+    return holder_message(f"waiting for another process that is training run {key}", holder,
+                          lock, "it stops at a step boundary with a checkpoint, which this "
+                          "process resumes")  # fmt: skip
+
+
 @contextlib.contextmanager
 def _training_lock(partial: Path):
     """Hold an exclusive lock on a run in progress, waiting while another process holds it.
 
     An advisory ``flock`` on a file in the partial folder: the system releases it when
-    its process ends, however it ends, so a crashed run never leaves a stale lock.
+    its process ends, however it ends, so a crashed run never leaves a stale lock (the
+    next process takes it over). The holder writes who it is into the file
+    (``lock_holder``), and a process that waits says so in one line (``lock_message``).
+    The file is opened without truncating it, so that waiting never erases the record.
     """
     partial.mkdir(parents=True, exist_ok=True)
-    waiting = f"waiting for another process that is training {partial.name[1:-8]} ..."
-    with exclusive_lock(partial / "lock", waiting):
+    path = partial / LOCK
+    key = partial.name[1 : -len(".partial")]
+    with exclusive_lock(path, lambda holder: lock_message(key, holder, path)):
+        # a checkpoint's temporary file left by a holder killed while writing it (kill -9)
+        (partial / f"{CHECKPOINT}.tmp").unlink(missing_ok=True)
         yield
 
 
@@ -543,7 +630,7 @@ def _write_into(
     manifest = _manifest(partial, key, config, device)
     (partial / MANIFEST).write_text(json.dumps(manifest, indent=2))
     (partial / MARKER).write_text(key + "\n")
-    (partial / "lock").unlink()  # a process still waiting on it holds the open file
+    (partial / LOCK).unlink()  # a process still waiting on it holds the open file
     if final.exists():  # a stale incomplete folder (e.g. from another process): replace it
         shutil.rmtree(final)
     os.replace(partial, final)
@@ -561,15 +648,19 @@ def get_or_train(
 
     A stored run is served only to a request for a device of the kind and precision it
     trained on (``device_mismatch``); one of another is moved aside, kept, and trained
-    again here."""
-    root = results_root(results_dir)
+    again here.
+
+    Serving a stored run only reads: a read-only store serves its runs (no lock, no
+    partial folder is made for a complete run). Training needs a store this process may
+    write, checked before any work."""
+    runs = existing_store(results_dir, required=False) / "runs"
     dev = resolve_device(device)  # before anything is written
-    runs = root / "runs"
     key = config_hash(config)
     final = runs / key
     run = _load_verified(final, corpus, dev)
     if run is not None:
         return run
+    results_root(results_dir)  # training writes: a read-only store is refused by name
     if corpus is None:
         corpus = load_corpus()
     partial = runs / f".{key}.partial"
@@ -603,13 +694,13 @@ def get_or_train_group(
     trains solo.
     """
     configs = list(dict.fromkeys(configs))
-    root = results_root(results_dir)
+    runs = existing_store(results_dir, required=False) / "runs"
     dev = resolve_device(device)
-    runs = root / "runs"
     keys = {config: config_hash(config) for config in configs}
     found = {c: _load_verified(runs / k, corpus, dev) for c, k in keys.items()}
     if all(run is not None for run in found.values()):
-        return [found[c] for c in configs]
+        return [found[c] for c in configs]  # only read: a read-only store serves them
+    results_root(results_dir)  # training writes: a read-only store is refused by name
     if corpus is None:
         corpus = load_corpus()
     out: dict[TrainConfig, Run] = {}
@@ -708,8 +799,9 @@ def stored_run(
     """The completed, verified run of ``config`` in the store, or None if it is not there
     (nothing is trained; a corrupt folder is set aside). With ``device``, None also when
     the stored run trained on a device of another kind or precision (it is left where it
-    is, and a line says why)."""
-    final = results_root(results_dir) / "runs" / config_hash(config)
+    is, and a line says why). The store may be read-only (a corrupt run is then only
+    reported)."""
+    final = existing_store(results_dir, required=False) / "runs" / config_hash(config)
     if not (final / MARKER).exists():
         return None
     run = _load_verified(final)
@@ -772,8 +864,9 @@ def get_or_train_grid(
     progress: bool = True,
 ) -> dict:
     """``get_or_train`` for every config of a dict (keys are the caller's labels, e.g.
-    (objective, seed)); one progress bar over the runs, each run's own bar inside."""
-    results_root(results_dir)
+    (objective, seed)); one progress bar over the runs, each run's own bar inside. The
+    store may be read-only when every run is in it (``get_or_train``)."""
+    existing_store(results_dir, required=False)  # a bad path is refused before any work
     resolve_device(device)
     if corpus is None:
         corpus = load_corpus()

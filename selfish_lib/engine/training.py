@@ -43,8 +43,26 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .corpus import CHARACTERS, CORPUS_SHA256, BlockSampler, Corpus, check_tokenizer
-from .evaluation import SUMS, evaluate_split
+from .corpus import (
+    CHARACTERS,
+    CORPUS_SHA256,
+    BlockSampler,
+    Corpus,
+    CorpusChecksumError,
+    check_tokenizer,
+)
+from .evaluation import SUMS, evaluate_languages, evaluate_split
+from .languages import (
+    CIPHER,
+    ELOTL_CORPORA,
+    ELOTL_SHA256,
+    LanguageBlockSampler,
+    TwoLanguageCorpus,
+    check_alphabet,
+    check_language,
+    installed_elotl,
+    two_language_corpus,
+)
 from .model import GPT, ModelConfig
 from .objectives import (
     CrossEntropy,
@@ -79,10 +97,11 @@ class TrainConfig:
     """Everything that determines a training run's numbers (the device aside).
 
     ``model`` holds the sizes, ``objective`` the loss a step minimises (see
-    ``engine.objectives``). ``bilingual`` doubles the vocabulary (a second alphabet,
-    ids + vocab_size); ``p_low`` is the probability that a sampled block is written
-    in it: 0 for a single language, 0.02 for the bilingual simulation, 1 for a model
-    trained on the low-resource language only.
+    ``engine.objectives``). ``bilingual`` adds a second language: the cipher doubles the
+    vocabulary (a second alphabet, ids + vocab_size), a real ``language`` adds its own
+    characters' ids (``engine.languages``); ``p_low`` is the probability that a sampled
+    block is written in it: 0 for a single language, 0.02 for the bilingual simulation,
+    1 for a model trained on the low-resource language only.
 
     Values are normalised to their field's type where they enter (2 -> 2.0 for a
     float field, 1 -> True for a bool), so one experiment has one config and one id.
@@ -117,6 +136,20 @@ class TrainConfig:
     # reported runs); 'tuning': train on the training split without its tail and score
     # on that tail (``Corpus.for_tuning``), where hyperparameters are chosen
     split: str = "validation"
+    # the second language of a bilingual run: 'cipher' (English with every id shifted by
+    # V) or real text from elotl ('nahuatl', 'otomi', 'mixtec'), whose ids are
+    # 'disjoint' from English's or 'shared' where English has the character; the sha256
+    # of its corpus file (for a real language, filled in with the recorded one), and a
+    # slice of it for quick runs (characters per side; 0: all). At their defaults these
+    # fields stay out of the run id, so every cipher run keeps the id it had.
+    language: str = CIPHER
+    alphabet: str = "disjoint"
+    language_sha256: str = ""
+    language_chars: int = 0
+    # the elotl version that provided a real language's text (filled in with the
+    # installed one): recorded with the run, not part of its identity, which the corpus
+    # file's sha256 holds
+    elotl_version: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, ModelConfig):
@@ -152,6 +185,44 @@ class TrainConfig:
             raise ParameterError("data_sha256", self.data_sha256, "a sha256 of 64 hex digits")
         for name in FLOAT_FIELDS:
             object.__setattr__(self, name, float(getattr(self, name)))
+        self._check_language()
+
+    def _check_language(self) -> None:
+        """The second language's fields: the cipher with their defaults, or a real
+        language in a bilingual character run on the validation split, its corpus's
+        sha256 and elotl's version filled in when not given."""
+        language = check_language("language", self.language)
+        alphabet = check_alphabet("alphabet", self.alphabet)
+        check_int("language_chars", self.language_chars, 0)
+        sha, version = self.language_sha256, self.elotl_version
+        if not isinstance(sha, str):
+            raise ParameterError("language_sha256", sha, "a sha256 of 64 hex digits")
+        if version is not None and not isinstance(version, str):
+            raise ParameterError("elotl_version", version, "a version string or None")
+        if language == CIPHER:
+            # the cipher's second alphabet is English's ids + V: nothing else to choose
+            for name, value, default in (("alphabet", alphabet, "disjoint"),
+                                         ("language_sha256", sha, ""),
+                                         ("language_chars", self.language_chars, 0),
+                                         ("elotl_version", version, None)):  # fmt: skip
+                if value != default:
+                    raise ParameterError(
+                        name, value, f"{default!r} with language='cipher' (it is meant for a "
+                        "real second language: 'nahuatl', 'otomi' or 'mixtec')",
+                    )  # fmt: skip
+            return
+        for name, value, wanted, why in (
+            ("bilingual", self.bilingual, True, "a second language is a bilingual run's"),
+            ("tokenizer", self.tokenizer, CHARACTERS, "a real language's ids are characters"),
+            ("split", self.split, "validation", "a real language's split is by document"),
+        ):
+            if value != wanted:
+                raise ParameterError(name, value, f"{wanted!r} with language={language!r} ({why})")
+        sha = sha or ELOTL_SHA256[ELOTL_CORPORA[language]]
+        if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+            raise ParameterError("language_sha256", sha, "a sha256 of 64 lowercase hex digits")
+        object.__setattr__(self, "language_sha256", sha)
+        object.__setattr__(self, "elotl_version", version or installed_elotl())
 
     @classmethod
     def flat(cls, **fields) -> TrainConfig:
@@ -185,7 +256,8 @@ class TrainConfig:
         when it is not characters (plans, progress bars)."""
         untied = "" if self.model.tie_embeddings else ", untied"
         subwords = "" if self.tokenizer == CHARACTERS else f", {self.tokenizer}"
-        return self.objective.label + untied + subwords
+        language = "" if self.language == CIPHER else f", {self.language} {self.alphabet}"
+        return self.objective.label + untied + subwords + language
 
     @property
     def setting(self) -> str:
@@ -226,8 +298,10 @@ class TrainConfig:
 
     def flat_dict(self) -> dict:
         """The fields as earlier versions wrote them: model sizes and the HNS layout
-        fields at top level (the run id is computed from this form)."""
-        out = {k: v for k, v in self.to_dict().items() if k not in ("model", "objective")}
+        fields at top level (the run id is computed from this form). The elotl version
+        is provenance, not identity: it is left out."""
+        left_out = ("model", "objective", "elotl_version")
+        out = {k: v for k, v in self.to_dict().items() if k not in left_out}
         return {**self.model.to_dict(), **out, **self.objective.canonical()}
 
     @classmethod
@@ -244,19 +318,44 @@ class TrainConfig:
 def training_corpus(corpus: Corpus, config: TrainConfig) -> Corpus:
     """The corpus a run trains and is scored on: ``corpus`` under the config's tokenizer
     (any tokenizer of the same text may be passed), or its tuning view for
-    ``split='tuning'``."""
+    ``split='tuning'``; for a real second language, English beside that language
+    (``languages.TwoLanguageCorpus``), its corpus file verified against the config's
+    ``language_sha256``."""
     corpus = corpus.with_tokenizer(config.tokenizer)
+    if config.language != CIPHER:
+        both = two_language_corpus(corpus, config.language, config.alphabet,
+                                   config.language_chars)  # fmt: skip
+        if both.second.sha256 != config.language_sha256:
+            raise CorpusChecksumError(
+                f"the {config.language} corpus has sha256 {both.second.sha256}, but the run's "
+                f"config records language_sha256={config.language_sha256} (elotl "
+                f"{config.elotl_version}; installed: {both.second.elotl_version})"
+            )
+        return both
     return corpus.for_tuning() if config.split == "tuning" else corpus
 
 
-def initial_model(config: TrainConfig, base_vocab_size: int) -> GPT:
-    """The model a run of ``config`` starts from (the same weights ``train`` draws)."""
+def initial_model(config: TrainConfig, base_vocab_size: int | Corpus) -> GPT:
+    """The model a run of ``config`` starts from (the same weights ``train`` draws);
+    ``base_vocab_size`` as ``vocab_size`` takes it."""
     torch.manual_seed(config.seed)
     return GPT(config.model, vocab_size(config, base_vocab_size))
 
 
-def vocab_size(config: TrainConfig, base_vocab_size: int) -> int:
-    """The model's vocabulary: one alphabet, or two in bilingual runs."""
+def vocab_size(config: TrainConfig, base_vocab_size: int | Corpus) -> int:
+    """The model's vocabulary: one alphabet, or two in bilingual runs of the cipher.
+    ``base_vocab_size`` is the corpus's vocabulary (one alphabet), or the run's corpus
+    itself (``training_corpus``), which a real second language needs: its vocabulary
+    depends on its text."""
+    if isinstance(base_vocab_size, Corpus):
+        return base_vocab_size.model_vocab_size(config.bilingual)
+    if config.language != CIPHER:
+        raise ParameterError(
+            "base_vocab_size", base_vocab_size,
+            f"the run's corpus (training_corpus) for language={config.language!r}: a real "
+            "language's vocabulary depends on its text (such runs train solo, never in "
+            "an ensemble)",
+        )  # fmt: skip
     return base_vocab_size * (2 if config.bilingual else 1)
 
 
@@ -943,17 +1042,26 @@ def training_step(
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training: the run stopped at a step boundary and, with a work
-    folder, left a checkpoint there that the next call resumes from."""
+    """Ctrl-C or SIGTERM during training: the run stopped at a step boundary and, with a
+    work folder, left a checkpoint there that the next call resumes from. ``signal_name``
+    names the signal when it is known ('SIGINT', 'SIGTERM')."""
 
-    def __init__(self, step: int, max_steps: int, checkpoint: Path | None) -> None:
+    def __init__(
+        self, step: int, max_steps: int, checkpoint: Path | None, signal_name: str | None = None
+    ) -> None:
         self.step, self.max_steps, self.checkpoint = step, max_steps, checkpoint
+        self.signal_name = signal_name
         where = (
             f"checkpoint at step {step} of {max_steps} in {checkpoint}"
             if checkpoint
             else (f"stopped at step {step} of {max_steps} (no work folder: nothing kept)")
         )
-        super().__init__(f"interrupted: {where}")
+        by = f" by {signal_name}" if signal_name else ""
+        super().__init__(f"interrupted{by}: {where}")
+
+    def __reduce__(self):
+        # rebuilt from its fields, not its message, when a worker process sends it back
+        return type(self), (self.step, self.max_steps, self.checkpoint, self.signal_name)
 
 
 class CheckpointError(ValueError):
@@ -961,17 +1069,30 @@ class CheckpointError(ValueError):
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    """torch.save to a temporary name, then rename; a failed write says which file and why."""
+    """torch.save to a temporary name, then rename; a failed write says which file and why.
+    Whatever stops the write (an error, a second Ctrl-C or SIGTERM) removes the temporary
+    file: ``path`` is the previous checkpoint or the new one, never a half-written file,
+    and no ``<path>.tmp`` is left behind (one left by a kill -9 is removed by the next
+    run, ``_remove_stale_temporary``)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
         torch.save(obj, tmp)
+        os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
         tmp.unlink(missing_ok=True)
         # torch reports a full disk as a RuntimeError from its zip writer.
         free = shutil.disk_usage(path.parent).free
         reason = "no space left on the device" if free < (64 << 20) else str(exc).splitlines()[0]
         raise OSError(f"could not write the checkpoint {path}: {reason}") from None
-    os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temporary(path: Path) -> None:
+    """Remove the temporary file of an interrupted ``_save_atomic`` of ``path`` (a process
+    killed with kill -9 while writing it): never a checkpoint, always incomplete."""
+    path.with_suffix(path.suffix + ".tmp").unlink(missing_ok=True)
 
 
 def checkpoint_state(
@@ -1091,26 +1212,58 @@ def _resume_logs(state: dict, logs: RunLogs, tokens: TokenLossLog, window: Windo
         raise CheckpointError("its running sums do not fit this run") from None
 
 
+# The signals that stop training at a step boundary: Ctrl-C, and SIGTERM (what `kill`,
+# `timeout` and Slurm send, and what a worker gets when its parent dies).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """While training, a first Ctrl-C only raises a flag that the loop reads at the next step
-    boundary (so the checkpoint holds a whole step); a second one interrupts at once.
+    """While training, a first Ctrl-C or SIGTERM only raises a flag that the loop reads at
+    the next step boundary (so the checkpoint holds a whole step; ``flag['signal']`` names
+    it). A second Ctrl-C interrupts at once; SIGTERM never does (kill -9 is the way to
+    stop at once): a SIGTERM passed on by the parent of a worker that Ctrl-C already
+    reached, or sent again by a process manager, still waits for the step boundary.
     Outside the main thread signals cannot be handled and Ctrl-C behaves as usual."""
-    flag = {"raised": False}
+    flag: dict = {"raised": False, "signal": None}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    seen: set[int] = set()
 
     def handler(signum, frame):
-        if flag["raised"]:
+        if signum == signal.SIGINT and signum in seen:
             raise KeyboardInterrupt
-        flag["raised"] = True
+        seen.add(signum)
+        if not flag["raised"]:
+            flag["raised"], flag["signal"] = True, signal.Signals(signum).name
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {number: signal.signal(number, handler) for number in STOP_SIGNALS}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for number, action in previous.items():
+            signal.signal(number, action)
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Run the block with SIGTERM raising KeyboardInterrupt, as Ctrl-C does, so that
+    `kill`, `timeout` and Slurm stop a command the way Ctrl-C does (training inside
+    defers it to a step boundary, ``_deferred_interrupt``) instead of ending the process
+    where it stands. Nothing changes outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # CPU kernels split their sums between threads, and the split changes the last bits of
@@ -1189,16 +1342,32 @@ def fresh_run(config: TrainConfig, corpus: Corpus, dev: torch.device):
     """A run's starting point: its initial model on ``dev``, its optimizer and its seeded
     block sampler, as ``(model, optimizer, sampler)``; ``corpus`` is already in the run's
     tokenizer (``training_corpus``)."""
-    model = initial_model(config, corpus.vocab_size).to(dev)
-    sampler = BlockSampler(
-        corpus.train,
-        config.model.block_size,
-        config.batch_size,
-        config.seed,
-        corpus.vocab_size,
-        p_low=config.p_low,
-    )
+    model = initial_model(config, corpus).to(dev)
+    if isinstance(corpus, TwoLanguageCorpus):  # blocks of English or of the language
+        sampler = LanguageBlockSampler(corpus.train, corpus.second.train,
+                                       config.model.block_size, config.batch_size,
+                                       config.seed, config.p_low)  # fmt: skip
+    else:
+        sampler = BlockSampler(
+            corpus.train,
+            config.model.block_size,
+            config.batch_size,
+            config.seed,
+            corpus.vocab_size,
+            p_low=config.p_low,
+        )
     return model, make_optimizer(model, config), sampler
+
+
+def evaluate_run(model: GPT, corpus: Corpus, config: TrainConfig, dev: torch.device
+                 ) -> pd.DataFrame:  # fmt: skip
+    """The evaluation table of a run at one step (``corpus`` from ``training_corpus``):
+    its validation split in one or both alphabets (``evaluation.evaluate_split``), or,
+    with a real second language, English's and the language's validation texts each on
+    its own (``evaluation.evaluate_languages``)."""
+    if isinstance(corpus, TwoLanguageCorpus):
+        return evaluate_languages(model, corpus.val, corpus.second.val, dev)
+    return evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
 
 
 def _train(
@@ -1216,7 +1385,7 @@ def _train(
         )
     work = Path(work_dir) if work_dir is not None else None
     corpus = training_corpus(corpus, config)
-    V = vocab_size(config, corpus.vocab_size)
+    V = vocab_size(config, corpus)
     record = device_record(dev)
 
     def fresh():
@@ -1242,6 +1411,8 @@ def _loop(config, corpus, work, dev, progress, stop_after, V, record, fresh, log
     step, elapsed = 0, 0.0
 
     ckpt_path = work / CHECKPOINT if work is not None else None
+    if ckpt_path is not None:
+        _remove_stale_temporary(ckpt_path)
     resumed = False
     if ckpt_path is not None and ckpt_path.exists():
         try:
@@ -1272,7 +1443,7 @@ def _loop(config, corpus, work, dev, progress, stop_after, V, record, fresh, log
         logs.reset()
 
     def evaluate(at: int) -> pd.DataFrame:
-        frame = evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
+        frame = evaluate_run(model, corpus, config, dev)
         frame.insert(0, "step", at)
         logs["eval_tokens"].append_frame(frame)
         return frame
@@ -1350,9 +1521,10 @@ def _loop(config, corpus, work, dev, progress, stop_after, V, record, fresh, log
                     bar.set_postfix(**shown, val=f"{val:.3f}")
                 elapsed = time.perf_counter() - started
                 at_boundary = True
-                if interrupt["raised"]:  # Ctrl-C during this step: keep it, then stop
+                if interrupt["raised"]:  # Ctrl-C or SIGTERM during this step: keep it, stop
                     checkpoint()
-                    raise TrainingInterrupted(step, config.max_steps, ckpt_path)
+                    raise TrainingInterrupted(step, config.max_steps, ckpt_path,
+                                              interrupt["signal"])  # fmt: skip
                 if step % config.checkpoint_interval == 0 and step < config.max_steps:
                     checkpoint()
     except TrainingInterrupted:

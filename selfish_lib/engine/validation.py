@@ -8,7 +8,10 @@ Every number has a range a run can honour: an integer is refused beyond what a
 64-bit integer holds (``INT_MIN``..``INT_MAX``: torch, numpy and the run store keep
 integers so), a real number beyond what a float holds (a huge int is refused, never
 an OverflowError), NaN always, and a seed outside ``0 <= seed < 2**63``
-(``check_seed``). A value shown in an error is shortened when it is long.
+(``check_seed``). The engine's numbers that no narrower check bounds have their range
+in one table, ``RANGES`` (a layout, a sampling temperature), checked by
+``check_ranged``; the notebooks' parameters and the command line take the same. A
+value shown in an error is shortened when it is long.
 """
 
 from __future__ import annotations
@@ -22,6 +25,23 @@ INT_MAX = 2**63 - 1  # the largest integer a run can hold (int64: torch, numpy, 
 INT_MIN = -(2**63)
 SEED_MAX = INT_MAX  # seeds: 0 <= seed < 2**63 (torch.manual_seed takes a signed 64-bit int)
 SHOWN_CHARS = 80  # a longer value is shown by its start and its length
+
+# A layout is a margin in logits. A token it excludes has P(T) < P(target) * e^-layout,
+# and beyond a layout of about 104 that is below what float32 holds: such tokens already
+# contribute nothing, and a larger layout is CE under another name (say inf for CE). 1000
+# leaves a wide margin above the layouts studied (0.5 to 12).
+LAYOUT_MAX = 1000.0
+# Below 0.01 a logit gap of 0.1 already gives odds of e^10 (the sampler is argmax); above
+# 100 every symbol is about equally likely (the text is noise).
+TEMPERATURE_RANGE = (0.01, 100.0)
+
+# The one table of the engine's ranges: name -> (lowest, highest), both included, and
+# what the number is. Every entry is a range a run can honour.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "layout": (0.0, LAYOUT_MAX, "a layout (a margin in logits)"),
+    "layout_end": (0.0, LAYOUT_MAX, "a layout (a margin in logits)"),
+    "temperature": (*TEMPERATURE_RANGE, "a sampling temperature"),
+}
 
 
 def shown(value: Any) -> str:
@@ -86,6 +106,23 @@ def check_int(name: str, value: Any, minimum: int | None = None, maximum: int | 
         hi = INT_MAX if maximum is None else maximum
         raise ParameterError(name, value, _integer_range(lo, hi) + " (a 64-bit integer)")
     return value
+
+
+def check_ranged(
+    name: str, value: Any, *, allow_inf: bool = False, entry: str | None = None
+) -> float:
+    """Return ``float(value)`` if it is a real number within the range ``RANGES`` gives
+    for ``entry`` (default: ``name``), or inf when ``allow_inf`` (a layout meaning plain
+    cross-entropy); ParameterError naming ``name`` with the range otherwise. Compared
+    before it is converted: a huge int, NaN, a bool or a string is refused, never an
+    OverflowError."""
+    low, high, what = RANGES[entry or name]
+    allowed = f"{what} from {low:g} to {high:g}" + (", or inf" if allow_inf else "")
+    if _is_real(value) and allow_inf and value == math.inf:
+        return math.inf
+    if not _is_real(value) or not low <= value <= high:  # NaN fails the comparison
+        raise ParameterError(name, value, allowed)
+    return float(value)
 
 
 def check_seed(name: str, value: Any) -> int:

@@ -5,21 +5,24 @@ verify the runs of the store.
     selfish reproduce --profile paper --executor ray --address auto
     selfish report --profile smoke
     selfish train --profile smoke --setting single --layout 2 --seed 0
+    selfish train --setting bilingual --language nahuatl --alphabet shared
     selfish runs
     selfish verify
     selfish claims --profile smoke
+    selfish paper --profile smoke
 
 A bad parameter, or a path that cannot be used (a file where a folder should be, a
 read-only folder, a full disk), prints one line to stderr naming it and exits with
 status 2; a failing notebook, a missing file or a corrupt run found by ``verify``
-exits with status 1; Ctrl-C exits with status 130 after saying what was kept. Add
-``--debug`` to see the traceback of any of these.
+exits with status 1; Ctrl-C, and SIGTERM alike, exits with status 130 after saying
+what was kept. Add ``--debug`` to see the traceback of any of these.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import math
 import os
 import re
 import sys
@@ -31,15 +34,36 @@ from pathlib import Path
 import pandas as pd
 
 from ..engine.corpus import load_corpus, subword_size
-from ..engine.distributed import RayRunError
+from ..engine.distributed import MAX_TASKS_PER_GPU, RayRunError
+from ..engine.ensemble import CUDA_ENSEMBLE, default_ensemble
 from ..engine.executors import EXECUTORS, default_jobs
+from ..engine.languages import (
+    ALPHABETS,
+    CIPHER,
+    LANGUAGES,
+    check_alphabet,
+    check_installed_language,
+)
 from ..engine.objectives import objective_for_layout
 from ..engine.profiles import PROFILE_NAMES, SETTINGS, get_profile
-from ..engine.runs import get_or_train, list_runs, verify_store
-from ..engine.training import TrainingInterrupted, describe_device, resolve_device
-from ..engine.validation import ParameterError, check_seed
+from ..engine.runs import get_or_train, list_runs, store_is_writable, verify_store
+from ..engine.training import (
+    TrainingInterrupted,
+    describe_device,
+    resolve_device,
+    sigterm_as_interrupt,
+    training_corpus,
+)
+from ..engine.validation import LAYOUT_MAX, ParameterError, check_ranged, check_seed
 from ..engine.validation import shown as short
 from ..study.claims import family_table, load_claims, readable_claims
+from .paper import (
+    PaperError,
+    build_paper,
+    check_publishable,
+    publish_paper,
+    published_problems,
+)
 from .parameters import check_device
 from .pipeline import (
     JOBS_PER_CPU,
@@ -138,12 +162,19 @@ def _extra_parameters(params: Sequence[tuple], only: Sequence[str] | None) -> di
 
 
 def _layout(text: str) -> float:
+    """A layout as written: a number, or inf (CE). Its range is checked by ``_train``
+    (``check_ranged``); a finite number too large for a float (1e400) is refused here,
+    never read as inf."""
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
+        value = None
+    spelled_inf = text.strip().lstrip("+").lower() in ("inf", "infinity")
+    if value is None or (math.isinf(value) and not spelled_inf):
         raise argparse.ArgumentTypeError(
-            f"invalid layout {text!r}: expected a number >= 0 or inf"
+            f"invalid layout {short(text)}: expected a number from 0 to {LAYOUT_MAX:g}, or inf"
         ) from None
+    return value
 
 
 def _jobs(text: str) -> str | int:
@@ -235,11 +266,21 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--ensemble",
         type=_positive("--ensemble"),
+        default=None,
+        metavar="N",
+        help="train runs of one shape (the seeds, objectives and dropout rates of a setting) "
+        "in groups of up to N as one stacked model; numbers match the solo runs' within a "
+        "tested tolerance, not bit for bit (default: 1 on a CPU, every run alone; "
+        f"{CUDA_ENSEMBLE} on a GPU)",
+    )
+    rep.add_argument(
+        "--tasks-per-gpu",
+        type=_positive("--tasks-per-gpu"),
         default=1,
         metavar="N",
-        help="train runs of one shape (the seeds and objectives of a setting) in groups of up "
-        "to N as one batched model; numbers match the solo runs' within a tested tolerance, "
-        "not bit for bit (default 1: every run alone; worth it on a GPU, not on a CPU)",
+        help="with --executor ray on CUDA: Ray tasks that share one GPU, each asking for "
+        "1/N of it (default 1: a GPU per task; a paper-profile run fills a small part of "
+        f"a large GPU; at most {MAX_TASKS_PER_GPU})",
     )
     rep.set_defaults(check=lambda args: _check_reproduce(rep, args))
 
@@ -263,6 +304,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--tokenizer", default="char",
         help="char (default) or bpe-V: V BPE subwords, the run notebook 08 reads at that V",
     )  # fmt: skip
+    train.add_argument(
+        "--language", default=CIPHER,
+        help=f"the second language of a bilingual or low_only run: {', '.join(LANGUAGES)} "
+        "(default cipher: English with shifted ids; the others are real text from elotl)",
+    )  # fmt: skip
+    train.add_argument(
+        "--alphabet", default=None,
+        help=f"with a real --language: {' or '.join(ALPHABETS)} (default disjoint): its "
+        "characters get ids of their own, or share English's where English has them",
+    )  # fmt: skip
     train.add_argument("--device", default="auto")
     train.add_argument("--results-dir", default="results")
     train.add_argument("--data-path")
@@ -276,12 +327,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--all", action="store_true", help="every row of claims.json, exploratory ones too"
     )
 
+    paper = sub.add_parser(
+        "paper", help="build reports/<profile>/paper.html and paper.pdf from the chapters"
+    )
+    paper.add_argument("--profile", default="paper", help=f"one of {profiles}")
+    paper.add_argument("--reports-dir", default="reports")
+    paper.add_argument("--no-pdf", action="store_true", help="write the HTML only")
+    paper.add_argument(
+        "--publish", action="store_true",
+        help="then copy the build into --paper-dir (the paper profile's is kept in git)",
+    )  # fmt: skip
+    paper.add_argument("--paper-dir", default="paper", help="where --publish writes (paper)")
+    paper.add_argument(
+        "--check-published", action="store_true",
+        help="only check the published paper in --paper-dir (stale numerics, checksums)",
+    )  # fmt: skip
+
     runs = sub.add_parser("runs", help="list the completed runs")
     runs.add_argument("--results-dir", default="results")
 
     verify = sub.add_parser("verify", help="check every run of the store against its manifest")
     verify.add_argument("--results-dir", default="results")
-    for command in (rep, plan, report, train, runs, verify):
+    for command in (rep, plan, report, train, runs, verify, paper):
         command.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -291,6 +358,9 @@ def _check_reproduce(command: argparse.ArgumentParser, args: argparse.Namespace)
     (a cluster's own resources decide); a usage error (status 2) otherwise."""
     if args.address is not None and args.executor != "ray":
         command.error("--address ADDR is for --executor ray only (add --executor ray)")
+    if args.tasks_per_gpu != 1 and args.executor != "ray":
+        command.error("--tasks-per-gpu N is for --executor ray only (local workers keep one "
+                      "GPU each)")  # fmt: skip
     if args.address is not None and args.jobs != "auto":
         command.error(
             "--jobs sizes the local Ray cluster only: with --address the cluster's own "
@@ -313,7 +383,8 @@ def _reproduce(args: argparse.Namespace) -> int:
         jobs=default_jobs(args.device) if args.jobs == "auto" else args.jobs,
         executor=args.executor,
         address=args.address,
-        ensemble=args.ensemble,
+        ensemble=default_ensemble(args.device) if args.ensemble is None else args.ensemble,
+        tasks_per_gpu=args.tasks_per_gpu,
     )
     for html in htmls:
         print(html)
@@ -361,16 +432,36 @@ def _report(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     if args.seed is not None:  # before anything is made or written: torch takes < 2**63
         check_seed("seed", args.seed)
-    objective = objective_for_layout(args.layout)
+    objective = objective_for_layout(check_ranged("layout", args.layout, allow_inf=True))
     profile = get_profile(args.profile)
+    # a second language, checked before any work (a real one needs elotl installed)
+    language = check_installed_language("language", args.language)
+    if args.alphabet is not None:
+        check_alphabet("alphabet", args.alphabet)
     size = subword_size(args.tokenizer)  # validated here: a bad name fails before any work
-    if size is None:
+    if language != CIPHER:
+        if args.setting == "single":
+            raise ParameterError(
+                "setting", args.setting,
+                f"'bilingual' or 'low_only' with --language {language} (a second language)",
+            )  # fmt: skip
+        config = profile.config(args.setting, objective, seed=args.seed, language=language,
+                                alphabet=args.alphabet or "disjoint", tokenizer=args.tokenizer,
+                                language_chars=profile.real_language["chars"])  # fmt: skip
+    elif args.alphabet is not None:
+        raise ParameterError("alphabet", args.alphabet, "no --alphabet with --language cipher "
+                             "(its second alphabet is English's ids shifted)")  # fmt: skip
+    elif size is None:
         config = profile.config(args.setting, objective, seed=args.seed)
     else:
         config = profile.subword_config(args.setting, objective, size, seed=args.seed)
     check_device(args.device)
     corpus = load_corpus(args.data_path)
     tokenized = corpus.with_tokenizer(config.tokenizer)  # a size the corpus cannot support fails
+    if language != CIPHER:  # loaded and verified against the config's sha256 here
+        tokenized = training_corpus(corpus, config)
+        print(f"second language: {language} ({config.alphabet} alphabet), elotl "
+              f"{config.elotl_version}, corpus sha256 {config.language_sha256}")  # fmt: skip
     print(describe_device(args.device), flush=True)
     run = get_or_train(config, corpus=corpus, results_dir=args.results_dir, device=args.device)
     what = f"run {run.id} ({config.setting}, {config.label}, seed {config.seed})"
@@ -400,9 +491,12 @@ def _verify(args: argparse.Namespace) -> int:
     print(table.to_string(index=False))
     bad = int((table["status"] == "corrupt").sum())
     others = int((table["status"] == "not a run").sum())
+    writable = store_is_writable(Path(args.results_dir) / "runs")
+    fate = "set aside and trained again when next asked for" if writable else (
+        "the store is read-only: they stay where they are and are never served")  # fmt: skip
     print(
         f"{int((table['status'] == 'ok').sum())} ok, {bad} corrupt"
-        + (" (trained again when next asked for)" if bad else "")
+        + (f" ({fate})" if bad else "")
         + (f"; {others} folder(s) in runs/ that are not runs, left alone" if others else "")
     )
     return EXIT_FAILURE if bad else 0
@@ -442,8 +536,33 @@ def _claims(args: argparse.Namespace) -> int:
     return 0
 
 
+def _paper(args: argparse.Namespace) -> int:
+    """Build the paper (or, with --check-published, only check the published one)."""
+    if args.check_published:
+        problems = published_problems(args.paper_dir)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        print(f"{args.paper_dir}: " + (f"{len(problems)} problem(s)" if problems else "up to date"))
+        return EXIT_FAILURE if problems else 0
+    if args.publish:  # refused before the build, not after it
+        if args.no_pdf:
+            raise ParameterError("--publish", "with --no-pdf", "a build with its PDF")
+        check_publishable(args.profile)
+    try:
+        built = build_paper(args.profile, args.reports_dir, pdf=not args.no_pdf)
+    except PaperError as exc:
+        return _fail(args, exc, str(exc), EXIT_FAILURE)
+    for path in (built.html, built.pdf):
+        if path is not None:
+            print(path)
+    if args.publish:
+        print(publish_paper(args.profile, args.reports_dir, args.paper_dir))
+    return 0
+
+
 COMMANDS = {
     "claims": _claims,
+    "paper": _paper,
     "reproduce": _reproduce,
     "plan": _plan,
     "report": _report,
@@ -463,7 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help and on usage errors
         return int(exc.code or 0)
     try:
-        return COMMANDS[args.command](args)
+        with sigterm_as_interrupt():  # kill, timeout and Slurm stop a command as Ctrl-C does
+            return COMMANDS[args.command](args)
     except TrainingInterrupted as exc:
         return _fail(args, exc, f"{exc}; run the same command to resume", EXIT_INTERRUPTED)
     except KeyboardInterrupt as exc:

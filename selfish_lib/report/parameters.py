@@ -38,11 +38,12 @@ from typing import Any
 import pandas as pd
 
 from ..engine.corpus import Corpus, load_corpus
+from ..engine.languages import check_alphabet, check_installed_language
 from ..engine.losses import check_layout
 from ..engine.profiles import PROFILE_NAMES, Profile, get_profile
 from ..engine.training import resolve_device
 from ..engine.validation import ParameterError, check_choice, check_float, check_int, check_seeds
-from ..study import field, layout, projection, subword
+from ..study import field, layout, projection, real_language, subword
 
 Validator = Callable[[str, Any, "Parameters"], Any]
 
@@ -323,6 +324,17 @@ def _n_rare(name: str, value: Any, checked: Parameters) -> int:
     return value
 
 
+def _real_language(name: str, value: Any, checked: Parameters) -> str:
+    """A real language whose text is installed (elotl): 'nahuatl', 'otomi' or 'mixtec'
+    (chapter 10 shows the cipher beside it anyway)."""
+    return check_installed_language(name, real_language.check_chapter_language(name, value))
+
+
+def _alphabet(name: str, value: Any, checked: Parameters) -> str:
+    """'disjoint' or 'shared': how the language's characters get their ids."""
+    return check_alphabet(name, value)
+
+
 # --- the table ----------------------------------------------------------------------------
 
 # name -> (default, validator), in the order they are checked.
@@ -370,6 +382,14 @@ NOTEBOOKS: dict[str, dict[str, Validator]] = {
         "top_p": _open_unit,
         "sample_length": _integer(2, SAMPLE_LENGTH_MAX),
         "bins": _integer(1, BINS_MAX),
+    },
+    "10_real_language": {
+        "language": _real_language,
+        "alphabet": _alphabet,
+        "layout": _hns_layout,
+        "temperature": _real(*TEMPERATURE_RANGE),
+        "top_p": _open_unit,
+        "sample_length": _integer(1, SAMPLE_LENGTH_MAX),
     },
 }
 

@@ -64,8 +64,15 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..engine.corpus import load_corpus, resolve_corpus_path
+from ..engine.distributed import MAX_TASKS_PER_GPU
 from ..engine.executors import check_executor, train_all
-from ..engine.files import check_writable_folder, exclusive_lock, write_atomic, write_json
+from ..engine.files import (
+    check_writable_folder,
+    exclusive_lock,
+    holder_message,
+    write_atomic,
+    write_json,
+)
 from ..engine.profiles import get_profile
 from ..engine.runs import config_hash, results_root
 from ..engine.training import resolve_device
@@ -768,6 +775,7 @@ def run_pipeline(
     executor: str = "local",
     address: str | None = None,
     ensemble: int = 1,
+    tasks_per_gpu: int = 1,
 ) -> list[Path]:
     """Train the runs the notebooks need, then execute the notebooks for ``profile`` and
     write the report; return the HTML paths.
@@ -792,6 +800,7 @@ def run_pipeline(
             None: a local cluster started for the training.
         ensemble: train runs of one shape in groups of up to this many as one batched
             model (``engine.ensemble``; 1: every run alone, the default).
+        tasks_per_gpu: with ``executor="ray"`` on CUDA, Ray tasks that share one GPU.
 
     Every parameter, the notebooks' own included, is validated with the notebooks' own
     validators before any kernel starts or anything is written. The runs the notebooks
@@ -808,6 +817,7 @@ def run_pipeline(
     )  # fmt: skip
     jobs = check_int("jobs", jobs, 1, max_jobs())
     ensemble = check_int("ensemble", ensemble, 1)
+    tasks_per_gpu = check_int("tasks_per_gpu", tasks_per_gpu, 1, MAX_TASKS_PER_GPU)
     address = check_executor(executor, address, device)  # Ray installed? before any work
     # a damaged summary.json or claims.json is rebuilt now, not after hours of training
     check_report_files(prepared.report_dir)
@@ -817,7 +827,8 @@ def run_pipeline(
     while True:
         configs = [c for c in prepared.configs() if config_hash(c) not in trained]
         if configs:
-            _train_round(prepared, configs, device, jobs, progress, executor, address, ensemble)
+            _train_round(prepared, configs, device, jobs, progress, executor, address, ensemble,
+                         tasks_per_gpu)  # fmt: skip
             trained.update(config_hash(c) for c in configs)
         if not prepared.pending:
             break
@@ -862,6 +873,7 @@ def _train_round(
     executor: str,
     address: str | None,
     ensemble: int,
+    tasks_per_gpu: int = 1,
 ) -> None:
     """Train what is missing of ``configs``, after a line that says how much that is."""
     missing = [c for c in configs if run_status(c, prepared.store) != "done"]
@@ -884,7 +896,7 @@ def _train_round(
     train_all(
         configs, results_dir=prepared.store, data_path=prepared.corpus_path, corpus=corpus,
         device=device, jobs=jobs, progress=progress, executor=executor, address=address,
-        ensemble=ensemble,
+        ensemble=ensemble, tasks_per_gpu=tasks_per_gpu,
     )  # fmt: skip
 
 
@@ -901,7 +913,9 @@ def _reports_lock(report_dir: Path):
     """One reproduction at a time writes a reports folder: an advisory lock held while it
     runs, released by the system however the process ends."""
     lock = report_dir.parent / f".{report_dir.name}.lock"  # beside the folder, not in it
-    with exclusive_lock(lock, f"waiting for another reproduction that is writing {report_dir} ..."):
+    head = f"waiting for another reproduction that is writing {report_dir}"
+    kept = "its notebooks written so far stay; the next reproduction executes the rest"
+    with exclusive_lock(lock, lambda holder: holder_message(head, holder, lock, kept)):
         yield
 
 

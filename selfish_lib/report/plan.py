@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..engine.corpus import BlockSampler, Corpus
-from ..engine.evaluation import evaluate_split
+from ..engine.corpus import Corpus
+from ..engine.languages import CIPHER
 from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile, get_profile
 from ..engine.runs import MARKER, config_hash, results_root, trained_elsewhere
@@ -33,13 +33,14 @@ from ..engine.training import (
     CHECKPOINT,
     TrainConfig,
     cpu_training_threads,
-    initial_model,
+    evaluate_run,
+    fresh_run,
     learning_rate,
-    make_optimizer,
     resolve_device,
+    training_corpus,
     training_step,
 )
-from ..study import bilingual, field, subword
+from ..study import bilingual, field, real_language, subword
 from ..study import layout as sweep
 from .parameters import Parameters, validate
 
@@ -79,6 +80,15 @@ def _field_runs(params: Mapping[str, Any]) -> Grids:
     )
 
 
+def _real_language_runs(params: Mapping[str, Any]) -> Grids:
+    profile = profile_of(params)
+    language, alphabet, layout = params["language"], params["alphabet"], params["layout"]
+    return {
+        "runs": real_language.chapter_configs(profile, language, alphabet, layout),
+        "cipher": real_language.cipher_configs(profile, layout),
+    }
+
+
 def _subword_runs(params: Mapping[str, Any]) -> Grids:
     settings = params.get("settings", subword.SUBWORD_SETTINGS)
     profile = profile_of(params)
@@ -102,6 +112,7 @@ DECLARED: dict[str, Callable[[Mapping[str, Any]], Grids]] = {
     "09_sampling": lambda params: {
         s: comparison(params, s) for s in params.get("settings", field.FIELD_SETTINGS)
     },
+    "10_real_language": _real_language_runs,
 }
 PENDING = field.PENDING
 PENDING_STATUS = "after tuning"
@@ -153,7 +164,8 @@ def run_status(
 
 def shape_of(config: TrainConfig) -> tuple:
     """What the time of a step depends on (the objective and seed aside)."""
-    return (config.model, config.batch_size, config.bilingual, config.tokenizer)
+    language = (config.language, config.alphabet, config.language_chars)  # its vocabulary
+    return (config.model, config.batch_size, config.bilingual, config.tokenizer, language)
 
 
 def calibrate(
@@ -181,10 +193,9 @@ def _calibrate_one(
     if shape in out:
         return
     corpus = corpus.with_tokenizer(config.tokenizer)  # the vocabulary sets the step's cost
-    model = initial_model(config, corpus.vocab_size).to(dev)
-    optimizer = make_optimizer(model, config)
-    sampler = BlockSampler(corpus.train, config.model.block_size, config.batch_size,
-                           config.seed, corpus.vocab_size, p_low=config.p_low)  # fmt: skip
+    if config.language != CIPHER:  # English beside a real language: its own vocabulary
+        corpus = training_corpus(corpus, config)
+    model, optimizer, sampler = fresh_run(config, corpus, dev)
     # what an objective may read besides the logits (logit adjustment: the prior; AGG: its
     # counts), as training hands them over
     prior = corpus.log_prior(config.bilingual, config.p_low).to(dev)
@@ -199,7 +210,7 @@ def _calibrate_one(
             torch.cuda.synchronize(dev)
         timings.append(time.perf_counter() - began)
     began = time.perf_counter()
-    evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
+    evaluate_run(model, corpus, config, dev)
     timed = sorted(timings[1:])
     out[shape] = (timed[len(timed) // 2], time.perf_counter() - began)
 

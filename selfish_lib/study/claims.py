@@ -111,6 +111,10 @@ PRIMARY_CONTRASTS: tuple[Contrast, ...] = (
     Contrast("N2", "09_sampling", "after temperature scaling, is HNS as well calibrated as "
              "CE?", "top-1 ECE at the fitted temperature", "low-resource language", "CE",
              "HNS", "not_worse", 0.01),
+    Contrast("R1", "10_real_language", "does HNS help a real low-resource language?",
+             "top-1 accuracy", "Nahuatl shared alphabet", "HNS", "CE"),
+    Contrast("R3", "10_real_language", "does the gain replicate in a second real language?",
+             "top-1 accuracy", "Otomí disjoint alphabet", "HNS", "CE"),
 )  # fmt: skip
 PRIMARY_IDS = frozenset(c.claim for c in PRIMARY_CONTRASTS)
 _CONTRASTS = {c.claim: c for c in PRIMARY_CONTRASTS}

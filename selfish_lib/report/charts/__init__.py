@@ -73,6 +73,13 @@ from .layout import (
     layout_metrics_chart,
     toy_gradient_chart,
 )
+from .real_language import (
+    corpus_frequencies,
+    group_effects,
+    language_effects,
+    language_metrics,
+    row_shares,
+)
 from .sampling import (
     calibration_summary,
     fitted_temperatures,
@@ -92,6 +99,11 @@ from .scenarios import (
 from .subword import decile_shares, effect_by_size, loss_per_character, probe_by_size, zipf_curves
 
 __all__ = [
+    "corpus_frequencies",
+    "group_effects",
+    "language_effects",
+    "language_metrics",
+    "row_shares",
     "arm_differences",
     "tuning_carry_over",
     "arm_geometry",
