@@ -20,7 +20,7 @@
 # of the logits and the gradient arriving at the embedding lookup) and
 # splits the gradient of the tied matrix into the three scenarios, row by
 # row. The split is exact: the tests check in float64 that the three parts
-# add up to the autograd gradient to 1e-10, for CE and HNS, with ignored
+# add up to the autograd gradient within a tolerance of 1e-10, for CE and HNS, with ignored
 # positions and on bilingual batches.
 #
 # **What is measured.** At a logged step, scenario *s* gives row *j* of the

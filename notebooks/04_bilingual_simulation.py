@@ -144,14 +144,14 @@ Markdown(as_markdown(samples, lambda key: f"{key[0]}, {key[1]}-resource alphabet
 # in a row beside the claim as made: C1 with the per-position gradient
 # sizes, C4 on the 50/50 pooled loss beside the 98/2 training mixture, and
 # C7's "slightly better" (a 'greater' test) beside the weaker "not worse by
-# more than 0.005". `claims.json` carries each row's definition, test and
+# more than a margin of 0.005". `claims.json` carries each row's definition, test and
 # figures, and whether it is the claim as made (`primary`).
 #
 # Fewer than three paired seeds, or per-seed differences with no spread,
 # decide nothing: such a row is *inconclusive* whatever its interval. Beside
 # each interval stand the p-value of its own t test and an exact paired
 # sign-flip test (every one of the 2^n sign patterns of the per-seed
-# differences; its smallest p is 2/2^n, 0.031 with six seeds), and, for an
+# differences; its smallest p is 2/2^n: 2/64 with six seeds), and, for an
 # inconclusive row, the seeds that would decide it if its mean and spread
 # held (80% power).
 

@@ -103,9 +103,10 @@ study.figure(toy_chart, "toy_gradients")
 # it. ∎
 #
 # The condition is sufficient, not necessary: it uses only *P*(*t*) ≤ 1 and
-# |*S*| ≤ *V*. It can also not be dropped: with the target at 0.86 and nine
-# tied tokens sharing 0.14, layout 3.5 (below ln 10 − ln 0.1 ≈ 4.6) excludes
-# the tied tokens, yet the 0.9 nucleus contains three of them (the tests
+# |*S*| ≤ *V*. It can also not be dropped: with the target at probability 0.86 and nine
+# tied tokens sharing probability 0.14, layout 3.5 (below the bound
+# `ln 10 − ln 0.1 ≈ 4.6`) excludes the tied tokens, yet the top-p 0.9 nucleus
+# contains three of them (the tests
 # check both this case and the claim on thousands of random distributions).
 #
 # The calculator (live with a kernel) gives the margin for any vocabulary

@@ -24,9 +24,9 @@
 #   formula on a small case (`tests/test_peers.py`, `tests/test_ablations.py`):
 #   - *AGG*, adaptive gradient gating (Yu et al., 2022). A token is rare when
 #     its share of the tokens of the last 1000 steps is below α / 32,768: the
-#     reference language model counts about 32,768 tokens per update and calls
+#     reference language model counts up to 32,768 tokens per update and calls
 #     a token rare below α occurrences per update, so α means here what it
-#     means there (0.03 is its WikiText-103 value). The gradient of rare
+#     means there (α = 0.03 is its WikiText-103 value). The gradient of rare
 #     output rows is scaled down (by their rate per 32,768 tokens when the
 #     target is frequent, by their count relative to the other rare tokens
 #     when it is rare); the hidden states keep CE's full gradient.

@@ -222,12 +222,12 @@ for setting, result in results.items():
 # low-resource language, a top-0.9 sample from HNS is the target no less
 # often than one from CE, tested as *not worse* with a margin of half a point
 # of probability (supported when the 95% interval of HNS − CE over seeds lies
-# above −0.005, contradicted when below). Beside it: the other masses, the
+# above minus a margin of 0.005, contradicted when below). Beside it: the other masses, the
 # fitted temperature, coverage at a matched size and the nucleus's coverage.
 #
 # **N2**, "after temperature scaling HNS keeps its low-resource ranking gain
 # with CE's calibration": at each run's fitted temperature, HNS's
-# low-resource top-1 ECE is at most one point (0.01) above CE's (*not worse*
+# low-resource top-1 ECE is at most one point (a margin of 0.01) above CE's (*not worse*
 # on CE − HNS); beside it, the same at temperature 1 and the top-1 gain,
 # which no temperature changes. Both are written to `claims.json` beside the
 # other chapters' claims.

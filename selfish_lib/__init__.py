@@ -57,6 +57,12 @@ report: presentation; imports study and engine
   report.plan             the runs each notebook declares; status and time estimates
   report.notebook         the study object a notebook opens: parameters, corpus, runs, figures
   report.pipeline         papermill execution of the notebooks into an offline report
+  report.paper            the paper: one page (HTML, PDF) from the executed chapters (package)
+  report.paper.build      the page, its PDF printed by Chromium, the manifest, publishing, its check
+  report.paper.chapters   an executed notebook as a chapter: numbered figures and tables, provenance
+  report.paper.findings   the claims at a glance and the sentences their verdicts choose
+  report.paper.references the BibTeX bibliography and its citations
+  report.paper.prose      the rule that prose states no result typed by hand
   report.cli              the ``selfish`` command
 """
 

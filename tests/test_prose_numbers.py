@@ -96,19 +96,7 @@ def test_a_list_continues_only_what_a_word_allowed():
 # Each is a definition written in a form the rule cannot tell from a result; the fix is
 # to write it in one of the allowed forms (the list only shrinks: an entry whose line
 # passes now fails the test below, so that it is removed).
-PENDING_REWRITES = {
-    ("02_gradient_scenarios", "1e-10"),
-    ("04_bilingual_simulation", "0.005"),
-    ("04_bilingual_simulation", "0.031"),
-    ("06_layout_explorer", "0.86"),
-    ("06_layout_explorer", "0.14"),
-    ("06_layout_explorer", "4.6"),
-    ("06_layout_explorer", "0.9"),
-    ("07_hns_against_the_field", "32,768"),
-    ("07_hns_against_the_field", "0.03"),
-    ("09_sampling", "0.005"),
-    ("09_sampling", "0.01"),
-}
+PENDING_REWRITES: set[tuple[str, str]] = set()
 
 
 def notebook_violations(name: str) -> list[tuple[int, object]]:

@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -74,7 +75,7 @@ from ..engine.files import (
     write_json,
 )
 from ..engine.profiles import get_profile
-from ..engine.runs import config_hash, results_root
+from ..engine.runs import NUMERICS_VERSION, config_hash, results_root
 from ..engine.training import resolve_device
 from ..engine.validation import ParameterError, check_int, check_seeds
 from ..study.claims import DamagedClaims, family_correction, merged_claims, read_claims_file
@@ -852,7 +853,10 @@ def run_pipeline(
             if prepared.seeds is not None
             else list(get_profile(profile).seeds),
             library_version=__version__,
+            numerics_version=NUMERICS_VERSION,
             python=sys.version.split()[0],
+            torch=torch.__version__,
+            cuda=torch.version.cuda,
             started=_now(),
             finished=None,
         )
