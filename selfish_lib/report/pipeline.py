@@ -54,8 +54,10 @@ import logging
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -296,7 +298,7 @@ def execute_notebook(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    source, output = Path(source), Path(output)
+    source, output = Path(source), Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     running = output.with_name(f".{output.stem}.running.ipynb")
     failed = output.with_name(output.stem + FAILED_SUFFIX)
@@ -311,7 +313,9 @@ def execute_notebook(
             parameters=dict(parameters),
             kernel_name=KERNEL,
             language="python",
-            cwd=str(cwd),
+            # the kernel's working directory, given to the kernel alone: papermill's own
+            # cwd= changes this process's, which notebooks executed at once would share
+            resources={"metadata": {"path": str(Path(cwd).resolve())}},
             progress_bar=bar,
         )
     except PapermillExecutionError as exc:
@@ -794,7 +798,8 @@ def run_pipeline(
         notebooks_dir: where the ``NN_name.py`` notebooks are (default: the repo's notebooks/).
         progress: show a progress bar over runs and notebooks, and papermill's over cells.
         jobs: worker processes that train the plan's runs at once (1: in this process);
-            with ``executor="ray"`` and no ``address``, the CPUs of the local Ray cluster.
+            with ``executor="ray"`` and no ``address``, the CPUs of the local Ray cluster;
+            also the notebooks executed at once once the runs are trained.
         executor: ``local`` (this machine: ``jobs`` processes) or ``ray`` (every run a
             Ray task; ``engine.distributed``); see ``engine.executors.train_all``.
         address: the Ray cluster, with ``executor="ray"``: ``auto``, ``HOST:PORT``;
@@ -860,12 +865,60 @@ def run_pipeline(
             started=_now(),
             finished=None,
         )
-        plan = prepared.notebooks
-        bar = tqdm(plan, desc=f"reproduce {profile}", unit="notebook", disable=not progress)
-        for path, params in bar:
-            htmls.append(_run_one(path, params, report_dir, folder, progress))
+        htmls = _run_notebooks(prepared.notebooks, report_dir, folder, progress, jobs, profile)
         _update_summary(summary_path, finished=_now())
     return htmls
+
+
+# What executing notebooks at once share: the report folder's files (the moves into it,
+# summary.json and claims.json, read, merged and written back), one notebook at a time.
+_PUBLISHING = threading.Lock()
+
+
+def _run_notebooks(
+    plan: Sequence[tuple[Path, dict]],
+    report_dir: Path,
+    folder: Path,
+    progress: bool,
+    jobs: int,
+    profile: str,
+) -> list[Path]:
+    """Execute the notebooks of ``plan``, ``jobs`` at a time (they only read the run
+    store: every run they need is trained before), and return their HTML paths in plan
+    order. Each notebook executes into its own staging folder; what it publishes into
+    the report folder is published one notebook at a time. When one fails, the
+    notebooks not started yet are not started, those running finish, and the first
+    failure in plan order is raised."""
+    bar = tqdm(total=len(plan), desc=f"reproduce {profile}", unit="notebook",
+               disable=not progress)  # fmt: skip
+    if jobs <= 1 or len(plan) <= 1:
+        htmls = []
+        for path, params in plan:
+            htmls.append(_run_one(path, params, report_dir, folder, progress))
+            bar.update(1)
+        bar.close()
+        return htmls
+    failed = threading.Event()
+
+    def one(path: Path, params: dict) -> Path | None:
+        if failed.is_set():  # a notebook failed: those not started yet are not started
+            return None
+        try:
+            # one bar for all: the cell bars of notebooks executed at once would interleave
+            return _run_one(path, params, report_dir, folder, False)
+        except BaseException:
+            failed.set()
+            raise
+
+    with futures.ThreadPoolExecutor(max_workers=min(jobs, len(plan))) as pool:
+        running = [pool.submit(one, path, params) for path, params in plan]
+        for _ in futures.as_completed(running):
+            bar.update(1)
+        bar.close()
+    for job in running:  # the first failure in plan order
+        if job.exception() is not None:
+            raise job.exception()
+    return [job.result() for job in running]
 
 
 def _train_round(
@@ -973,7 +1026,8 @@ def _run_one(path: Path, params: dict, report_dir: Path, cwd: Path, progress: bo
         first_line = (str(exc).strip().splitlines() or [""])[0][:500]
         entry.update(status="failed", error=f"{type(exc).__name__}: {first_line}")
         entry.update(finished=_now(), seconds=round(time.perf_counter() - began, 3))
-        _update_summary(summary_path, (name, entry))
+        with _PUBLISHING:
+            _update_summary(summary_path, (name, entry))
         if isinstance(exc, NotebookError) and exc.kept is not None:
             kept = report_dir / failed.name  # where the partial notebook now lies
             raise NotebookError(
@@ -981,19 +1035,20 @@ def _run_one(path: Path, params: dict, report_dir: Path, cwd: Path, progress: bo
                 exc.ename, exc.evalue, kept,
             ) from None  # fmt: skip
         raise
-    staged_claims = staging / CLAIMS  # this chapter's rows only: the staging folder was empty
-    for source in sorted(p for p in staging.rglob("*") if p.is_file() and p != staged_claims):
-        target = report_dir / source.relative_to(staging)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
-    if staged_claims.exists():  # kept as the chapter's own, then merged by source
-        chapter_claims = report_dir / f"{name}{CLAIMS_SUFFIX}"
-        os.replace(staged_claims, chapter_claims)
-        _merge_chapter_claims(report_dir, chapter_claims)
-    shutil.rmtree(staging, ignore_errors=True)
-    (report_dir / f"{name}{FAILED_SUFFIX}").unlink(missing_ok=True)
-    html = report_dir / f"{name}.html"
-    entry.update(status="ok", finished=_now(), ipynb=f"{name}.ipynb", html=html.name)
-    entry["seconds"] = round(time.perf_counter() - began, 3)
-    _update_summary(summary_path, (name, entry))
+    with _PUBLISHING:
+        staged_claims = staging / CLAIMS  # this chapter's rows only: the staging folder was empty
+        for source in sorted(p for p in staging.rglob("*") if p.is_file() and p != staged_claims):
+            target = report_dir / source.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+        if staged_claims.exists():  # kept as the chapter's own, then merged by source
+            chapter_claims = report_dir / f"{name}{CLAIMS_SUFFIX}"
+            os.replace(staged_claims, chapter_claims)
+            _merge_chapter_claims(report_dir, chapter_claims)
+        shutil.rmtree(staging, ignore_errors=True)
+        (report_dir / f"{name}{FAILED_SUFFIX}").unlink(missing_ok=True)
+        html = report_dir / f"{name}.html"
+        entry.update(status="ok", finished=_now(), ipynb=f"{name}.ipynb", html=html.name)
+        entry["seconds"] = round(time.perf_counter() - began, 3)
+        _update_summary(summary_path, (name, entry))
     return html
