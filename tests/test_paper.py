@@ -299,6 +299,17 @@ def test_publish_copies_the_build_and_its_check_finds_a_stale_or_changed_paper(t
     assert "missing" in build.published_problems(target)[0]
 
 
+def test_a_report_whose_chapters_write_no_claims_publishes_an_empty_list(tmp_path):
+    folder = fake_build(tmp_path / "reports")
+    (folder / "claims.json").unlink()  # chapters 02 and 03 alone write no claims
+    target = build.publish_paper("paper", tmp_path / "reports", tmp_path / "paper")
+    assert json.loads((target / "claims.json").read_text()) == []
+    assert build.published_problems(target) == []
+    (folder / "paper.pdf").unlink()
+    with pytest.raises(FileNotFoundError, match="paper.pdf"):
+        build.publish_paper("paper", tmp_path / "reports", tmp_path / "paper2")
+
+
 def test_the_smoke_profile_is_never_published(tmp_path):
     fake_build(tmp_path / "reports", "smoke")
     with pytest.raises(ParameterError, match="smoke"):

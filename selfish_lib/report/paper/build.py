@@ -688,12 +688,13 @@ def publish_paper(
     paper_dir: str | os.PathLike = PAPER_DIR,
 ) -> Path:
     """Copy the last build of ``<reports_dir>/<profile>/`` into ``paper_dir``: paper.pdf,
-    paper.html, claims.json and manifest.json (the build's, with the published files'
-    checksums). The profile of a pipeline check (smoke) is refused: its numbers are no
-    results. Files go in under temporary names, then are renamed."""
+    paper.html, claims.json (``[]`` when none of the report's chapters writes claims) and
+    manifest.json (the build's, with the published files' checksums). The profile of a
+    pipeline check (smoke) is refused: its numbers are no results. Files go in under
+    temporary names, then are renamed."""
     name = check_publishable(profile)
     report_dir = Path(reports_dir) / name
-    needed = [report_dir / n for n in (PDF_NAME, HTML_NAME, "claims.json", MANIFEST_NAME)]
+    needed = [report_dir / n for n in (PDF_NAME, HTML_NAME, MANIFEST_NAME)]
     missing = [p.name for p in needed if not p.is_file()]
     if missing:
         raise FileNotFoundError(
@@ -703,8 +704,11 @@ def publish_paper(
     manifest = json.loads((report_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
     target = Path(paper_dir)
     target.mkdir(parents=True, exist_ok=True)
-    for source in needed[:3]:
+    for source in needed[:2]:
         write_atomic(target / source.name, source.read_bytes())
+    # the claims the build read: none when no chapter of the report writes claims
+    claims = report_dir / "claims.json"
+    write_atomic(target / "claims.json", claims.read_bytes() if claims.is_file() else b"[]\n")
     manifest["files"] = {n: file_record(target / n) for n in PUBLISHED if n != "manifest.json"}
     write_json(target / "manifest.json", manifest)
     return target
