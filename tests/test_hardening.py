@@ -255,6 +255,16 @@ def test_a_read_only_store_serves_its_runs_and_writes_nothing(store, tiny_corpus
     assert folder_state(root) == before
 
 
+def test_the_plan_reads_a_read_only_store(store, tiny_corpus, read_only):
+    from selfish_lib.report.plan import run_status
+
+    root, _, _ = store
+    before = folder_state(root)
+    assert run_status(tiny(tiny_corpus), root) == "done"
+    assert run_status(tiny(tiny_corpus, seed=5), root) == "missing"
+    assert folder_state(root) == before
+
+
 def test_selfish_train_loads_a_run_from_a_read_only_store(smoke_store, read_only, capsys):
     root, key = smoke_store
     before = folder_state(root)

@@ -28,7 +28,7 @@ from ..engine.corpus import Corpus
 from ..engine.languages import CIPHER
 from ..engine.objectives import CrossEntropy, HardNegatives
 from ..engine.profiles import Profile, get_profile
-from ..engine.runs import MARKER, config_hash, results_root, trained_elsewhere
+from ..engine.runs import MARKER, config_hash, existing_store, trained_elsewhere
 from ..engine.training import (
     CHECKPOINT,
     TrainConfig,
@@ -146,7 +146,7 @@ def run_status(
     """'done', 'partial at step k' or 'missing' (a store folder that is not complete
     counts as missing: it is set aside and trained again when asked for; so does, with
     ``device``, a run trained on a device of another kind or precision)."""
-    runs = results_root(results_dir) / "runs"
+    runs = existing_store(results_dir, required=False) / "runs"  # read: no write needed
     key = config_hash(config)
     if (runs / key / MARKER).exists():
         if device is not None and trained_elsewhere(runs / key, device):
