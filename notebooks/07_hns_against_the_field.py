@@ -106,7 +106,9 @@ Markdown(field.agg_scale(study.profile))
 # %%
 study.planned_runs("tuning", show=False)
 infos = {setting: study.token_info(setting == "bilingual") for setting in settings}
-tuning = field.tuning_tables(study.profile, settings, infos, layout, study.results_dir)
+tuning = field.tuning_tables(
+    study.profile, settings, infos, layout, study.results_dir, str(study.device)
+)
 display(field.tuning_summary(tuning).style.format(precision=4).hide(axis="index"))
 display(field.tuning_view(tuning).style.format(precision=4).hide(axis="index"))
 study.figure(charts.tuning_scores(tuning), "tuning")
@@ -121,7 +123,9 @@ study.figure(charts.tuning_scores(tuning), "tuning")
 
 # %%
 study.planned_runs(field.CARRY_OVER, show=False)
-carried = field.carry_over(study.profile, settings, infos, layout, study.results_dir)
+carried = field.carry_over(
+    study.profile, settings, infos, layout, study.results_dir, str(study.device)
+)
 display(carried.table.style.format(precision=4).hide(axis="index"))
 display(carried.summary.style.format(precision=3).hide(axis="index"))
 study.figure(charts.tuning_carry_over(carried.table, carried.summary), "carry_over")

@@ -161,8 +161,8 @@ def test_a_grid_grows_past_its_edge_until_the_choice_is_inside(monkeypatch):
     trained: set[str] = set()
     score = synthetic({"LA": 1.8, "CosReg": 0.05})
     monkeypatch.setattr(field, "stored_run",
-                        lambda config, results_dir=None: config if config_hash(config) in trained
-                        else None)  # fmt: skip
+                        lambda config, results_dir=None, device=None:
+                        config if config_hash(config) in trained else None)  # fmt: skip
     monkeypatch.setattr(field, "tuning_score",
                         lambda run, info, setting, scope_metric=None: score(run))  # fmt: skip
     infos = {"single": pd.DataFrame()}
@@ -404,11 +404,30 @@ def test_a_stored_run_without_a_score_is_never_chosen_nor_waited_for(monkeypatch
     smoke = get_profile("smoke")
     focal = next(a for a in field.tuned_arms() if a.name == "Focal")
     monkeypatch.setattr(field, "_SCORES", {})
-    monkeypatch.setattr(field, "stored_run", lambda config, results_dir=None: SimpleNamespace(
-        path=tmp_path / config_hash(config), gamma=config.objective.gamma))  # fmt: skip
+    monkeypatch.setattr(field, "stored_run", lambda config, results_dir=None, device=None:
+                        SimpleNamespace(path=tmp_path / config_hash(config),
+                                        gamma=config.objective.gamma))  # fmt: skip
     monkeypatch.setattr(field, "tuning_score", lambda run, info, setting, scope_metric=None:
                         math.nan if run.gamma == 1.0 else -abs(run.gamma - 2.0))  # fmt: skip
     result = field.tune_arm(smoke, "single", focal, pd.DataFrame(), tmp_path)
     scores = result.rows.set_index("value")["score"]
     assert scores[1.0] == -math.inf and result.chosen == 2.0
     assert result.rows["edge"].iloc[0] == field.EDGE_NOTES["interior"]
+
+
+def test_tuning_reads_only_runs_of_the_sessions_device(monkeypatch, tmp_path):
+    """A stored tuning run trained on another kind of device is not scored: the device
+    reaches ``runs.stored_run``, which serves no run of another device."""
+    focal = next(a for a in field.tuned_arms() if a.name == "Focal")
+    monkeypatch.setattr(field, "_SCORES", {})
+    asked = []
+
+    def stored(config, results_dir=None, device=None):
+        asked.append(device)
+        return None  # as stored_run answers for a run of another device
+
+    monkeypatch.setattr(field, "stored_run", stored)
+    result = field.tune_arm(get_profile("smoke"), "single", focal, pd.DataFrame(), tmp_path,
+                            device="cpu")  # fmt: skip
+    assert asked and set(asked) == {"cpu"}
+    assert result.chosen is None and result.rows["score"].isna().all()

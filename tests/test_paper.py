@@ -21,6 +21,7 @@ import math
 import os
 import re
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -418,41 +419,63 @@ def test_the_smoke_paper_in_a_browser_offline(smoke_paper):
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
-    errors, outside = [], []
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=list(build.CHROMIUM_ARGS[:8])
-        )
-        try:
-            page = chromium.new_page()
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
+    errors, outside, found = [], [], {}
 
-            def route(r):  # the network is cut: only the file itself (and data:) loads
-                if r.request.url.startswith(("file:", "data:", "blob:")):
-                    r.continue_()
-                else:
-                    outside.append(r.request.url)
-                    r.abort()
+    def browse() -> None:
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=list(build.CHROMIUM_ARGS[:8])
+            )
+            try:
+                page = chromium.new_page()
+                page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+                page.on("pageerror", lambda exc: errors.append(f"uncaught: {exc}"))
 
-            page.route("**/*", route)
-            page.goto(smoke_paper.html.as_uri(), wait_until="load")
-            deadline = time.monotonic() + 90
-            facts = page.evaluate(PAGE_FACTS)
-            while facts["drawn"] < facts["declared"] and not errors:
-                assert time.monotonic() < deadline, (
-                    f"charts drawn: {facts['drawn']} of {facts['declared']}"
-                )
-                page.wait_for_timeout(250)
+                def route(r):  # the network is cut: only the file itself (and data:) loads
+                    if r.request.url.startswith(("file:", "data:", "blob:")):
+                        r.continue_()
+                    else:
+                        outside.append(r.request.url)
+                        r.abort()
+
+                page.route("**/*", route)
+                page.goto(smoke_paper.html.as_uri(), wait_until="load")
+                deadline = time.monotonic() + 90
                 facts = page.evaluate(PAGE_FACTS)
-        finally:
-            chromium.close()
+                while facts["drawn"] < facts["declared"] and not errors:
+                    assert time.monotonic() < deadline, (
+                        f"charts drawn: {facts['drawn']} of {facts['declared']}"
+                    )
+                    page.wait_for_timeout(250)
+                    facts = page.evaluate(PAGE_FACTS)
+            finally:
+                chromium.close()
+        found.update(facts)
+
+    # in a thread of its own: a test before it may leave an asyncio loop running in this
+    # one (kernels, papermill), where Playwright's sync API refuses to start
+    failure = []
+    worker = threading.Thread(target=lambda: _catching(browse, failure))
+    worker.start()
+    worker.join()
+    if failure:
+        raise failure[0]
+    facts = found
     assert not errors, errors
     assert not outside, f"the paper asked the network for {outside}"
     assert facts["declared"] > 0 and facts["drawn"] == facts["declared"]
     assert facts["captions"] == [f"Figure {n}." for n in range(1, len(facts["captions"]) + 1)]
     assert facts["unresolved"] == [] and facts["empty_xrefs"] == 0
     assert facts["citations"] > 0 and facts["uncited"] == []
+
+
+def _catching(call, failure: list) -> None:
+    """``call()``, its exception appended to ``failure`` (a thread cannot raise to its
+    caller)."""
+    try:
+        call()
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+        failure.append(exc)
 
 
 def test_every_notebooks_paths_are_scrubbed_even_when_they_differ(tmp_path):

@@ -151,7 +151,7 @@ def test_ctrl_c_in_selfish_train_keeps_the_last_step_and_exits_130(tmp_path):
     assert child.returncode == 130, err
     assert "Traceback" not in err
     last = [line for line in (seen + err).splitlines() if line.strip()][-1]
-    match = re.search(r"interrupted: checkpoint at step (\d+) of 2000 in (\S+);", last)
+    match = re.search(r"interrupted by SIGINT: checkpoint at step (\d+) of 2000 in (\S+);", last)
     assert match, last
     state = torch.load(match.group(2), weights_only=False)
     assert state["step"] == int(match.group(1)) >= 2

@@ -96,4 +96,4 @@ def test_a_reading_whose_intervals_were_clipped_says_so(report):
         closing = markdown_outputs([c for c in nb.cells if c.cell_type == "code"][-1])[-1]
         assert (CLIPPED_NOTE in closing) is clipped, name
         checked += 1
-    assert checked == 5  # every chapter with intervals: 02 to 06
+    assert checked == 6  # every chapter with intervals: 02 to 06, and 10

@@ -76,8 +76,9 @@ def _field_runs(params: Mapping[str, Any]) -> Grids:
     settings = params.get("settings", field.FIELD_SETTINGS)
     infos = {s: params.token_info(bilingual=s == "bilingual") for s in settings}
     return field.field_plan(
-        profile_of(params), settings, infos, params["layout"], params["results_dir"]
-    )
+        profile_of(params), settings, infos, params["layout"], params["results_dir"],
+        params.get("device"),
+    )  # fmt: skip
 
 
 def _real_language_runs(params: Mapping[str, Any]) -> Grids:

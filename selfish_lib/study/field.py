@@ -362,6 +362,7 @@ def tune_arm(
     token_info: pd.DataFrame | None = None,
     results_dir: str | os.PathLike | None = None,
     score=None,
+    device: str | None = None,
 ) -> ArmTuning:
     """Tune ``arm`` in ``setting``: score its grid (the mean over ``profile.tuning_seeds``
     of its criterion on the tuning split), choose, and while the choice lies on the
@@ -369,14 +370,16 @@ def tune_arm(
     stop at the first value whose runs are missing. ``score(config)`` is the score of a
     tuning run, NaN when it is not in the store (default: the stored run's
     ``tuning_score``, -inf where its scope has no token in the tuning split; without
-    ``token_info`` nothing is read and nothing chosen)."""
+    ``token_info`` nothing is read and nothing chosen). With ``device``, a stored run
+    trained on a device of another kind or precision is not read (``runs.stored_run``):
+    a tuning choice never mixes numerics."""
     tuning = arm.objective.tuning
     seeds = tuple(profile.tuning_seeds)
     scope_metric = criterion(arm, setting)
     if score is None:
 
         def score(config: TrainConfig) -> float:
-            run = None if token_info is None else stored_run(config, results_dir)
+            run = None if token_info is None else stored_run(config, results_dir, device)
             if run is None:
                 return math.nan
             key = (str(getattr(run, "path", "")), setting, *scope_metric)
@@ -461,10 +464,11 @@ def tune_setting(
     token_info: pd.DataFrame | None = None,
     layout: float = 2.0,
     results_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> dict[str, ArmTuning]:
     """``tune_arm`` of every tuned arm in ``setting``, by arm name."""
     check_choice("setting", setting, FIELD_SETTINGS)
-    return {arm.name: tune_arm(profile, setting, arm, token_info, results_dir)
+    return {arm.name: tune_arm(profile, setting, arm, token_info, results_dir, device=device)
             for arm in tuned_arms(layout)}  # fmt: skip
 
 
@@ -474,11 +478,12 @@ def tuning_configs(
     layout: float = 2.0,
     token_info: pd.DataFrame | None = None,
     results_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> dict:
     """(arm, value, seed) -> the tuning run of that candidate and tuning seed, for every
     tuned arm and every value of its grid as it stands (without ``token_info``: the
     first grids)."""
-    tuned = tune_setting(profile, setting, token_info, layout, results_dir)
+    tuned = tune_setting(profile, setting, token_info, layout, results_dir, device)
     return {(name, value, seed): config
             for name, result in tuned.items()
             for (value, seed), config in result.configs.items()}  # fmt: skip
@@ -490,6 +495,7 @@ def tuning_table(
     token_info: pd.DataFrame,
     layout: float = 2.0,
     results_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> pd.DataFrame:
     """One row per tuned arm and candidate: its criterion, its mean score over the tuning
     seeds (NaN while a run is not in the store) and each seed's, ``round`` (0: the first
@@ -497,7 +503,7 @@ def tuning_table(
     until all its candidates are scored), ``at_edge`` where the chosen value is the
     smallest or largest tried, ``extended`` (values added to the arm's grid) and
     ``edge`` (how its tuning ended: ``EDGE_NOTES``)."""
-    tuned = tune_setting(profile, setting, token_info, layout, results_dir)
+    tuned = tune_setting(profile, setting, token_info, layout, results_dir, device)
     return pd.concat([t.rows for t in tuned.values()], ignore_index=True)
 
 
@@ -507,9 +513,11 @@ def tuning_tables(
     token_infos: Mapping[str, pd.DataFrame],
     layout: float = 2.0,
     results_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> pd.DataFrame:
     """``tuning_table`` of every setting of ``settings``, one below the other."""
-    tables = [tuning_table(profile, s, token_infos[s], layout, results_dir) for s in settings]
+    tables = [tuning_table(profile, s, token_infos[s], layout, results_dir, device)
+              for s in settings]  # fmt: skip
     return pd.concat(tables, ignore_index=True)
 
 
@@ -561,12 +569,13 @@ def chosen_arms(
     layout: float = 2.0,
     results_dir: str | os.PathLike | None = None,
     tuned: Mapping[str, ArmTuning] | None = None,
+    device: str | None = None,
 ) -> tuple[list[Arm], list[Arm]]:
     """``(ready, pending)``: every arm with its tuned value where tuning has chosen one
     (with the untuned arms), and the tuned arms still waiting for their tuning runs (at
     their published value)."""
     if tuned is None:
-        tuned = tune_setting(profile, setting, token_info, layout, results_dir)
+        tuned = tune_setting(profile, setting, token_info, layout, results_dir, device)
     ready, pending = [], []
     for arm in arms(layout):
         if not arm.tuned:
@@ -591,6 +600,7 @@ def field_plan(
     token_infos: Mapping[str, pd.DataFrame],
     layout: float = 2.0,
     results_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> dict[str, dict]:
     """The runs of chapter 07 by part: ``tuning`` ((setting, arm, value, seed) -> config,
     every grid as it stands), ``CARRY_OVER`` ((setting, layout, seed) -> config, HNS at
@@ -600,7 +610,7 @@ def field_plan(
     grids: dict[str, dict] = {"tuning": {}, CARRY_OVER: {}}
     pending_part: dict = {}
     for setting in settings:
-        tuned = tune_setting(profile, setting, token_infos[setting], layout, results_dir)
+        tuned = tune_setting(profile, setting, token_infos[setting], layout, results_dir, device)
         for name, result in tuned.items():
             for (value, seed), config in result.configs.items():
                 grids["tuning"][(setting, name, value, seed)] = config
@@ -695,6 +705,7 @@ def carry_over(
     token_infos: Mapping[str, pd.DataFrame],
     layout: float = 2.0,
     results_dir: str | os.PathLike | None = None,
+    device: str | None = None,
 ) -> CarryOver:
     """For every layout HNS's tuning tried: its tuning score (the mean over the tuning
     seeds on the tuning split) and its full-length score (the same criterion on the
@@ -704,13 +715,13 @@ def carry_over(
     hns = next(arm for arm in tuned_arms(layout) if arm.name == HNS_TUNED)
     for setting in settings:
         info = token_infos[setting]
-        tuned = tune_arm(profile, setting, hns, info, results_dir)
+        tuned = tune_arm(profile, setting, hns, info, results_dir, device=device)
         scope_metric = criterion(hns, setting)
         full = carry_over_configs(profile, setting, list(tuned.rows["value"]))
         for rec in tuned.rows.to_dict("records"):
             scores = []
             for seed in profile.tuning_seeds:
-                run = stored_run(full[(rec["value"], seed)], results_dir)
+                run = stored_run(full[(rec["value"], seed)], results_dir, device)
                 scores.append(math.nan if run is None else
                               tuning_score(run, info, setting, scope_metric))  # fmt: skip
             rows.append(
