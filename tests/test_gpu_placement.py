@@ -45,8 +45,9 @@ def test_each_worker_takes_the_next_slot_once_and_keeps_its_gpu(monkeypatch):
     assert seen == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
     assert slots.value == 4
     trained_on = []
-    monkeypatch.setattr(executors, "train_unit",
-                        lambda unit, corpus, store, device: trained_on.append(device) or [])
+    monkeypatch.setattr(
+        executors, "train_unit", lambda unit, corpus, store, device: trained_on.append(device) or []
+    )
     monkeypatch.setattr(executors, "_worker_corpus", lambda path: None)
     executors._worker_train((), None, None, executors.WORKER_GPU)
     executors._worker_train((), None, None, "cpu")
