@@ -6,8 +6,9 @@ the claims table and the sentences the verdicts choose, the bibliography, a chap
 from a small executed notebook, the published paper's checks and the command line.
 
 Then the paper built from the session's smoke reproduction (tests/conftest.py runs it once
-for every test that needs it): paper.html and paper.pdf exist, the PDF's text holds every
-figure's caption, no path of the machine is in the page; and, in Debian's Chromium with
+for every test that needs it): paper.html holds every chapter and figure and no path of
+the machine; the PDF printed from it holds every figure's caption (slow: printing and
+reading it back take a minute or more); and, in Debian's Chromium with
 the network cut (marked ``browser``), every chart is drawn, the figures are numbered in
 order, every cross-reference and citation resolves and nothing is logged as an error.
 """
@@ -342,12 +343,11 @@ def test_cli_paper_names_a_missing_report_and_refuses_to_publish_smoke(tmp_path,
 
 @pytest.fixture(scope="module")
 def smoke_paper(smoke_report, tmp_path_factory) -> build.PaperBuild:
-    """The paper built (HTML and PDF) from a copy of the session's smoke report."""
-    if build.find_chromium() is None and not REQUIRED:
-        pytest.skip("no Chromium to print the PDF (Debian: apt-get install chromium)")
+    """The paper's page built from a copy of the session's smoke report (the PDF, printed
+    by Chromium and read back, is the slow test's)."""
     reports = tmp_path_factory.mktemp("paper") / "reports"
     shutil.copytree(smoke_report, reports / "smoke")
-    return build.build_paper("smoke", reports)
+    return build.build_paper("smoke", reports, pdf=False)
 
 
 def test_the_smoke_paper_has_every_chapter_figure_and_no_machine_path(smoke_paper, smoke_report):
@@ -369,11 +369,19 @@ def test_the_smoke_paper_has_every_chapter_figure_and_no_machine_path(smoke_pape
     assert page.count('<details class="code">') > len(executed)
 
 
-def test_the_smoke_pdf_holds_every_figure_caption(smoke_paper):
+@pytest.mark.slow
+def test_the_smoke_pdf_holds_every_figure_caption(smoke_report, tmp_path):
+    """``make paper`` prints the page to paper.pdf; every figure's caption is in its text.
+    Slow: printing a smoke paper and reading back its text takes a minute or more."""
     from pypdf import PdfReader
 
-    manifest = json.loads(smoke_paper.manifest.read_text())
-    text = "\n".join(page.extract_text() for page in PdfReader(smoke_paper.pdf).pages)
+    if build.find_chromium() is None and not REQUIRED:
+        pytest.skip("no Chromium to print the PDF (Debian: apt-get install chromium)")
+    shutil.copytree(smoke_report, tmp_path / "reports" / "smoke")
+    paper = build.build_paper("smoke", tmp_path / "reports")
+    assert paper.pdf.is_file() and paper.pdf.read_bytes().startswith(b"%PDF")
+    manifest = json.loads(paper.manifest.read_text())
+    text = "\n".join(page.extract_text() for page in PdfReader(paper.pdf).pages)
     text = re.sub(r"\s+", " ", text)
     missing = [n for n in range(1, manifest["figures"] + 1) if f"Figure {n}." not in text]
     assert not missing, f"captions not found in the PDF: Figure {missing}"

@@ -107,9 +107,13 @@ def assert_same_report(report: Path, root: Path, reference: Path, reference_root
     assert notebook_outputs(report, root) == notebook_outputs(reference, reference_root)
 
 
+# the session's own reproduction trains with two jobs: the local case only checks that a
+# second one gives the same numbers (slow); the Ray case checks another executor
 @pytest.mark.parametrize(
-    "executor", [pytest.param("ray", marks=needs_ray), pytest.param("local", id="jobs=2")]
-)
+    "executor",
+    [pytest.param("ray", marks=needs_ray),
+     pytest.param("local", id="jobs=2", marks=pytest.mark.slow)],
+)  # fmt: skip
 def test_a_smoke_reproduction_is_the_same_through_ray_and_two_jobs(
     smoke_reproduction, executor, request, tmp_path
 ):
