@@ -435,7 +435,10 @@ def test_sound_files_are_only_read(report, capsys):
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("damage", ["[]", '{"notebooks": []}'])
+# one damage in the default run, the other with the slow tests (a reproduction each)
+@pytest.mark.parametrize(
+    "damage", ["[]", pytest.param('{"notebooks": []}', marks=pytest.mark.slow)]
+)
 def test_a_reproduction_over_a_damaged_summary_completes(report, capsys, damage):
     """Valid JSON of the wrong shape: rebuilt before any work, and the reproduction then
     records its notebook and its end (no AttributeError, no TypeError, no finished: null)."""

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from selfish_lib.engine.runs import config_hash, get_or_train
@@ -24,6 +25,7 @@ SIGNALS = 10
 MAX_STEPS = 4000
 
 
+@pytest.mark.slow  # ten real interruptions; one of each kind runs in tests/test_hardening.py
 def test_ten_random_sigints_each_leave_the_last_completed_step(tiny_corpus, tmp_path):
     text = tmp_path / "text.txt"
     text.write_text(tiny_corpus.text)

@@ -72,6 +72,7 @@ def test_a_failing_notebook_keeps_the_previous_good_report(tmp_path):
     assert f'report_dir = "{report}"' in injected.source and "staging" not in injected.source
 
 
+@pytest.mark.slow  # two reproductions; the lock's own behaviour is tested in test_hardening.py
 def test_two_reproductions_into_one_folder_take_turns_and_keep_every_entry(tmp_path):
     notebooks = tmp_path / "notebooks"
     write(notebooks, "01_first", GOOD)
