@@ -487,6 +487,8 @@ def test_a_lock_held_by_a_stopped_process_names_it_and_is_taken_over_when_it_die
     try:
         assert holder.stdout.readline().strip() == "held", holder.stderr.read()
         holder.send_signal(signal.SIGSTOP)
+        # a signal is delivered, not obeyed at once: wait until the holder is stopped
+        wait_for(lambda: process_state(holder.pid) in ("T", "t"), 10, "the holder stopped")
         waiter = threading.Thread(target=lambda: result.update(run=get_or_train(
             config, corpus=tiny_corpus, results_dir=tmp_path, progress=False)))  # fmt: skip
         waiter.start()
