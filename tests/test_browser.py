@@ -34,20 +34,11 @@ import pytest
 
 from selfish_lib.engine.corpus import resolve_corpus_path
 from selfish_lib.report import pipeline
+from selfish_lib.report.paper.build import BROWSER_ARGS
 
 CHROMIUM = Path(os.environ.get("SELFISH_CHROMIUM", "/usr/bin/chromium"))
 REQUIRED = os.environ.get("SELFISH_REQUIRE_BROWSER", "") == "1"
-# Headless, and nothing in the background that would try to reach the network.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM_ARGS = list(BROWSER_ARGS)  # headless, nothing reaching the network
 NOTEBOOKS = sorted(pipeline.available_notebooks())
 # A chart Vega-Embed has drawn: its view's SVG inside the wrapper it adds to the
 # container (before that, the container holds vl-convert's static SVG directly).

@@ -432,7 +432,7 @@ def test_the_smoke_paper_in_a_browser_offline(smoke_paper):
     def browse() -> None:
         with sync_playwright() as playwright:
             chromium = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=list(build.CHROMIUM_ARGS[:8])
+                executable_path=str(CHROMIUM), args=list(build.BROWSER_ARGS)
             )
             try:
                 page = chromium.new_page()

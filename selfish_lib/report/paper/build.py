@@ -75,8 +75,9 @@ PAPER_DIR = ROOT / "paper"
 HTML_NAME, PDF_NAME, MANIFEST_NAME = "paper.html", "paper.pdf", "paper.manifest.json"
 PUBLISHED = ("paper.pdf", "paper.html", "claims.json", "manifest.json")
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser", "google-chrome")
-# Headless, and nothing in the background that would try to reach the network.
-CHROMIUM_ARGS = (
+# Headless, and nothing in the background that would try to reach the network (what the
+# browser tests launch Chromium with, too).
+BROWSER_ARGS = (
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -85,6 +86,10 @@ CHROMIUM_ARGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+)
+# ... and printing the page once every chart is drawn.
+CHROMIUM_ARGS = (
+    *BROWSER_ARGS,
     "--no-pdf-header-footer",
     "--run-all-compositor-stages-before-draw",
     "--virtual-time-budget=30000",  # Vega-Embed draws every chart before the page prints
