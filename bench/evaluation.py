@@ -1,8 +1,10 @@
-"""Cost of whole-split validation: one evaluation against the training it interrupts.
+"""Cost of validation: the evaluations of a run against the training they interrupt.
 
-For each setting of a profile, times one full validation evaluation and the
-training steps between two evaluation points (measured on a sample of steps),
-side by side in one process. Usage:
+For each setting of a profile, times one whole-split evaluation, one interim
+evaluation (every ``interim_eval_stride``-th window, as a run scores before its last
+step) and a sample of training steps, side by side in one process; then a whole run's
+share of evaluation, the way runs evaluate now (interim points sampled, the last whole)
+and the way they did (every point the whole split). Usage:
 
     python bench/evaluation.py [--profile paper] [--device auto] [--steps 40]
 """
@@ -27,25 +29,32 @@ def measure(setting: str, args: argparse.Namespace, corpus, device) -> list:
         x, y = (t.to(device) for t in sampler.sample())
         training_step(model, optimizer, x, y, config, 1e-3)
 
-    def evaluate() -> None:
-        evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, device)
+    def evaluate(stride: int = 1) -> None:
+        evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, device,
+                       stride=stride)  # fmt: skip
 
+    stride = config.interim_eval_stride
     step()
-    evals, steps = [], []
+    evals, interims, steps = [], [], []
     for _ in range(args.repeats):
         evals.append(timed(evaluate, device))
+        interims.append(timed(lambda: evaluate(stride), device))
         steps.extend(timed(step, device) for _ in range(args.steps // args.repeats))
-    t_eval, t_step = median_ms(evals), median_ms(steps)
-    between = t_step * config.eval_interval
+    t_eval, t_interim, t_step = median_ms(evals), median_ms(interims), median_ms(steps)
+    training_ms = t_step * config.max_steps
+    points = math.ceil(config.max_steps / config.eval_interval)  # step 0 to the last but one
+    before = points * t_eval + t_eval
+    now = points * t_interim + t_eval
     positions = (len(corpus.val) - 1) * (2 if config.bilingual else 1)
     return [
         setting,
         f"{positions:,}",
         f"{t_eval:.0f}",
+        f"{t_interim:.0f} (1/{stride})",
         f"{t_step:.1f}",
-        config.eval_interval,
-        f"{between:.0f}",
-        f"{t_eval / between:.3f}",
+        f"{points} + 1",
+        f"{100 * before / (training_ms + before):.1f}%",
+        f"{100 * now / (training_ms + now):.1f}%",
     ]
 
 
@@ -60,16 +69,17 @@ def main() -> None:
     device = resolve_device(args.device)
     corpus = load_corpus()
     rows = [measure(setting, args, corpus, device) for setting in ("single", "bilingual")]
-    print(f"whole-split validation cost, profile={args.profile}, device={machine(device)}")
+    print(f"validation cost, profile={args.profile}, device={machine(device)}")
     print_table(
         [
             "setting",
-            "positions scored",
-            "eval (ms)",
+            "positions scored (whole split)",
+            "whole-split eval (ms)",
+            "interim eval (ms, share of windows)",
             "train step (ms)",
-            "eval_interval",
-            "steps between evals (ms)",
-            "ratio eval/steps",
+            "evaluations in a run",
+            "run share, every eval whole",
+            "run share, interim sampled",
         ],
         rows,
     )

@@ -15,7 +15,10 @@ store, timing on the training thread what the checkpoints and the final files co
 what the evaluations cost. The earlier way is replayed on the same run's rows in the
 same process: a checkpoint that pickles every row logged so far (its cost grows with the
 step, so a run's total grows with the square of its steps), and tables written as
-gzipped CSV. The earlier run's time is this run's with its writing swapped for that.
+gzipped CSV; and evaluations of the whole validation split at every evaluation point
+(this run scores every ``interim_eval_stride``-th window before its last evaluation),
+each costing what this run's last, whole-split, evaluation cost. The earlier run's time
+is this run's with its writing and evaluations swapped for those.
 """
 
 from __future__ import annotations
@@ -115,6 +118,7 @@ class Timers:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
+        self.last: dict[str, float] = {}  # seconds of the last call
 
     def wrap(self, owner, name: str, label: str, keep: list | None = None) -> None:
         inner = getattr(owner, name)
@@ -124,7 +128,8 @@ class Timers:
             try:
                 return inner(*args, **kwargs)
             finally:
-                self.seconds[label] += time.perf_counter() - began
+                self.last[label] = time.perf_counter() - began
+                self.seconds[label] += self.last[label]
                 self.calls[label] += 1
                 if keep is not None:
                     keep.append(args)
@@ -215,8 +220,11 @@ def io_share(setting: str, steps: int | None, corpus) -> list[list[object]]:
     old_checkpoints = sum(earlier_checkpoint(state, tables) for state in checkpoints)
     new_io = timers.seconds["checkpoint"] + timers.seconds["final files"]
     old_io = old_checkpoints + old_final
-    old_total = total - new_io + old_io
     evaluation = timers.seconds["evaluation"]
+    # the earlier run scored the whole split at every evaluation point, as this run's last
+    # evaluation does (the same model shape, so the same cost)
+    old_evaluation = timers.calls["evaluation"] * timers.last["evaluation"]
+    old_total = total - new_io + old_io - evaluation + old_evaluation
     log_points = config.max_steps // config.log_interval
     scenario_points = (config.max_steps // config.scenario_interval
                        if config.scenario_interval else 0)  # fmt: skip
@@ -239,8 +247,9 @@ def io_share(setting: str, steps: int | None, corpus) -> list[list[object]]:
          f"{old_final / max(timers.seconds['final files'], 1e-9):.0f}x"],
         ["checkpoint + table writing", share(old_io, old_total), share(new_io, total),
          f"{old_io / max(new_io, 1e-9):.0f}x"],
-        [f"{timers.calls['evaluation']} evaluations (whole split)", share(evaluation, old_total),
-         share(evaluation, total), "same"],
+        [f"{timers.calls['evaluation']} evaluations (whole split / every "
+         f"{config.interim_eval_stride}th window but the last)", share(old_evaluation, old_total),
+         share(evaluation, total), f"{old_evaluation / max(evaluation, 1e-9):.1f}x"],
         ["log appends (writer thread, off the training thread)", "(in the checkpoints)",
          share(appends, total), ""],
         ["table bytes (CSV gzip 9 / npz)", f"{old_bytes / 1e6:.1f} MB", f"{new_bytes / 1e6:.1f} MB",

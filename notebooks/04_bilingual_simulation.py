@@ -61,7 +61,10 @@ runs = study.planned_runs()
 # %% [markdown]
 # ## Learning curves
 #
-# Every metric at every evaluation point, in each language. The two
+# Every metric at every evaluation point, in each language. The points
+# before a run's last score a systematic sample of the validation text
+# (every `interim_eval_stride`-th window of it, the profile's choice); the
+# last point, which every table below reads, scores all of it. The two
 # low-only models train for 50 times fewer steps, so their curves end early.
 
 # %%

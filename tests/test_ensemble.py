@@ -124,6 +124,19 @@ def test_ensemble_matches_solo_runs_within_the_tolerance(solo_and_ensemble, corp
             torch.testing.assert_close(b.model.state_dict()[name], p, rtol=0, atol=1e-5)
 
 
+def test_members_score_the_windows_their_solo_runs_score(solo_and_ensemble, corpus):
+    """The smoke profile samples every 4th window before the last evaluation: each member
+    scores the same positions as its solo run at every evaluation, all of them at the end."""
+    configs, solo, together = solo_and_ensemble
+    assert configs[0].interim_eval_stride > 1
+    for a, b in zip(solo, together, strict=True):
+        counts = [r.eval_tokens.groupby("step")["count"].sum() for r in (a, b)]
+        pd.testing.assert_series_equal(*counts)
+        last = counts[0].index.max()
+        assert counts[0].loc[last] == len(corpus.val) - 1
+        assert (counts[0].drop(last) < counts[0].loc[last]).all()
+
+
 def test_the_arms_really_differ(solo_and_ensemble):
     """The group mixes objectives that train differently (else the test shows little)."""
     _, solo, _ = solo_and_ensemble

@@ -19,6 +19,7 @@ from selfish_lib.engine.evaluation import (
     position_metrics,
     windows,
 )
+from selfish_lib.engine.validation import ParameterError
 
 
 class BigramModel(torch.nn.Module):
@@ -177,3 +178,39 @@ def test_probability_profile_matches_brute_force():
         easy = (logp < lt - 1.0) & mask
         assert row["easy_mass"] == pytest.approx((logp.exp() * easy).sum(1).mean().item(), rel=1e-5)
         assert row["easy_count"] == pytest.approx(easy.sum(1).double().mean().item())
+
+
+@pytest.mark.parametrize("length, block, stride", [(50, 8, 2), (49, 8, 3), (57, 8, 7), (9, 8, 4)])
+def test_a_window_stride_keeps_every_kth_window(length, block, stride):
+    ids = torch.arange(length)
+    every = [(x[i], y[i]) for x, y in windows(ids, block) for i in range(len(x))]
+    kept = [(x[i], y[i]) for x, y in windows(ids, block, stride) for i in range(len(x))]
+    expected = every[::stride]
+    assert len(kept) == len(expected)
+    for (x, y), (ex, ey) in zip(kept, expected, strict=True):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+
+
+def test_a_strided_evaluation_is_the_sum_of_its_windows_evaluated_alone():
+    """Every k-th window, against an independent sum: each kept window (block + 1 ids:
+    its inputs and its last target) evaluated on its own and the sums added."""
+    g = torch.Generator().manual_seed(3)
+    V, block, stride = 6, 5, 3
+    table = torch.randn(V, V, generator=g)
+    model = BigramModel(table, block_size=block)
+    ids = torch.randint(0, V, (58,), generator=g)
+    got = evaluate_ids(model, ids, stride=stride).set_index("token")
+    starts = range(0, len(ids) - 1, block)
+    parts = [evaluate_ids(model, ids[s : s + block + 1]).set_index("token")
+             for i, s in enumerate(starts) if i % stride == 0]  # fmt: skip
+    want = sum(parts[1:], parts[0])
+    assert got["count"].sum() == sum(min(block, len(ids) - 1 - s)
+                                     for i, s in enumerate(starts) if i % stride == 0)  # fmt: skip
+    pd.testing.assert_frame_equal(got.astype(float), want.astype(float), rtol=1e-12)
+    assert got["count"].sum() < len(ids) - 1  # a sample, not the whole split
+
+
+@pytest.mark.parametrize("stride", [0, -1, 1.5, "2"])
+def test_a_bad_stride_names_the_parameter(stride):
+    with pytest.raises(ParameterError, match="stride"):
+        windows(torch.arange(20), 4, stride)

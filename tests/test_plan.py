@@ -59,7 +59,10 @@ def test_plan_status_missing_partial_and_estimate(tmp_path, tiny_corpus):
     table = plan_table(prepared.grids, tmp_path / "results", timings)
     row = table.set_index("id").loc[config_hash(config)]
     left = config.max_steps - 10
-    evals = (config.max_steps // config.eval_interval + 1) * left / config.max_steps
+    # the evaluations before the last score a k-th of the windows: a k-th of the cost
+    interim = config.max_steps // config.eval_interval / config.interim_eval_stride
+    evals = (interim + 1) * left / config.max_steps
+    assert config.interim_eval_stride > 1
     assert row["estimate_s"] == pytest.approx(left * 0.5 + evals * 2.0)
     assert estimate_seconds(config, (0.5, 2.0), config.max_steps) == 0.0
     assert [format_duration(v) for v in (12, 600, 9000, None)] == ["12 s", "10 min", "2.5 h", "?"]

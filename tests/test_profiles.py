@@ -8,6 +8,7 @@ import pytest
 
 from selfish_lib.engine.objectives import CrossEntropy, HardNegatives
 from selfish_lib.engine.profiles import PROFILE_NAMES, get_profile
+from selfish_lib.engine.runs import config_hash
 from selfish_lib.engine.validation import ParameterError
 
 
@@ -19,6 +20,23 @@ def test_paper_profile_is_the_original_study_scale():
     assert (cfg.warmup_steps, cfg.beta2, cfg.weight_decay, cfg.grad_clip) == (100, 0.99, 0.1, 1.0)
     assert cfg.max_steps == 2000 and cfg.objective == CrossEntropy()
     assert len(get_profile("paper").seeds) >= 3
+
+
+def test_every_run_of_a_profile_samples_its_interim_evaluations_alike():
+    """The stride reaches every kind of run a chapter trains, and a config at the default
+    (every evaluation the whole split) keeps the id it had before the field existed."""
+    paper = get_profile("paper")
+    configs = [paper.config(s) for s in ("single", "bilingual", "low_only")] + [
+        paper.subword_config("bilingual", CrossEntropy(), 1024),
+        paper.language_config("nahuatl", "disjoint"),
+        paper.sweep_config(HardNegatives(2.0), 0),
+        paper.tuning_config("single", CrossEntropy()),
+    ]
+    assert {c.interim_eval_stride for c in configs} == {paper.interim_eval_stride} == {8}
+    # the id of this config before the field existed (pinned with others in
+    # test_real_language), and a sampled run under an id of its own
+    assert config_hash(paper.config("single", interim_eval_stride=1)) == "1eb4ce6e90bccbfb"
+    assert config_hash(paper.config("single")) != "1eb4ce6e90bccbfb"
 
 
 @pytest.mark.parametrize("name", PROFILE_NAMES)

@@ -83,6 +83,7 @@ def states_equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         ("p_low", 0.5),
         ("seed", -1),
         ("eval_interval", 0),
+        ("interim_eval_stride", 0),
         ("bilingual", "yes"),
     ],
 )
@@ -247,6 +248,22 @@ def test_a_scheduled_run_differs_from_its_constant_endpoints(tiny_corpus):
     assert not states_equal(run.model, start.model)
 
 
+def test_interim_evaluations_sample_the_split_and_the_last_scores_all_of_it(tiny_corpus):
+    """A stride changes what is scored before the last step, nothing else: the weights
+    and the last evaluation equal the run's that scored the whole split every time."""
+    whole = train(tiny_config(tiny_corpus), tiny_corpus, progress=False)
+    sampled = train(tiny_config(tiny_corpus, interim_eval_stride=4), tiny_corpus,
+                    progress=False)  # fmt: skip
+    assert states_equal(whole.model, sampled.model)
+    counts = sampled.eval_tokens.groupby("step")["count"].sum()
+    positions = len(tiny_corpus.val) - 1
+    assert counts.loc[12] == positions and (counts.drop(12) < positions / 3).all()
+    assert sorted(counts.index) == [0, 6, 12]
+    last = [r.eval_tokens[r.eval_tokens["step"] == 12].reset_index(drop=True)
+            for r in (whole, sampled)]  # fmt: skip
+    pd.testing.assert_frame_equal(*last)
+
+
 def test_evaluating_before_the_first_log_point_works(tiny_corpus):
     cfg = tiny_config(tiny_corpus, max_steps=3, eval_interval=1, log_interval=5)
     res = train(cfg, tiny_corpus, progress=True)
@@ -276,7 +293,10 @@ def plain_loop(config: TrainConfig, corpus):
         log, tokens, evals, scenarios = [], [], [], ScenarioLog()
 
         def evaluate(at: int) -> None:
-            frame = evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, cpu)
+            # the whole split at the end, every k-th window before it
+            stride = 1 if at == config.max_steps else config.interim_eval_stride
+            frame = evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, cpu,
+                                   stride=stride)  # fmt: skip
             frame.insert(0, "step", at)
             evals.append(frame)
 
@@ -336,7 +356,7 @@ def assert_same_tables(result, tables: dict) -> None:
 @pytest.mark.parametrize(
     "changes",
     [
-        dict(layout=2.0, bilingual=True, p_low=0.3, scenario_interval=4),
+        dict(layout=2.0, bilingual=True, p_low=0.3, scenario_interval=4, interim_eval_stride=3),
         dict(objective=AdaptiveGradientGating(alpha=0.1, window=5), scenario_interval=5),
         dict(dropout=0.1, tie_embeddings=False),
     ],
@@ -377,8 +397,10 @@ def test_a_checkpoint_holds_state_only_and_the_rows_are_in_the_logs(tiny_corpus,
             want = getattr(reference, name)
             want = want[want["step"] <= stop].reset_index(drop=True)
             assert covered[name].equals(want) or (covered[name].empty and want.empty), name
-    # three times the steps, three times the rows: the same checkpoint size
-    assert sizes[0] == sizes[1]
+    # three times the steps, three times the rows: the same checkpoint size, but for the
+    # log lengths it records growing a byte wider (the archive pads to 64 bytes); the rows
+    # themselves would add kilobytes
+    assert abs(sizes[1] - sizes[0]) <= 128
 
 
 def test_resume_cuts_the_logs_back_to_the_checkpoint(tiny_corpus, tmp_path):

@@ -84,6 +84,7 @@ from .training import (
     _save_atomic,
     checkpoint_state,
     device_record,
+    eval_stride,
     initial_model,
     learning_rate,
     make_optimizer,
@@ -684,7 +685,8 @@ def _train_ensemble(
     def evaluate(at: int) -> None:
         for e, model in enumerate(models):
             stacked.copy_member_into(e, model)
-            frame = evaluate_split(model, corpus.val, corpus.vocab_size, shared.bilingual, dev)
+            frame = evaluate_split(model, corpus.val, corpus.vocab_size, shared.bilingual, dev,
+                                   stride=eval_stride(shared, at))  # fmt: skip
             frame.insert(0, "step", at)
             logs[e]["eval_tokens"].append_frame(frame)
 

@@ -22,25 +22,31 @@ import torch
 import torch.nn.functional as F
 
 from .model import GPT
-from .validation import ParameterError, check_float
+from .validation import ParameterError, check_float, check_int
 
 METRICS = ("loss", "top1", "recall5", "mrr")
 SUMS = ("count", "loss_sum", "top1_sum", "top5_sum", "rr_sum")
 
 
-def windows(ids: torch.Tensor, block_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def windows(
+    ids: torch.Tensor, block_size: int, stride: int = 1
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Inputs and targets of non-overlapping windows covering every next-token position.
 
     Returns a list of (x, y) batches: one (n_full, block_size) batch and, when
-    the length is not a multiple, one (1, remainder) batch.
+    the length is not a multiple, one (1, remainder) batch. With ``stride`` k > 1 only
+    windows 0, k, 2k, ... of that sequence are kept (the shorter last window too when
+    its index is a multiple of k): a systematic sample spread over the whole text.
     """
+    stride = check_int("stride", stride, 1)
     x, y = ids[:-1], ids[1:]
     n_full = len(x) // block_size
     out = []
     if n_full:
         cut = n_full * block_size
-        out.append((x[:cut].view(n_full, block_size), y[:cut].view(n_full, block_size)))
-    if len(x) % block_size:
+        full_x, full_y = x[:cut].view(n_full, block_size), y[:cut].view(n_full, block_size)
+        out.append((full_x[::stride], full_y[::stride]))
+    if len(x) % block_size and n_full % stride == 0:
         start = n_full * block_size
         out.append((x[start:].unsqueeze(0), y[start:].unsqueeze(0)))
     return out
@@ -92,9 +98,14 @@ def _add_token_sums(
 
 @torch.no_grad()
 def evaluate_ids(
-    model: GPT, ids: torch.Tensor, device: torch.device | str = "cpu", batch_windows: int = 256
+    model: GPT,
+    ids: torch.Tensor,
+    device: torch.device | str = "cpu",
+    batch_windows: int = 256,
+    stride: int = 1,
 ) -> pd.DataFrame:
-    """Per-target-token sums over every position of ``ids`` (1-D, model-vocabulary ids).
+    """Per-target-token sums over every position of ``ids`` (1-D, model-vocabulary ids),
+    or, with ``stride`` k > 1, over every position of every k-th window (``windows``).
 
     Columns: token, count, loss_sum, top1_sum, top5_sum, rr_sum (one row per model token).
     The sums are deterministic on every device (``host_reduction``).
@@ -107,7 +118,7 @@ def evaluate_ids(
         k: torch.zeros(V, dtype=torch.float64, device="cpu" if on_host else device) for k in SUMS
     }
     pending = []  # (targets, metrics) of each batch, on the device, when added on the host
-    for x_all, y_all in windows(ids, model.config.block_size):
+    for x_all, y_all in windows(ids, model.config.block_size, stride):
         for start in range(0, len(x_all), batch_windows):
             x = x_all[start : start + batch_windows].to(device)
             y = y_all[start : start + batch_windows].to(device).reshape(-1)
@@ -131,14 +142,16 @@ def evaluate_split(
     base_vocab_size: int,
     bilingual: bool,
     device: torch.device | str = "cpu",
+    stride: int = 1,
 ) -> pd.DataFrame:
-    """Evaluate a whole split (one alphabet's ids), in both alphabets when ``bilingual``.
+    """Evaluate a whole split (one alphabet's ids), in both alphabets when ``bilingual``;
+    with ``stride`` k > 1 its every k-th window only (``windows``).
 
     Token ``i + base_vocab_size`` rows hold the low-resource alphabet's sums.
     """
-    frame = evaluate_ids(model, split, device)
+    frame = evaluate_ids(model, split, device, stride=stride)
     if bilingual:
-        low = evaluate_ids(model, split + base_vocab_size, device)
+        low = evaluate_ids(model, split + base_vocab_size, device, stride=stride)
         frame = frame.set_index("token").add(low.set_index("token")).reset_index()
         frame["count"] = frame["count"].astype(np.int64)
     return frame
@@ -149,9 +162,10 @@ def evaluate_languages(
     english: torch.Tensor,
     language: torch.Tensor,
     device: torch.device | str = "cpu",
+    stride: int = 1,
 ) -> pd.DataFrame:
     """Evaluate a model of a real second language on each language's own validation text
-    (both 1-D, in the model's ids), each text on its own windows.
+    (both 1-D, in the model's ids), each text on its own windows (every ``stride``-th).
 
     One row per model token and language: rows 0 .. M-1 (``token`` = the id) hold the
     sums over English's text, rows M .. 2M-1 (``token`` = M + id) those over the
@@ -159,8 +173,8 @@ def evaluate_languages(
     a row for each; a token with no occurrence in a text has count 0 there (NaN
     metrics, never dropped)."""
     M = model.vocab_size
-    high = evaluate_ids(model, english, device)
-    low = evaluate_ids(model, language, device)
+    high = evaluate_ids(model, english, device, stride=stride)
+    low = evaluate_ids(model, language, device, stride=stride)
     low["token"] = low["token"] + M
     return pd.concat([high, low], ignore_index=True)
 

@@ -39,6 +39,11 @@ class Profile:
     scenario_every: dict  # per setting: steps between scenario records (0 = off)
     sweep: dict  # the layout sweep (notebook 06): steps, seeds, eval_interval of its runs
     p_low: float = 0.02
+    # evaluations before a run's last score every k-th window of the validation text
+    # (``TrainConfig.interim_eval_stride``): they draw the learning curves, which a
+    # systematic sample of the text draws as well at a k-th of the cost; every table
+    # reads the last evaluation, which scores the whole split
+    interim_eval_stride: int = 1
     # steps of a tuning run per setting (a quarter of the reported runs' steps): where
     # hyperparameters are chosen, on the tuning split (``Corpus.for_tuning``)
     tuning_steps: dict = dataclasses.field(default_factory=dict)
@@ -80,6 +85,7 @@ class Profile:
             max_steps=self.steps[setting],
             seed=self.seeds[0] if seed is None else seed,
             eval_interval=self.eval_every[setting],
+            interim_eval_stride=self.interim_eval_stride,
             log_interval=self.log_interval,
             checkpoint_interval=self.checkpoint_interval,
             scenario_interval=self.scenario_every[setting],
@@ -190,6 +196,7 @@ PROFILES: dict[str, Profile] = {
         tuning_seeds=(0,),  # a pipeline check: one seed keeps chapter 07's rounds quick
         seeds=(0, 1),
         eval_every={"single": 10, "bilingual": 50, "low_only": 1},
+        interim_eval_stride=4,
         log_interval=5,
         checkpoint_interval=10,
         scenario_every={"single": 5, "bilingual": 10, "low_only": 1},
@@ -213,6 +220,9 @@ PROFILES: dict[str, Profile] = {
         # five seeds (0.0625) could never reject at 0.05 and six (0.031) can
         seeds=(0, 1, 2, 3, 4, 5),
         eval_every={"single": 250, "bilingual": 500, "low_only": 20},
+        # a whole-split evaluation at every point took a fifth of a run on a CPU
+        # (bench/throughput.py --part io); an eighth of the windows, a twentieth
+        interim_eval_stride=8,
         log_interval=10,
         checkpoint_interval=500,
         scenario_every={"single": 10, "bilingual": 50, "low_only": 10},
@@ -232,6 +242,7 @@ PROFILES: dict[str, Profile] = {
         tuning_steps={"single": 1250, "bilingual": 5000, "low_only": 100},
         seeds=(0, 1, 2),
         eval_every={"single": 500, "bilingual": 1000, "low_only": 50},
+        interim_eval_stride=8,
         log_interval=10,
         checkpoint_interval=1000,
         scenario_every={"single": 50, "bilingual": 200, "low_only": 10},

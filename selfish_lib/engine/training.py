@@ -4,8 +4,9 @@ The loop is nanoGPT's (AdamW, linear warmup then cosine decay, gradient
 clipping) with what the study needs on top: the objective is any registered
 one (``engine.objectives``: CE, HNS at any layout, ...); every
 ``log_interval`` steps the mean training loss of every target token is
-recorded; every ``eval_interval`` steps the whole validation split is
-evaluated; and a checkpoint with every RNG state makes an interrupted run
+recorded; every ``eval_interval`` steps the validation split is evaluated
+(the whole split at the last step, every ``interim_eval_stride``-th window
+before it); and a checkpoint with every RNG state makes an interrupted run
 resume to exactly the same weights.
 
 What is logged goes to disk as it is logged, not with the checkpoints: with a work
@@ -127,6 +128,10 @@ class TrainConfig:
     seed: int = 0
     # what is recorded (changes the stored tables, not the weights)
     eval_interval: int = 250
+    # evaluations before the last score every k-th window of the validation text (a
+    # systematic sample over all of it, for the learning curves); the last evaluation,
+    # which every table reads, scores every window. 1: every evaluation the whole split
+    interim_eval_stride: int = 1
     log_interval: int = 10
     checkpoint_interval: int = 500
     scenario_interval: int = 0
@@ -169,7 +174,8 @@ class TrainConfig:
             check_int(name, getattr(self, name), 1)
         for name in ("warmup_steps", "seed", "scenario_interval"):
             check_int(name, getattr(self, name), 0)
-        for name in ("eval_interval", "log_interval", "checkpoint_interval"):
+        for name in ("eval_interval", "interim_eval_stride", "log_interval",
+                     "checkpoint_interval"):  # fmt: skip
             check_int(name, getattr(self, name), 1)
         check_float("learning_rate", self.learning_rate, 0.0, min_inclusive=False)
         check_float("min_lr", self.min_lr, 0.0, self.learning_rate)
@@ -1359,15 +1365,25 @@ def fresh_run(config: TrainConfig, corpus: Corpus, dev: torch.device):
     return model, make_optimizer(model, config), sampler
 
 
-def evaluate_run(model: GPT, corpus: Corpus, config: TrainConfig, dev: torch.device
-                 ) -> pd.DataFrame:  # fmt: skip
-    """The evaluation table of a run at one step (``corpus`` from ``training_corpus``):
+def evaluate_run(
+    model: GPT, corpus: Corpus, config: TrainConfig, dev: torch.device, step: int | None = None
+) -> pd.DataFrame:
+    """The evaluation table of a run at ``step`` (``corpus`` from ``training_corpus``):
     its validation split in one or both alphabets (``evaluation.evaluate_split``), or,
     with a real second language, English's and the language's validation texts each on
-    its own (``evaluation.evaluate_languages``)."""
+    its own (``evaluation.evaluate_languages``). Every window at the last step (or
+    ``step=None``), every ``interim_eval_stride``-th one before it (``eval_stride``)."""
+    stride = 1 if step is None else eval_stride(config, step)
     if isinstance(corpus, TwoLanguageCorpus):
-        return evaluate_languages(model, corpus.val, corpus.second.val, dev)
-    return evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev)
+        return evaluate_languages(model, corpus.val, corpus.second.val, dev, stride=stride)
+    return evaluate_split(model, corpus.val, corpus.vocab_size, config.bilingual, dev,
+                          stride=stride)  # fmt: skip
+
+
+def eval_stride(config: TrainConfig, step: int) -> int:
+    """The window stride of the evaluation at ``step``: 1 (every window of the split) at
+    the last step, ``config.interim_eval_stride`` before it."""
+    return 1 if step >= config.max_steps else config.interim_eval_stride
 
 
 def _train(
@@ -1443,7 +1459,7 @@ def _loop(config, corpus, work, dev, progress, stop_after, V, record, fresh, log
         logs.reset()
 
     def evaluate(at: int) -> pd.DataFrame:
-        frame = evaluate_run(model, corpus, config, dev)
+        frame = evaluate_run(model, corpus, config, dev, at)
         frame.insert(0, "step", at)
         logs["eval_tokens"].append_frame(frame)
         return frame

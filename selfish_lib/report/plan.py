@@ -219,11 +219,14 @@ def _calibrate_one(
 def estimate_seconds(
     config: TrainConfig, timing: tuple[float, float], done_steps: int = 0
 ) -> float:
-    """Training time left for ``config``: its remaining steps and evaluations."""
+    """Training time left for ``config``: its remaining steps and evaluations (``timing``
+    from ``calibrate``). The evaluations before the last (at step 0 and every
+    ``eval_interval``) score every ``interim_eval_stride``-th window, so each costs about
+    that fraction of a whole-split one; the last scores the whole split."""
     per_step, per_eval = timing
     left = config.max_steps - done_steps
-    evals = math.ceil(config.max_steps / config.eval_interval) + 1
-    evals_left = evals * left / config.max_steps
+    interim = math.ceil(config.max_steps / config.eval_interval) / config.interim_eval_stride
+    evals_left = (interim + 1) * left / config.max_steps
     return left * per_step + evals_left * per_eval
 
 
