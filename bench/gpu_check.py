@@ -108,6 +108,7 @@ from selfish_lib.engine.training import (
     training_corpus,
     training_device,
     training_step,
+    whole_split_evaluations,
 )
 from selfish_lib.engine.validation import ParameterError, check_float, check_int
 
@@ -1178,11 +1179,6 @@ def declared_plan(profile: str, folder: Path, data_path: str | None) -> tuple[di
     return prepared.grids, "report.pipeline.prepare"
 
 
-def evaluations(config: TrainConfig) -> int:
-    """Whole-split evaluations of a run (as ``report.plan.estimate_seconds`` counts them)."""
-    return math.ceil(config.max_steps / config.eval_interval) + 1
-
-
 def group_step_ratio(members: int, stacked: Mapping[int, float]) -> float:
     """Time of one step of a stacked group of ``members`` runs over one solo step, from
     the measured ratios ``stacked`` (E -> group step / solo step): linear between the
@@ -1215,11 +1211,11 @@ def projection_of(
     ``group_size`` runs (``ensemble.ensemble_groups``), a group's step costing
     ``group_step_ratio`` solo steps of its shape and its members evaluated one by one."""
     train_s = sum(c.max_steps * timings[shape(c)][0] for c in configs)
-    eval_s = sum(evaluations(c) * timings[shape(c)][1] for c in configs)
+    eval_s = sum(whole_split_evaluations(c) * timings[shape(c)][1] for c in configs)
     out = {
         "runs": len(configs),
         "steps": sum(c.max_steps for c in configs),
-        "evaluations": sum(evaluations(c) for c in configs),
+        "whole_split_evaluations": sum(whole_split_evaluations(c) for c in configs),
         "solo_train_s": train_s,
         "eval_s": eval_s,
         "solo_total_s": train_s + eval_s,
@@ -1272,7 +1268,9 @@ def projection(ctx: Context) -> dict:
             "tokenizer": s[3],
             "runs": sum(shape_of(c) == s for c in configs),
             "steps": sum(c.max_steps for c in configs if shape_of(c) == s),
-            "evaluations": sum(evaluations(c) for c in configs if shape_of(c) == s),
+            "whole_split_evaluations": sum(
+                whole_split_evaluations(c) for c in configs if shape_of(c) == s
+            ),
             "step_ms": 1000 * t[0],
             "eval_s": t[1],
         }
@@ -1285,7 +1283,9 @@ def projection(ctx: Context) -> dict:
         f"step and evaluation times per model shape from report.plan.calibrate on this "
         f"device ({ctx.sizes.calibrate_steps} timed steps after one, median; one "
         "evaluation), under the training's device settings (deterministic algorithms)",
-        "evaluations: ceil(max_steps / eval_interval) + 1 per run, as report.plan counts",
+        "evaluations per run in whole-split evaluations "
+        "(training.whole_split_evaluations, as report.plan counts them): the last whole, "
+        "the ones before it each a 1/interim_eval_stride of one",
         "stacked: runs grouped as ensemble.ensemble_groups groups them (at most the best "
         "measured E); a group's step costs the solo step of its shape times the measured "
         "ratio (group step / solo step at the paper single-language shape, section "

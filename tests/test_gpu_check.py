@@ -134,7 +134,8 @@ def test_the_dry_run_measures_steps_launches_memory_and_the_plan(dry_run):
     assert plan["runs"] == sum(s["runs"] for s in shapes)
     assert plan["steps"] == sum(s["steps"] for s in shapes)
     expected = sum(
-        s["steps"] * s["step_ms"] / 1000 + s["evaluations"] * s["eval_s"] for s in shapes
+        s["steps"] * s["step_ms"] / 1000 + s["whole_split_evaluations"] * s["eval_s"]
+        for s in shapes
     )
     assert plan["solo_total_s"] == pytest.approx(expected, rel=1e-9)
     assert plan["stacked_total_s"] > 0 and plan["assumptions"]
@@ -238,10 +239,14 @@ def test_the_projection_adds_steps_and_evaluations_per_shape():
     shape = lambda config: config.bilingual
     timings = {False: (0.01, 2.0), True: (0.02, 3.0)}  # (s/step, s/evaluation)
     out = check.projection_of([a, b, c], timings, shape, {2: 1.2}, group_size=2)
-    evals = 2 * (100 / 50 + 1) * 2.0 + (40 / 40 + 1) * 3.0
+    # evaluations at steps 0 and 50 (a, b) and 0 (c) score a 1/4 of the windows (the smoke
+    # profile's stride), the last one all of them
+    assert smoke.interim_eval_stride == 4
+    evals = 2 * (2 / 4 + 1) * 2.0 + (1 / 4 + 1) * 3.0
     assert out["eval_s"] == pytest.approx(evals)
     assert out["solo_train_s"] == pytest.approx(2 * 100 * 0.01 + 40 * 0.02)
-    assert out["evaluations"] == 8 and out["steps"] == 240 and out["runs"] == 3
+    assert out["whole_split_evaluations"] == 4.25
+    assert out["steps"] == 240 and out["runs"] == 3
     # a and b as one group of two (1.2 solo steps a step), c alone
     assert out["groups"] == 2 and out["runs_in_groups"] == 2
     assert out["stacked_train_s"] == pytest.approx(100 * 0.01 * 1.2 + 40 * 0.02)

@@ -1386,6 +1386,14 @@ def eval_stride(config: TrainConfig, step: int) -> int:
     return 1 if step >= config.max_steps else config.interim_eval_stride
 
 
+def whole_split_evaluations(config: TrainConfig) -> float:
+    """A run's evaluations counted in whole-split evaluations, for time estimates: the
+    ones at step 0 and every ``eval_interval`` steps before the last each score about a
+    ``interim_eval_stride``-th of the windows; the last scores all of them."""
+    interim = math.ceil(config.max_steps / config.eval_interval)
+    return interim / config.interim_eval_stride + 1
+
+
 def _train(
     config: TrainConfig,
     corpus: Corpus,

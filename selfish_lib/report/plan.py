@@ -39,6 +39,7 @@ from ..engine.training import (
     resolve_device,
     training_corpus,
     training_step,
+    whole_split_evaluations,
 )
 from ..study import bilingual, field, real_language, subword
 from ..study import layout as sweep
@@ -225,8 +226,7 @@ def estimate_seconds(
     that fraction of a whole-split one; the last scores the whole split."""
     per_step, per_eval = timing
     left = config.max_steps - done_steps
-    interim = math.ceil(config.max_steps / config.eval_interval) / config.interim_eval_stride
-    evals_left = (interim + 1) * left / config.max_steps
+    evals_left = whole_split_evaluations(config) * left / config.max_steps
     return left * per_step + evals_left * per_eval
 
 
