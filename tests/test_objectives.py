@@ -65,14 +65,18 @@ EARLIER_IDS = {
 
 
 def earlier_config(key: str) -> TrainConfig:
+    """The config of ``key`` at the default interim evaluation stride (every evaluation
+    the whole split), as configs were before the profiles sampled theirs."""
     profile_name, setting, *rest = key.split("/")
     profile = get_profile(profile_name)
     if setting == "sweep":
         arm = rest[0]
         objective = HardNegatives(8.0, "cosine", 2.0) if arm == "cos" else HardNegatives(3.0)
-        return profile.sweep_config(objective, 0 if arm == "cos" else 1)
-    layout, seed = float(rest[0]), int(rest[1])
-    return profile.config(setting, objective_for_layout(layout), seed=seed)
+        config = profile.sweep_config(objective, 0 if arm == "cos" else 1)
+    else:
+        layout, seed = float(rest[0]), int(rest[1])
+        config = profile.config(setting, objective_for_layout(layout), seed=seed)
+    return config.replace(interim_eval_stride=1)
 
 
 @pytest.mark.parametrize("key", sorted(EARLIER_IDS))
