@@ -19,6 +19,12 @@ from scipy import stats
 
 from selfish_lib.engine import languages as lang
 from selfish_lib.engine.corpus import CorpusChecksumError
+from selfish_lib.engine.ensemble import (
+    ensemble_groups,
+    member_batches,
+    sampler_data,
+    train_ensemble,
+)
 from selfish_lib.engine.evaluation import METRICS
 from selfish_lib.engine.objectives import CrossEntropy, HardNegatives
 from selfish_lib.engine.profiles import get_profile
@@ -27,6 +33,8 @@ from selfish_lib.engine.training import (
     TrainConfig,
     fresh_run,
     initial_model,
+    make_sampler,
+    train,
     training_corpus,
     vocab_size,
 )
@@ -134,7 +142,7 @@ def test_a_real_language_vocabulary_needs_the_runs_corpus(corpus):
     run_corpus = training_corpus(corpus, config)
     assert vocab_size(config, run_corpus) == run_corpus.vocabulary.size
     assert initial_model(config, run_corpus).vocab_size == run_corpus.vocabulary.size
-    with pytest.raises(ParameterError, match="training_corpus"):  # e.g. a stacked ensemble
+    with pytest.raises(ParameterError, match="training_corpus"):
         vocab_size(config, corpus.vocab_size)
     cipher = SMOKE.config("bilingual", seed=0)
     assert vocab_size(cipher, corpus.vocab_size) == vocab_size(cipher, corpus) == 130
@@ -181,6 +189,51 @@ def test_a_real_language_run_trains_end_to_end_and_is_stored(tiny_run, corpus):
     metrics = run.metrics(run_corpus.token_info(), by=["language"]).set_index("language")
     assert metrics.loc["low", "count"] == len(run_corpus.second.val) - 1
     assert 0 < metrics.loc["low", "loss"] < 10
+
+
+@pytest.mark.parametrize("alphabet", ["shared", "disjoint"])
+def test_real_language_runs_train_stacked_as_solo(corpus, alphabet):
+    """Runs of one real language and alphabet stack like any others: each member's data
+    stream (English and the language at p_low, from its own generator) is its solo run's
+    exactly, its losses, weights and evaluations within the ensembles' tolerance, and
+    both languages are scored on their own texts."""
+    configs = [tiny("nahuatl", alphabet).replace(objective=objective, seed=seed, max_steps=6)
+               for objective, seed in ((CrossEntropy(), 0), (HardNegatives(0.5), 1),
+                                       (CrossEntropy(), 2))]  # fmt: skip
+    assert ensemble_groups(configs, 8) == [tuple(configs)]
+    solo = [train(c, corpus, device="cpu", progress=False) for c in configs]
+    together = train_ensemble(configs, corpus, device="cpu", progress=False)
+    for a, b in zip(solo, together, strict=True):
+        keys = ["step", "token", "count"]
+        assert a.train_tokens[keys].equals(b.train_tokens[keys])  # the same tokens
+        assert (a.train_log["loss"] - b.train_log["loss"]).abs().max() <= 1e-5
+        for name, p in a.model.state_dict().items():
+            assert (b.model.state_dict()[name] - p).abs().max().item() <= 1e-5, name
+        assert a.eval_tokens[["step", "token", "count"]].equals(
+            b.eval_tokens[["step", "token", "count"]])  # fmt: skip
+        assert (a.eval_tokens["loss_sum"] - b.eval_tokens["loss_sum"]).abs().max() <= 1e-3
+    vocabulary = training_corpus(corpus, configs[0]).vocabulary.size
+    assert together[0].eval_tokens["token"].max() == 2 * vocabulary - 1  # both languages
+
+
+def test_member_batches_draw_a_language_samplers_own_stream(corpus):
+    """The gathered batches of real-language samplers are, member by member, what each
+    sampler's ``sample`` gives, and leave each generator where ``sample`` leaves it."""
+    run_corpus = training_corpus(corpus, tiny("mixtec", "disjoint"))
+
+    def samplers():
+        return [make_sampler(tiny("mixtec", "disjoint").replace(seed=seed), run_corpus)
+                for seed in (5, 0, 9)]  # fmt: skip
+
+    gathered, alone = samplers(), samplers()
+    data = sampler_data(run_corpus)
+    for _ in range(4):
+        x, y = member_batches(gathered, data)
+        for e, sampler in enumerate(alone):
+            x_e, y_e = sampler.sample()
+            assert torch.equal(x[e], x_e) and torch.equal(y[e], y_e)
+    for a, b in zip(gathered, alone, strict=True):
+        assert torch.equal(a.generator.get_state(), b.generator.get_state())
 
 
 def test_a_shared_character_keeps_one_evaluation_row_per_language(tiny_run, corpus):

@@ -9,9 +9,10 @@ output head per member of untied models, [E, V, d]). Each member keeps what make
 its own run:
 
 - its initial weights, drawn exactly as its solo run draws them;
-- its data stream: its block offsets drawn by its own ``BlockSampler``'s generator on
-  the CPU, with the very calls its solo run makes, and the tokens of all members then
-  gathered on the device with one index operation (``member_batches``);
+- its data stream: its block offsets drawn by its own sampler's generator on the CPU
+  (``BlockSampler``, or ``LanguageBlockSampler`` for a real second language), with the
+  very calls its solo run makes, and the tokens of all members then gathered on the
+  device with one index operation (``member_batches``);
 - its dropout masks: each member carries its own state of the default random
   generators (``MemberRNG``, the state its solo run has after drawing its initial
   weights). Around each of its draws that state is put in place of the global one and
@@ -68,7 +69,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .corpus import BlockSampler, Corpus, shift_blocks
-from .evaluation import evaluate_split
+from .languages import LanguageBlockSampler, TwoLanguageCorpus
 from .model import GPT, ModelConfig
 from .objectives import CrossEntropy, LossContext, Objective, full_cross_entropy, rows_only
 from .scenarios import AdamState, Capture, ScenarioLog
@@ -84,10 +85,11 @@ from .training import (
     _save_atomic,
     checkpoint_state,
     device_record,
-    eval_stride,
+    evaluate_run,
     initial_model,
     learning_rate,
     make_optimizer,
+    make_sampler,
     resolve_device,
     training_corpus,
     training_device,
@@ -113,17 +115,13 @@ def group_key(config: TrainConfig) -> TrainConfig:
 
 def ensemble_groups(configs: Sequence[TrainConfig], size: int) -> list[tuple[TrainConfig, ...]]:
     """``configs`` in groups of at most ``size`` runs that share a ``group_key`` (in the
-    order of their first member); with ``size`` 1 every run is a group of one, and so is
-    every run of a real second language (``TrainConfig.language``), which trains alone."""
+    order of their first member); with ``size`` 1 every run is a group of one."""
     size = check_int("ensemble", size, 1)
     if size == 1:
         return [(config,) for config in configs]
     buckets: dict[TrainConfig, list[list[TrainConfig]]] = {}
     order: list[list[TrainConfig]] = []
     for config in configs:
-        if config.language != "cipher":  # its own vocabulary, blocks of two texts: solo
-            order.append([config])
-            continue
         chunks = buckets.setdefault(group_key(config), [])
         if not chunks or len(chunks[-1]) == size:
             chunks.append([])
@@ -441,29 +439,49 @@ class StackedGPT:
         return solo.state_dict()
 
 
+def sampler_data(corpus: Corpus) -> torch.Tensor:
+    """The token ids the samplers of a group draw their blocks from, as one tensor
+    (``member_batches`` gathers from it): the training text, or, for a real second
+    language (``corpus`` a ``TwoLanguageCorpus``), English's training text followed by
+    the language's."""
+    if isinstance(corpus, TwoLanguageCorpus):
+        return torch.cat([corpus.train, corpus.second.train])
+    return corpus.train
+
+
 def member_batches(
-    samplers: Sequence[BlockSampler], data: torch.Tensor
+    samplers: Sequence[BlockSampler | LanguageBlockSampler], data: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The next batch of every member, ``x`` and ``y`` (E, B, T) on ``data``'s device.
 
     Each member's block offsets and languages are drawn by its own sampler's generator
-    on the CPU with the calls ``BlockSampler.sample`` makes, in its order, so each
+    on the CPU with the calls its ``sample`` makes (``BlockSampler.sample``, or
+    ``languages.sample_blocks`` for a ``LanguageBlockSampler``), in its order, so each
     sampler's stream (and state) is its solo run's; the tokens of all members are then
-    gathered from ``data`` (the samplers' token ids, moved to the device once) with one
-    index operation. ``tests/test_ensemble_kinds.py`` checks the batches against
-    ``BlockSampler.sample``."""
+    gathered from ``data`` (``sampler_data``, moved to the device once) with one index
+    operation. ``tests/test_ensemble_kinds.py`` checks the batches against ``sample``."""
+    first = samplers[0]
+    two_texts = isinstance(first, LanguageBlockSampler)
     starts, lows = [], []
     for sampler in samplers:
-        g, T = sampler.generator, sampler.block_size
-        starts.append(torch.randint(len(sampler.data) - T - 1, (sampler.batch_size,), generator=g))
-        coin = torch.rand(sampler.batch_size, generator=g)
+        g, T, B = sampler.generator, sampler.block_size, sampler.batch_size
+        if two_texts:  # English's offset, the coin, the language's offset: in this order
+            english = len(sampler.english)
+            ix_en = torch.randint(english - T - 1, (B,), generator=g)
+            coin = torch.rand(B, generator=g)
+            ix_low = torch.randint(len(sampler.language) - T - 1, (B,), generator=g)
+            low = coin < sampler.p_low
+            starts.append(torch.where(low, ix_low + english, ix_en))  # into sampler_data
+            continue
+        starts.append(torch.randint(len(sampler.data) - T - 1, (B,), generator=g))
+        coin = torch.rand(B, generator=g)
         lows.append(torch.ones_like(coin, dtype=torch.bool) if sampler.low_only
                     else coin < sampler.p_low)  # fmt: skip
-    first = samplers[0]
     ix = torch.stack(starts).to(data.device)
-    low = torch.stack(lows).to(data.device)
     offsets = ix.unsqueeze(-1) + torch.arange(first.block_size + 1, device=data.device)
-    blocks = shift_blocks(data[offsets], low, first.vocab_size)
+    blocks = data[offsets]
+    if not two_texts:  # the cipher: a block of the second language is shifted by V
+        blocks = shift_blocks(blocks, torch.stack(lows).to(data.device), first.vocab_size)
     return blocks[..., :-1].contiguous(), blocks[..., 1:].contiguous()
 
 
@@ -559,20 +577,16 @@ class StackedGroup:
         self.shared = shared = configs[0]  # every field but seed, objective, dropout is shared
         self.corpus = corpus = training_corpus(corpus, shared)
         self.size = len(configs)
-        self.vocab_size = V = vocab_size(shared, corpus.vocab_size)
+        self.vocab_size = V = vocab_size(shared, corpus)
         self.rng = MemberRNG(dev)
         self.models = []
         for config in configs:
-            self.models.append(initial_model(config, corpus.vocab_size).to(dev))
+            self.models.append(initial_model(config, corpus).to(dev))
             self.rng.add_current()  # where the member's solo run starts drawing dropout masks
         self.stacked = StackedGPT(self.models)
         self.optimizer = self.stacked.optimizer(shared)
-        self.samplers = [
-            BlockSampler(corpus.train, shared.model.block_size, shared.batch_size, c.seed,
-                         corpus.vocab_size, p_low=c.p_low)
-            for c in configs
-        ]  # fmt: skip
-        self.data = corpus.train.to(dev)  # the samplers' ids, gathered on the device
+        self.samplers = [make_sampler(c, corpus) for c in configs]
+        self.data = sampler_data(corpus).to(dev)  # the samplers' ids, gathered on the device
         self.objectives = [c.objective for c in configs]
         self.split_head = any(o.split_head for o in self.objectives)
         self.objective_states = [o.initial_state(V, dev) for o in self.objectives]
@@ -685,8 +699,7 @@ def _train_ensemble(
     def evaluate(at: int) -> None:
         for e, model in enumerate(models):
             stacked.copy_member_into(e, model)
-            frame = evaluate_split(model, corpus.val, corpus.vocab_size, shared.bilingual, dev,
-                                   stride=eval_stride(shared, at))  # fmt: skip
+            frame = evaluate_run(model, corpus, shared, dev, at)
             frame.insert(0, "step", at)
             logs[e]["eval_tokens"].append_frame(frame)
 

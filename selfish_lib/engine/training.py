@@ -359,8 +359,7 @@ def vocab_size(config: TrainConfig, base_vocab_size: int | Corpus) -> int:
         raise ParameterError(
             "base_vocab_size", base_vocab_size,
             f"the run's corpus (training_corpus) for language={config.language!r}: a real "
-            "language's vocabulary depends on its text (such runs train solo, never in "
-            "an ensemble)",
+            "language's vocabulary depends on its text",
         )  # fmt: skip
     return base_vocab_size * (2 if config.bilingual else 1)
 
@@ -1349,20 +1348,18 @@ def fresh_run(config: TrainConfig, corpus: Corpus, dev: torch.device):
     block sampler, as ``(model, optimizer, sampler)``; ``corpus`` is already in the run's
     tokenizer (``training_corpus``)."""
     model = initial_model(config, corpus).to(dev)
+    return model, make_optimizer(model, config), make_sampler(config, corpus)
+
+
+def make_sampler(config: TrainConfig, corpus: Corpus) -> BlockSampler | LanguageBlockSampler:
+    """A run's seeded block sampler (``corpus`` from ``training_corpus``): blocks of the
+    one text, shifted into the second alphabet with probability ``p_low`` (the cipher), or
+    blocks of English or of a real second language (``languages.LanguageBlockSampler``)."""
     if isinstance(corpus, TwoLanguageCorpus):  # blocks of English or of the language
-        sampler = LanguageBlockSampler(corpus.train, corpus.second.train,
-                                       config.model.block_size, config.batch_size,
-                                       config.seed, config.p_low)  # fmt: skip
-    else:
-        sampler = BlockSampler(
-            corpus.train,
-            config.model.block_size,
-            config.batch_size,
-            config.seed,
-            corpus.vocab_size,
-            p_low=config.p_low,
-        )
-    return model, make_optimizer(model, config), sampler
+        return LanguageBlockSampler(corpus.train, corpus.second.train, config.model.block_size,
+                                    config.batch_size, config.seed, config.p_low)  # fmt: skip
+    return BlockSampler(corpus.train, config.model.block_size, config.batch_size, config.seed,
+                        corpus.vocab_size, p_low=config.p_low)  # fmt: skip
 
 
 def evaluate_run(
