@@ -27,6 +27,7 @@ from selfish_lib.engine.ensemble import (
     default_ensemble,
     member_batches,
     member_losses,
+    sampler_data,
     train_ensemble,
 )
 from selfish_lib.engine.model import ModelConfig
@@ -41,7 +42,15 @@ from selfish_lib.engine.objectives import (
     LossContext,
     make_objective,
 )
-from selfish_lib.engine.training import CHECKPOINT, TrainConfig, initial_model, train
+from selfish_lib.engine.profiles import get_profile
+from selfish_lib.engine.training import (
+    CHECKPOINT,
+    TrainConfig,
+    initial_model,
+    make_sampler,
+    train,
+    training_corpus,
+)
 
 TOLERANCE = 1e-5
 STEPS = 6
@@ -228,26 +237,43 @@ def test_members_of_every_kind_resume_as_solo_runs(tiny_corpus, tmp_path):
                                        atol=TOLERANCE)  # fmt: skip
 
 
-@pytest.mark.parametrize("p_low", [0.0, 0.5])
-def test_member_batches_are_each_samplers_own_stream(tiny_corpus, p_low):
-    """The batches gathered in one index operation are, member by member, what each
-    sampler's ``sample`` gives, and leave each generator where ``sample`` leaves it."""
-
-    def samplers():
-        return [BlockSampler(tiny_corpus.train, 16, 4, seed, tiny_corpus.vocab_size, p_low=p_low)
-                for seed in (3, 0, 7)]  # fmt: skip
-
+def _assert_gathered_as_sampled(samplers, data: torch.Tensor, draws: int = 4):
+    """The batches ``member_batches`` gathers from ``data`` are, member by member, what
+    each sampler's ``sample`` gives, and leave each generator where ``sample`` leaves
+    it (``samplers()`` builds two equal sets); the last gathered ``x``."""
     gathered, alone = samplers(), samplers()
-    data = tiny_corpus.train.clone()
-    for _ in range(3):
+    for _ in range(draws):
         x, y = member_batches(gathered, data)
         for e, sampler in enumerate(alone):
             x_e, y_e = sampler.sample()
             assert torch.equal(x[e], x_e) and torch.equal(y[e], y_e)
     for a, b in zip(gathered, alone, strict=True):
         assert torch.equal(a.generator.get_state(), b.generator.get_state())
+    return x
+
+
+@pytest.mark.parametrize("p_low", [0.0, 0.5])
+def test_member_batches_are_each_samplers_own_stream(tiny_corpus, p_low):
+    def samplers():
+        return [BlockSampler(tiny_corpus.train, 16, 4, seed, tiny_corpus.vocab_size, p_low=p_low)
+                for seed in (3, 0, 7)]  # fmt: skip
+
+    x = _assert_gathered_as_sampled(samplers, tiny_corpus.train.clone(), draws=3)
     if p_low:
         assert (x >= tiny_corpus.vocab_size).any()  # some blocks in the second alphabet
+
+
+def test_member_batches_draw_a_real_language_samplers_own_stream(corpus):
+    """Blocks of English or of a real second language (``LanguageBlockSampler``), gathered
+    from English's training text followed by the language's (``sampler_data``)."""
+    smoke = get_profile("smoke")
+    config = smoke.language_config("mixtec", "disjoint", language_chars=2000, p_low=0.5)
+    run_corpus = training_corpus(corpus, config)
+
+    def samplers():
+        return [make_sampler(config.replace(seed=seed), run_corpus) for seed in (5, 0, 9)]
+
+    _assert_gathered_as_sampled(samplers, sampler_data(run_corpus))
 
 
 def _leaf(tensor: torch.Tensor) -> torch.Tensor:

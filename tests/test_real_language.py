@@ -19,12 +19,7 @@ from scipy import stats
 
 from selfish_lib.engine import languages as lang
 from selfish_lib.engine.corpus import CorpusChecksumError
-from selfish_lib.engine.ensemble import (
-    ensemble_groups,
-    member_batches,
-    sampler_data,
-    train_ensemble,
-)
+from selfish_lib.engine.ensemble import ensemble_groups, train_ensemble
 from selfish_lib.engine.evaluation import METRICS
 from selfish_lib.engine.objectives import CrossEntropy, HardNegatives
 from selfish_lib.engine.profiles import get_profile
@@ -33,7 +28,6 @@ from selfish_lib.engine.training import (
     TrainConfig,
     fresh_run,
     initial_model,
-    make_sampler,
     train,
     training_corpus,
     vocab_size,
@@ -214,26 +208,6 @@ def test_real_language_runs_train_stacked_as_solo(corpus, alphabet):
         assert (a.eval_tokens["loss_sum"] - b.eval_tokens["loss_sum"]).abs().max() <= 1e-3
     vocabulary = training_corpus(corpus, configs[0]).vocabulary.size
     assert together[0].eval_tokens["token"].max() == 2 * vocabulary - 1  # both languages
-
-
-def test_member_batches_draw_a_language_samplers_own_stream(corpus):
-    """The gathered batches of real-language samplers are, member by member, what each
-    sampler's ``sample`` gives, and leave each generator where ``sample`` leaves it."""
-    run_corpus = training_corpus(corpus, tiny("mixtec", "disjoint"))
-
-    def samplers():
-        return [make_sampler(tiny("mixtec", "disjoint").replace(seed=seed), run_corpus)
-                for seed in (5, 0, 9)]  # fmt: skip
-
-    gathered, alone = samplers(), samplers()
-    data = sampler_data(run_corpus)
-    for _ in range(4):
-        x, y = member_batches(gathered, data)
-        for e, sampler in enumerate(alone):
-            x_e, y_e = sampler.sample()
-            assert torch.equal(x[e], x_e) and torch.equal(y[e], y_e)
-    for a, b in zip(gathered, alone, strict=True):
-        assert torch.equal(a.generator.get_state(), b.generator.get_state())
 
 
 def test_a_shared_character_keeps_one_evaluation_row_per_language(tiny_run, corpus):
