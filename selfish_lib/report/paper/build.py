@@ -192,24 +192,18 @@ def render_source(name: str, values: Mapping[str, Any], sources: Path) -> str:
 def repository_commit(root: Path = ROOT) -> str:
     """The commit of the working tree (12 hex digits, '+changes' when tracked files differ
     from it), or 'unknown' outside a git checkout."""
+
+    def git(*args: str, timeout: float) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              timeout=timeout, check=True)  # fmt: skip
+        return done.stdout.strip()
+
     try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=True,
-        )
-        status = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
+        head = git("rev-parse", "--short=12", "HEAD", timeout=20)
+        changes = git("status", "--porcelain", "--untracked-files=no", timeout=60)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return head.stdout.strip() + ("+changes" if status.stdout.strip() else "")
+    return head + ("+changes" if changes else "")
 
 
 def executed_notebooks(report_dir: Path) -> list[Path]:
