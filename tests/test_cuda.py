@@ -162,6 +162,32 @@ def test_an_ensemble_on_cuda_matches_its_solo_runs(corpus):
             assert (a[metric] - b[metric]).abs().max() <= ENSEMBLE_TOLERANCE, metric
 
 
+def real_language_members_against_solo(corpus: Corpus, device: str) -> float:
+    """Two runs of a real second language stacked and each alone on ``device``: the
+    members' data streams are asserted equal to the solo runs'; the largest gap of a
+    final validation loss is returned."""
+    smoke = get_profile("smoke")
+    configs = [smoke.language_config("nahuatl", "disjoint", arm, seed, max_steps=12,
+                                     eval_interval=6, language_chars=2000, p_low=0.5)
+               for arm, seed in ((CrossEntropy(), 0), (HardNegatives(0.5), 1))]  # fmt: skip
+    together = train_ensemble(configs, corpus, device=device, progress=False)
+    gaps = []
+    for config, member in zip(configs, together, strict=True):
+        solo = train(config, corpus, device=device, progress=False)
+        keys = ["step", "token", "count"]
+        assert member.train_tokens[keys].equals(solo.train_tokens[keys])
+        assert member.eval_tokens[keys].equals(solo.eval_tokens[keys])
+        gaps.append(abs(final_loss(member) - final_loss(solo)))
+    return max(gaps)
+
+
+@needs_cuda
+def test_real_language_members_on_cuda_match_their_solo_runs(corpus):
+    """The blocks of two texts gathered on the device (``ensemble.member_batches``) are
+    each member's solo stream on CUDA too, and its losses within the tolerance."""
+    assert real_language_members_against_solo(corpus, "cuda") <= ENSEMBLE_TOLERANCE
+
+
 @needs_cuda
 def test_cuda_and_cpu_runs_agree_within_the_tolerance_never_bit_for_bit(tiny_corpus):
     config = tiny(tiny_corpus, layout=2.0)
